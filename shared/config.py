@@ -1,0 +1,188 @@
+"""Configuration: one TOML file for what the router does, the environment for where it runs.
+
+The packaged defaults (default_config.toml) are always loaded first; a user's file given by
+ROUTER_CONFIG is merged over them table by table, so it only needs the parts it changes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
+
+Provider = Literal["anthropic", "openai", "groq", "ollama"]
+Difficulty = Literal["simple", "medium", "complex"]
+DIFFICULTIES: tuple[Difficulty, ...] = ("simple", "medium", "complex")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Strict):
+    provider: Provider
+    model: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+class Tier(_Strict):
+    name: str
+    models: tuple[ModelRef, ...] = Field(min_length=1)
+
+
+class Routing(_Strict):
+    simple: str
+    medium: str
+    complex: str
+
+
+class ClassifierConfig(_Strict):
+    backends: tuple[Literal["rules"], ...] = Field(min_length=1)
+    ollama_model: str
+    ollama_timeout_s: float = Field(gt=0)
+    bias: float = Field(ge=0, le=1)
+
+
+class EscalationConfig(_Strict):
+    threshold: float = Field(ge=0, le=1)
+    signals: tuple[Literal["truncation", "empty", "refusal", "hedging", "logprob", "judge"], ...]
+    max_attempts: int = Field(ge=1)
+
+
+class Limits(_Strict):
+    max_prompt_chars: int = Field(gt=0)
+    request_timeout_s: float = Field(gt=0)
+    provider_timeout_s: float = Field(gt=0)
+    default_max_tokens: int = Field(gt=0)
+    provider_retries: int = Field(ge=0)
+    retry_max_wait_s: float = Field(ge=0)
+
+
+class PipelineConfig(_Strict):
+    dispatcher_concurrency: int = Field(ge=1)
+    classifier_concurrency: int = Field(ge=1)
+    escalator_concurrency: int = Field(ge=1)
+    max_deliver: int = Field(ge=1)
+    backoff_s: tuple[float, ...] = Field(min_length=1)
+    ack_wait_s: float = Field(gt=0)
+    dedup_window_s: float = Field(gt=0)
+    results_max_age_s: float = Field(gt=0)
+    events_max_age_s: float = Field(gt=0)
+    stream_replicas: int = Field(ge=1, le=5)
+
+    def retry_delay(self, delivery: int) -> float:
+        """Delay before redelivering a message whose handler failed on its n-th delivery."""
+        return self.backoff_s[min(delivery, len(self.backoff_s)) - 1] if self.backoff_s else 0.0
+
+
+class LedgerConfig(_Strict):
+    store_prompt_text: bool
+    batch_size: int = Field(ge=1)
+    batch_timeout_s: float = Field(gt=0)
+    retention_days: int = Field(ge=1)
+
+
+class Price(_Strict):
+    input: float = Field(ge=0, description="USD per million input tokens")
+    output: float = Field(ge=0, description="USD per million output tokens")
+
+
+class PricingConfig(_Strict):
+    baseline: str = ""
+    overrides: dict[str, Price] = {}
+
+
+class RouterConfig(_Strict):
+    tiers: tuple[Tier, ...] = Field(min_length=1)
+    routing: Routing
+    classifier: ClassifierConfig
+    escalation: EscalationConfig
+    limits: Limits
+    pipeline: PipelineConfig
+    ledger: LedgerConfig
+    pricing: PricingConfig
+
+    @field_validator("tiers")
+    @classmethod
+    def _unique_tier_names(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique, got {names}")
+        return tiers
+
+    @model_validator(mode="after")
+    def _routes_name_tiers(self) -> RouterConfig:
+        names = {t.name for t in self.tiers}
+        for difficulty in DIFFICULTIES:
+            if getattr(self.routing, difficulty) not in names:
+                raise ValueError(f"routing.{difficulty} names no tier (tiers: {sorted(names)})")
+        return self
+
+    def tier_index(self, name: str) -> int:
+        for i, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return i
+        raise KeyError(name)
+
+    def start_tier(self, difficulty: Difficulty) -> int:
+        return self.tier_index(getattr(self.routing, difficulty))
+
+    @property
+    def baseline_model(self) -> ModelRef:
+        """What "always use the expensive model" means for the savings figures."""
+        if self.pricing.baseline:
+            provider, _, model = self.pricing.baseline.partition(":")
+            return ModelRef(provider=provider, model=model)  # type: ignore[arg-type]
+        return self.tiers[-1].models[0]
+
+
+class Settings(BaseSettings):
+    """What differs per machine. Provider keys and base URLs are read by the SDKs themselves."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    router_config: Path | None = None
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None = None) -> RouterConfig:
+    """Defaults merged with the user's file; a bad file fails here, at start-up, with its path."""
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    if path is not None:
+        try:
+            data = _merge(data, tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from exc
+    return RouterConfig.model_validate(data)
+
+
+@cache
+def settings() -> Settings:
+    return Settings()
+
+
+@cache
+def config() -> RouterConfig:
+    return load_config(settings().router_config)

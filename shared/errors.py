@@ -1,0 +1,25 @@
+"""Error codes of the public contract. Every failure a caller sees is one of these."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    PROMPT_TOO_LARGE = "prompt_too_large"
+    NO_PROVIDER_AVAILABLE = "no_provider_available"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    UPSTREAM_ERROR = "upstream_error"
+    TIMEOUT = "timeout"
+    DEAD_LETTER = "dead_letter"
+    INTERNAL = "internal_error"
+
+
+class RouterError(Exception):
+    """A failure that becomes an error reply, not a crash or a redelivery."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,299 @@
+"""The messages that cross process boundaries: the public request and reply, the envelope that
+carries a request's whole state between services, and the events the ledger stores.
+
+Public models forbid unknown fields and coerce nothing, so a caller's typo or wrong type gets a
+clear `invalid_request` instead of a silently ignored option. Internal models ignore unknown
+fields, so a rolling upgrade can add one without stopping older services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from shared.config import Difficulty, Provider
+from shared.errors import ErrorCode, RouterError
+
+# Request and job ids become NATS subject tokens and KV keys: keep them to a safe alphabet.
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+Token = Annotated[str, StringConstraints(pattern=TOKEN_RE.pattern)]
+MAX_METADATA_BYTES = 4096
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """What an online caller sends on router.v1.chat and a batch system on router.v1.jobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    request_id: Token | None = None
+    job_id: Token | None = None
+    tenant: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    tier: str | None = None
+    max_tier: str | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> ChatRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if not any(m.role == "user" for m in self.chat):
+            raise ValueError("'messages' needs at least one user message")
+        if not self.prompt_text.strip():
+            raise ValueError("the prompt is empty")
+        if self.metadata is not None and len(json.dumps(self.metadata)) > MAX_METADATA_BYTES:
+            raise ValueError(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes")
+        return self
+
+    @property
+    def chat(self) -> list[ChatMessage]:
+        if self.messages is not None:
+            return self.messages
+        return [ChatMessage(role="user", content=self.prompt or "")]
+
+    @property
+    def prompt_text(self) -> str:
+        """The text the classifier judges: the last user turn."""
+        return next(m.content for m in reversed(self.chat) if m.role == "user")
+
+    @property
+    def total_chars(self) -> int:
+        return sum(len(m.content) for m in self.chat)
+
+
+def parse_request(body: bytes, max_prompt_chars: int) -> ChatRequest:
+    """Bytes off the wire to a valid request, or a RouterError that says what is wrong."""
+    try:
+        request = ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise RouterError(ErrorCode.INVALID_REQUEST, describe_validation_error(exc)) from None
+    if request.total_chars > max_prompt_chars:
+        raise RouterError(
+            ErrorCode.PROMPT_TOO_LARGE,
+            f"the prompt has {request.total_chars} characters; the limit is {max_prompt_chars}",
+        )
+    return request
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "json_invalid":
+            parts.append("the body is not valid JSON")
+        elif error["type"] == "extra_forbidden":
+            parts.append(f"unknown field '{where}'")
+        elif where:
+            parts.append(f"'{where}': {error['msg']}")
+        else:
+            parts.append(error["msg"].removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Internal(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Origin(_Internal):
+    """Where the answer goes: an online caller's inbox, or a batch job's results subject."""
+
+    kind: Literal["online", "batch"]
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    job_id: str | None = None
+
+
+class Classification(_Internal):
+    difficulty: Difficulty
+    confidence: float
+    backend: str
+    latency_ms: float
+
+
+class Attempt(_Internal):
+    """One call to one model. The ledger keys it on (request_id, n)."""
+
+    n: int
+    hop: int
+    model: str
+    provider: Provider
+    tier: str
+    outcome: Literal["ok", "weak", "error", "skipped"]
+    reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    emulated: bool = False
+
+
+class Answer(_Internal):
+    """A model's answer, with what the escalator needs to judge it."""
+
+    text: str
+    attempt: int
+    tier_index: int
+    finish_reason: str
+    logprob_mean: float | None = None
+    score: float | None = None
+    signals: list[str] = []
+
+
+class Envelope(_Internal):
+    """A request's whole state. It travels with the message, so no service keeps any."""
+
+    request_id: str
+    # Unique per intake, unlike a caller's request_id: it names this request's hops for dedup.
+    trace_id: str
+    request: ChatRequest
+    origin: Origin
+    received_at: float
+    deadline: float
+    classification: Classification
+    start_tier: str
+    tier_index: int
+    max_tier_index: int
+    hop: int = 1
+    attempts: list[Attempt] = []
+    answer: Answer | None = None
+    best: Answer | None = None
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.attempts)
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.time()
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class ErrorReply(BaseModel):
+    request_id: str | None
+    job_id: str | None = None
+    error: ErrorBody
+
+
+class AttemptView(BaseModel):
+    model: str
+    provider: Provider
+    tier: str
+    outcome: str
+    reason: str
+    cost_usd: float
+    latency_ms: float
+
+
+class ClassifierView(BaseModel):
+    backend: str
+    confidence: float
+    latency_ms: float
+
+
+class ChatReply(BaseModel):
+    """The original README's response, plus what an operator needs to trust it."""
+
+    request_id: str
+    job_id: str | None = None
+    response: str
+    model_used: str
+    provider: Provider
+    difficulty_tag: Difficulty
+    tier: str
+    cost_usd: float
+    baseline_cost_usd: float
+    saved_usd: float
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    escalated: bool
+    emulated: bool
+    attempts: list[AttemptView]
+    classifier: ClassifierView
+
+
+class RequestEvent(_Internal):
+    """The ledger's row for one request, success or failure."""
+
+    request_id: str
+    received_at: float
+    finished_at: float
+    tenant: str | None = None
+    source: Literal["online", "batch"]
+    job_id: str | None = None
+    status: Literal["ok", "error"]
+    error_code: str | None = None
+    difficulty: str | None = None
+    classifier_backend: str | None = None
+    classifier_confidence: float | None = None
+    start_tier: str | None = None
+    tier: str | None = None
+    model_used: str | None = None
+    provider: str | None = None
+    escalated: bool = False
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_cost_usd: float = 0.0
+    escalation_cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    provider_latency_ms: float = 0.0
+    emulated: bool = False
+    prompt_sha256: str | None = None
+    prompt_chars: int = 0
+    prompt_text: str | None = None
+
+
+class AttemptEvent(Attempt):
+    request_id: str
+    tenant: str | None = None
+    at: float
+
+
+class DeadLetterEvent(_Internal):
+    """A message no handler could settle after all its deliveries."""
+
+    subject: str
+    stream_seq: int
+    deliveries: int
+    reason: str
+    request_id: str | None = None
+    body_bytes: int
+    at: float
+
+
+def fingerprint(text: str) -> tuple[str, int]:
+    """A hash and a length: what the ledger keeps of a prompt unless told to keep the text."""
+    return hashlib.sha256(text.encode()).hexdigest(), len(text)

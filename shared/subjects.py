@@ -1,0 +1,30 @@
+"""NATS subjects, streams and consumer names. The `router.v1.*` public ones are contracts (see
+DESIGN.md); `router.v1.pipeline.*` and the KV buckets are internal."""
+
+CHAT = "router.v1.chat"
+JOBS = "router.v1.jobs"
+RESULTS_PREFIX = "router.v1.results"
+STATS = "router.v1.stats"
+HEALTH = "router.v1.health"
+
+DISPATCH = "router.v1.pipeline.dispatch"
+SCORE = "router.v1.pipeline.score"
+
+EVENTS_PREFIX = "router.v1.events"
+REQUEST_EVENTS = f"{EVENTS_PREFIX}.request"
+ATTEMPT_EVENTS = f"{EVENTS_PREFIX}.attempt"
+DEAD_LETTER_EVENTS = f"{EVENTS_PREFIX}.dead_letter"
+
+JOBS_STREAM = "ROUTER_JOBS"
+PIPELINE_STREAM = "ROUTER_PIPELINE"
+RESULTS_STREAM = "ROUTER_RESULTS"
+EVENTS_STREAM = "ROUTER_EVENTS"
+
+HOPS_BUCKET = "router_hops"
+HEALTH_BUCKET = "router_health"
+
+MSG_ID = "Nats-Msg-Id"
+
+
+def results(job_id: str) -> str:
+    return f"{RESULTS_PREFIX}.{job_id}"
