@@ -1,0 +1,155 @@
+"""What every service process shares: one broker, the topology declared before any subscriber
+binds, a heartbeat, a health responder, and one discipline for settling JetStream messages.
+
+FastStream's default ack policy terminates a message whose handler raised; here every JetStream
+handler runs under `settle`, which acks on success, redelivers with a backoff on a transient
+failure, and turns the last failed delivery into a dead-letter record instead of a stuck message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import nats
+import structlog
+from faststream import FastStream
+from faststream.nats import NatsBroker, NatsMessage
+from pydantic import ValidationError
+
+from shared import health, logs, subjects, topology
+from shared.config import RouterConfig, Settings, config, settings
+
+log = structlog.get_logger(__name__)
+
+CONNECT_RETRY_S = 60.0
+
+
+class Service:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.settings: Settings = settings()
+        self.config: RouterConfig = config()
+        self.counters = health.Counters()
+        logs.configure(self.settings.log_level, self.settings.log_format, service=name)
+        self.broker = NatsBroker(
+            self.settings.nats_url,
+            name=f"smart-router.{name}",
+            logger=logging.getLogger(f"smart_router.{name}"),
+            # FastStream logs every message at this level: keep it out of INFO at 1,000 msg/s.
+            log_level=logging.DEBUG,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            graceful_timeout=self.config.limits.provider_timeout_s,
+        )
+        self.app = FastStream(
+            self.broker,
+            logger=logging.getLogger(f"smart_router.{name}"),
+            on_startup=[self._declare_topology],
+            after_startup=[self._start_heartbeat],
+            on_shutdown=[self._stop_background],
+        )
+        self._tasks: set[asyncio.Task] = set()
+        self.broker.subscriber(subjects.HEALTH, queue="health")(self._answer_health)
+
+    async def _declare_topology(self) -> None:
+        """Streams and consumers must exist with our settings before a subscriber binds."""
+        nc = await _connect_patiently(self.settings.nats_url)
+        try:
+            await topology.declare(
+                nc.jetstream(), self.config.pipeline, self.config.ledger.batch_size
+            )
+        finally:
+            await nc.close()
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` for the life of the service; it is cancelled at shutdown."""
+        self._tasks.add(asyncio.create_task(work))
+
+    async def _start_heartbeat(self) -> None:
+        kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
+        self.background(health.beat_forever(kv, self.name, self.counters))
+        log.info("service.started", nats=_redact(self.settings.nats_url))
+
+    async def _stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _answer_health(self) -> dict:
+        kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
+        return await health.snapshot(kv)
+
+    async def settle(
+        self,
+        msg: NatsMessage,
+        work: Callable[[], Awaitable[None]],
+        dead_letter: Callable[[str], Awaitable[None]],
+        *,
+        keepalive: bool = False,
+    ) -> None:
+        """Run a JetStream handler's work and ack, nack with backoff, or dead-letter its message.
+
+        A body that fails validation is dead-lettered at once: no redelivery would fix it.
+        `keepalive` reports progress while slow work (a provider call) runs, so the message is
+        not redelivered to another copy of the service in the meantime.
+        """
+        delivery = msg.raw_message.metadata.num_delivered
+        self.counters.in_flight += 1
+        ticker = asyncio.create_task(self._report_progress(msg)) if keepalive else None
+        try:
+            await work()
+        except Exception as exc:  # any failure: the message must neither vanish nor loop
+            self.counters.failed += 1
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            poison = isinstance(exc, ValidationError)
+            if poison or delivery >= self.config.pipeline.max_deliver:
+                log.error("message.dead_letter", subject=msg.raw_message.subject,
+                          delivery=delivery, reason=reason)
+                await dead_letter(reason)
+                await msg.ack()
+            else:
+                delay = self.config.pipeline.retry_delay(delivery)
+                log.warning("message.retry", subject=msg.raw_message.subject,
+                            delivery=delivery, retry_in_s=delay, reason=reason)
+                await msg.nack(delay=delay)
+        else:
+            self.counters.handled += 1
+            await msg.ack()
+        finally:
+            self.counters.in_flight -= 1
+            if ticker is not None:
+                ticker.cancel()
+
+    async def _report_progress(self, msg: NatsMessage) -> None:
+        while True:
+            await asyncio.sleep(self.config.pipeline.ack_wait_s / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    def run(self) -> None:
+        asyncio.run(self.app.run())
+
+
+async def _connect_patiently(url: str) -> nats.NATS:
+    """At start-up NATS may still be coming up (compose, `up`): wait for it, saying so."""
+    deadline = asyncio.get_running_loop().time() + CONNECT_RETRY_S
+    while True:
+        try:
+            return await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        except Exception as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("nats.waiting", nats=_redact(url), reason=str(exc))
+            await asyncio.sleep(1)
+
+
+def _redact(url: str) -> str:
+    """A URL for the logs, without a password or token in it."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,176 @@
+"""The JetStream topology, declared idempotently by every service at start-up.
+
+Streams and durable consumers are declared here rather than left to FastStream's auto-declare, so
+retention, dedup windows and redelivery limits are set on purpose and a changed setting is applied
+to an existing stream or consumer on the next start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from shared import subjects
+from shared.config import PipelineConfig
+
+log = structlog.get_logger(__name__)
+
+# Dedup windows of the internal hops: long enough to cover every redelivery of one message.
+HOP_DEDUP_WINDOW_S = 600.0
+
+
+@dataclass(frozen=True)
+class PushConsumer:
+    """A durable push consumer shared by every copy of a service through its deliver group."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    max_ack_pending: int
+
+    @property
+    def deliver_subject(self) -> str:
+        # Outside every stream's subjects, so JetStream never stores its own deliveries.
+        return f"_router.deliver.{self.name}"
+
+
+def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
+    common = {"storage": StorageType.FILE, "num_replicas": pipeline.stream_replicas}
+    return [
+        StreamConfig(
+            name=subjects.JOBS_STREAM,
+            subjects=[subjects.JOBS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=pipeline.dedup_window_s,
+            max_age=pipeline.events_max_age_s,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.PIPELINE_STREAM,
+            subjects=[subjects.DISPATCH, subjects.SCORE],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=HOP_DEDUP_WINDOW_S,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.RESULTS_STREAM,
+            subjects=[f"{subjects.RESULTS_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_age=pipeline.results_max_age_s,
+            duplicate_window=HOP_DEDUP_WINDOW_S,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=[f"{subjects.EVENTS_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            max_age=pipeline.events_max_age_s,
+            duplicate_window=HOP_DEDUP_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+            **common,
+        ),
+    ]
+
+
+def push_consumers(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
+    # A consumer's pending limit covers all copies of a service: leave room for several.
+    return {
+        "classifier": PushConsumer(
+            subjects.JOBS_STREAM, "classifier", subjects.JOBS,
+            4 * pipeline.classifier_concurrency,
+        ),
+        "dispatcher": PushConsumer(
+            subjects.PIPELINE_STREAM, "dispatcher", subjects.DISPATCH,
+            4 * pipeline.dispatcher_concurrency,
+        ),
+        "escalator": PushConsumer(
+            subjects.PIPELINE_STREAM, "escalator", subjects.SCORE,
+            4 * pipeline.escalator_concurrency,
+        ),
+    }
+
+
+LEDGER_CONSUMER = "ledger"
+
+
+def push_consumer_config(consumer: PushConsumer, pipeline: PipelineConfig) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=consumer.name,
+        deliver_subject=consumer.deliver_subject,
+        deliver_group=consumer.name,
+        filter_subject=consumer.filter_subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=pipeline.ack_wait_s,
+        max_deliver=pipeline.max_deliver,
+        max_ack_pending=consumer.max_ack_pending,
+    )
+
+
+def ledger_consumer_config(pipeline: PipelineConfig, batch_size: int) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=LEDGER_CONSUMER,
+        filter_subject=f"{subjects.EVENTS_PREFIX}.>",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=pipeline.ack_wait_s,
+        max_deliver=-1,  # the ledger retries a failing database forever; events are the record
+        max_ack_pending=max(4 * batch_size, 10_000),
+        max_waiting=64,
+    )
+
+
+async def declare(js: JetStreamContext, pipeline: PipelineConfig, ledger_batch: int) -> None:
+    """Create or update every stream, consumer and bucket. Safe to run from many processes."""
+    for config in streams(pipeline):
+        await _declare_stream(js, config)
+    for consumer in push_consumers(pipeline).values():
+        await _declare_consumer(js, consumer.stream, push_consumer_config(consumer, pipeline))
+    await _declare_consumer(
+        js, subjects.EVENTS_STREAM, ledger_consumer_config(pipeline, ledger_batch)
+    )
+    await js.create_key_value(
+        KeyValueConfig(bucket=subjects.HOPS_BUCKET, ttl=3600, history=1,
+                       replicas=pipeline.stream_replicas)
+    )
+    await js.create_key_value(
+        KeyValueConfig(bucket=subjects.HEALTH_BUCKET, ttl=15, history=1,
+                       replicas=pipeline.stream_replicas)
+    )
+
+
+async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            pass  # another process created it a moment ago: fall through to update
+    try:
+        await js.update_stream(config)
+    except BadRequestError as exc:
+        # An immutable setting (retention, storage) changed: keep the stream, say so loudly.
+        log.warning("stream.update_refused", stream=config.name, reason=exc.description)
+
+
+async def _declare_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    try:
+        await js.add_consumer(stream, config)
+    except BadRequestError as exc:
+        log.warning("consumer.update_refused", consumer=config.durable_name,
+                    reason=exc.description)
