@@ -1,0 +1,51 @@
+"""Anthropic messages, through the `anthropic` SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Completion, ProviderError
+from ._stainless import is_emulated, map_error
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+           "refusal": "refusal"}
+
+
+class Anthropic:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        logprobs: bool,  # Anthropic returns none; the escalator scores on other signals
+    ) -> Completion:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        extra: dict[str, Any] = {"system": system} if system else {}
+        if temperature is not None:
+            extra["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
+        try:
+            response = await self._client.messages.create(
+                model=model,
+                messages=[m for m in messages if m["role"] != "system"],
+                max_tokens=max_tokens,
+                timeout=timeout,
+                **extra,
+            )
+        except Exception as exc:
+            raise map_error(exc) from exc
+        if response.usage is None:
+            raise ProviderError("bad_response", "the response has no token usage")
+        text = "".join(block.text for block in response.content if block.type == "text")
+        return Completion(
+            text=text,
+            finish_reason=_FINISH.get(response.stop_reason or "", "other"),  # type: ignore[arg-type]
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            emulated=is_emulated(response),
+        )

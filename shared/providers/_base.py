@@ -1,0 +1,57 @@
+"""The one shape every provider adapter returns or raises, whatever its SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+ErrorKind = Literal[
+    "rate_limited", "server_error", "timeout", "connection", "bad_response", "rejected"
+]
+RETRYABLE: frozenset[ErrorKind] = frozenset(
+    {"rate_limited", "server_error", "timeout", "connection"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length", "refusal", "other"]
+    input_tokens: int
+    output_tokens: int
+    logprob_mean: float | None = None
+    emulated: bool = False
+
+
+class ProviderError(Exception):
+    """A failed call, classified so the dispatcher knows whether waiting could help."""
+
+    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
+
+    @property
+    def reason(self) -> str:
+        return f"{self.kind}: {self}"[:300]
+
+
+class ProviderClient(Protocol):
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        logprobs: bool,
+    ) -> Completion: ...
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

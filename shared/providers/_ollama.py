@@ -1,0 +1,68 @@
+"""Local models on Ollama, through the `ollama` SDK. Its errors are its own, not Stainless'."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import ollama
+
+from ._base import Completion, ProviderError, mean
+
+_FINISH = {"stop": "stop", "length": "length"}
+
+
+class Ollama:
+    def __init__(self, client: ollama.AsyncClient) -> None:
+        self._client = client
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        logprobs: bool,
+        json_format: bool = False,
+    ) -> Completion:
+        options: dict[str, Any] = {"num_predict": max_tokens}
+        if temperature is not None:
+            options["temperature"] = temperature
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._client.chat(
+                    model=model,
+                    messages=messages,
+                    options=options,
+                    logprobs=logprobs or None,
+                    format="json" if json_format else None,
+                )
+        except TimeoutError:
+            raise ProviderError("timeout", "Ollama did not answer in time") from None
+        except (ConnectionError, httpx.TransportError):
+            raise ProviderError("connection", "cannot reach Ollama") from None
+        except ollama.ResponseError as exc:
+            raise _map_status(exc) from exc
+        except Exception as exc:
+            raise ProviderError("bad_response", f"{type(exc).__name__}: {exc}"[:200]) from exc
+        if response.prompt_eval_count is None or response.eval_count is None:
+            raise ProviderError("bad_response", "the response has no token counts")
+        return Completion(
+            text=response.message.content or "",
+            finish_reason=_FINISH.get(response.done_reason or "", "other"),  # type: ignore[arg-type]
+            input_tokens=response.prompt_eval_count,
+            output_tokens=response.eval_count,
+            logprob_mean=mean([lp.logprob for lp in response.logprobs or ()]),
+            emulated=bool((response.model_extra or {}).get("emulated")),
+        )
+
+
+def _map_status(exc: ollama.ResponseError) -> ProviderError:
+    if exc.status_code == 429:
+        return ProviderError("rate_limited", "Ollama is busy (429)")
+    if exc.status_code >= 500:
+        return ProviderError("server_error", f"Ollama error ({exc.status_code})")
+    return ProviderError("rejected", f"Ollama refused the call ({exc.status_code}): {exc.error}")
