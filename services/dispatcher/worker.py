@@ -1,0 +1,70 @@
+"""Dispatcher worker: calls the envelope's tier through the providers' official SDKs and hands
+the answer (or the failed attempts) to the escalator.
+
+Provider calls are slow I/O, so one process keeps `pipeline.dispatcher_concurrency` of them in
+flight. A hop's result is written to a KV bucket before it is forwarded: a message redelivered
+after a crash forwards that result again instead of paying for the same call twice.
+"""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsMessage
+from nats.js.errors import KeyNotFoundError
+
+from shared import outcomes, subjects, topology
+from shared.messages import Envelope
+from shared.pricing import Pricer
+from shared.providers import Providers
+from shared.runtime import Service
+
+from .tier_call import TierCaller
+
+service = Service("dispatcher")
+broker, cfg = service.broker, service.config
+caller = TierCaller(
+    Providers(), Pricer(cfg.pricing), cfg.limits,
+    want_logprobs="logprob" in cfg.escalation.signals,
+)
+consumer = topology.push_consumers(cfg.pipeline)["dispatcher"]
+
+
+@broker.subscriber(
+    consumer.filter_subject,
+    stream=JStream(consumer.stream, declare=False),
+    queue=consumer.name,  # nats-py binds the durable consumer of that name
+    max_workers=cfg.pipeline.dispatcher_concurrency,
+    ack_policy=AckPolicy.MANUAL,
+)
+async def on_dispatch(msg: NatsMessage) -> None:
+    async def dead_letter(reason: str) -> None:
+        await outcomes.dead_letter_envelope(broker, msg, reason,
+                                            store_prompt=cfg.ledger.store_prompt_text)
+
+    await service.settle(msg, lambda: dispatch(msg), dead_letter, keepalive=True)
+
+
+async def dispatch(msg: NatsMessage) -> None:
+    envelope = Envelope.model_validate_json(msg.body)
+    hops = await broker.key_value(subjects.HOPS_BUCKET, declare=False)  # cached by FastStream
+    key = f"{envelope.trace_id}.{envelope.hop}"
+    if msg.raw_message.metadata.num_delivered > 1:
+        try:
+            recorded = await hops.get(key)
+        except KeyNotFoundError:
+            recorded = None
+        if recorded is not None and recorded.value:
+            await _forward(recorded.value, key)
+            return
+    result = await caller.call(envelope, cfg.tiers[envelope.tier_index])
+    scored = envelope.model_copy(
+        update={"attempts": [*envelope.attempts, *result.attempts], "answer": result.answer}
+    )
+    body = scored.model_dump_json().encode()
+    await hops.put(key, body)
+    await _forward(body, key)
+
+
+async def _forward(body: bytes, key: str) -> None:
+    await broker.publish(body, subjects.SCORE, headers={subjects.MSG_ID: f"{key}.s"},
+                         stream=subjects.PIPELINE_STREAM)

@@ -1,0 +1,196 @@
+"""Escalator worker: scores each answer, sends a weak one back to the dispatcher one tier up,
+and finishes the request: the best answer obtained goes to the caller, every attempt and the
+request itself go to the ledger.
+
+Escalation stops at the request's highest tier, at its budget, at its deadline, or after
+`escalation.max_attempts` answers, so a request can never loop. Every publish carries a
+message id derived from the request's trace and hop, so a redelivered message repeats nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsMessage
+
+from shared import outcomes, subjects, topology
+from shared.errors import ErrorCode
+from shared.messages import (
+    Answer,
+    AttemptEvent,
+    AttemptView,
+    ChatReply,
+    ClassifierView,
+    Envelope,
+)
+from shared.pricing import Pricer
+from shared.runtime import Service
+
+from .scoring import Scorer
+
+log = structlog.get_logger(__name__)
+
+service = Service("escalator")
+broker, cfg = service.broker, service.config
+scorer = Scorer(cfg.escalation)
+pricer = Pricer(cfg.pricing)
+consumer = topology.push_consumers(cfg.pipeline)["escalator"]
+
+
+@broker.subscriber(
+    consumer.filter_subject,
+    stream=JStream(consumer.stream, declare=False),
+    queue=consumer.name,  # nats-py binds the durable consumer of that name
+    max_workers=cfg.pipeline.escalator_concurrency,
+    ack_policy=AckPolicy.MANUAL,
+)
+async def on_score(msg: NatsMessage) -> None:
+    async def dead_letter(reason: str) -> None:
+        await outcomes.dead_letter_envelope(broker, msg, reason,
+                                            store_prompt=cfg.ledger.store_prompt_text)
+
+    await service.settle(msg, lambda: judge(Envelope.model_validate_json(msg.body)), dead_letter)
+
+
+async def judge(envelope: Envelope) -> None:
+    envelope = _scored(envelope)
+    await _record_attempts(envelope)
+    answer = envelope.answer
+    if answer is not None and not _is_weak(answer):
+        await _succeed(envelope, answer)
+        return
+    stop = _stop_reason(envelope)
+    if stop is None:
+        await _escalate(envelope)
+    elif envelope.best is not None:
+        await _succeed(envelope, envelope.best)
+    else:
+        await _fail(envelope, stop)
+
+
+def _scored(envelope: Envelope) -> Envelope:
+    """The envelope with this hop's answer scored, its attempt marked and the best kept."""
+    answer = envelope.answer
+    if answer is None:
+        return envelope
+    score = scorer.score(answer)
+    answer = answer.model_copy(update={"score": score.value, "signals": score.signals})
+    attempts = envelope.attempts
+    if score.weak(cfg.escalation.threshold):
+        attempts = [
+            a.model_copy(update={"outcome": "weak", "reason": ",".join(score.signals)})
+            if a.n == answer.attempt else a
+            for a in attempts
+        ]
+    best = envelope.best
+    if best is None or (answer.score or 0) > (best.score or 0):
+        best = answer
+    return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
+
+
+def _is_weak(answer: Answer) -> bool:
+    return (answer.score if answer.score is not None else 1.0) < cfg.escalation.threshold
+
+
+def _stop_reason(envelope: Envelope) -> ErrorCode | None:
+    """Why the request may not climb further, or None when it may."""
+    request = envelope.request
+    if envelope.seconds_left() <= 0:
+        return ErrorCode.TIMEOUT
+    if request.max_cost_usd is not None and envelope.cost_usd >= request.max_cost_usd:
+        return ErrorCode.BUDGET_EXCEEDED
+    answers = sum(1 for a in envelope.attempts if a.outcome in ("ok", "weak"))
+    if envelope.tier_index >= envelope.max_tier_index or answers >= cfg.escalation.max_attempts:
+        if envelope.attempts and all(a.outcome == "skipped" for a in envelope.attempts):
+            return ErrorCode.BUDGET_EXCEEDED
+        return ErrorCode.NO_PROVIDER_AVAILABLE
+    return None
+
+
+async def _escalate(envelope: Envelope) -> None:
+    hop = envelope.hop + 1
+    onward = envelope.model_copy(
+        update={"tier_index": envelope.tier_index + 1, "hop": hop, "answer": None}
+    )
+    log.debug("request.escalated", request_id=envelope.request_id,
+              to_tier=cfg.tiers[onward.tier_index].name)
+    await broker.publish(
+        onward.model_dump_json().encode(),
+        subjects.DISPATCH,
+        headers={subjects.MSG_ID: f"{envelope.trace_id}.{hop}.d"},
+        stream=subjects.PIPELINE_STREAM,
+    )
+
+
+async def _succeed(envelope: Envelope, answer: Answer) -> None:
+    served = next(a for a in envelope.attempts if a.n == answer.attempt)
+    cost = envelope.cost_usd
+    baseline = pricer.cost(cfg.baseline_model, served.input_tokens, served.output_tokens)
+    answered_tiers = {a.tier for a in envelope.attempts if a.outcome in ("ok", "weak")}
+    event = outcomes.request_event(
+        envelope, store_prompt=cfg.ledger.store_prompt_text, status="ok"
+    ).model_copy(update={
+        "tier": served.tier,
+        "model_used": served.model,
+        "provider": served.provider,
+        "escalated": len(answered_tiers) > 1,
+        "baseline_cost_usd": baseline,
+        "escalation_cost_usd": cost - served.cost_usd,
+    })
+    reply = ChatReply(
+        request_id=envelope.request_id,
+        job_id=envelope.origin.job_id,
+        response=answer.text,
+        model_used=served.model,
+        provider=served.provider,
+        difficulty_tag=envelope.classification.difficulty,
+        tier=served.tier,
+        cost_usd=cost,
+        baseline_cost_usd=baseline,
+        saved_usd=baseline - cost,
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        latency_ms=event.latency_ms,
+        escalated=event.escalated,
+        emulated=event.emulated,
+        attempts=[AttemptView(**a.model_dump()) for a in envelope.attempts],
+        classifier=ClassifierView(**envelope.classification.model_dump()),
+    )
+    await asyncio.gather(
+        outcomes.deliver(broker, envelope.origin, reply, msg_id=envelope.trace_id),
+        outcomes.publish_event(broker, event),
+    )
+
+
+async def _fail(envelope: Envelope, code: ErrorCode) -> None:
+    reasons = "; ".join(f"{a.model}: {a.reason}" for a in envelope.attempts if a.reason)
+    message = {
+        ErrorCode.TIMEOUT: "no answer before the request's deadline",
+        ErrorCode.BUDGET_EXCEEDED: "every call would exceed max_cost_usd",
+    }.get(code, "no model answered")
+    await outcomes.fail(
+        broker,
+        origin=envelope.origin,
+        request_id=envelope.request_id,
+        code=code,
+        message=f"{message} ({reasons})" if reasons else message,
+        trace_id=envelope.trace_id,
+        event=outcomes.request_event(
+            envelope, store_prompt=cfg.ledger.store_prompt_text, status="error"
+        ),
+    )
+
+
+async def _record_attempts(envelope: Envelope) -> None:
+    now = time.time()
+    await asyncio.gather(*(
+        outcomes.publish_event(
+            broker,
+            AttemptEvent(**a.model_dump(), request_id=envelope.request_id,
+                         tenant=envelope.request.tenant, at=now),
+        )
+        for a in envelope.attempts if a.hop == envelope.hop
+    ))

@@ -1,0 +1,196 @@
+"""Ledger worker: the product's proof of savings. Consumes router.v1.events.> in batches, writes
+each batch in one transaction and acks only after commit; answers router.v1.stats.
+
+When PostgreSQL is down the batch in hand is retried until the database returns, while its
+messages are kept alive; JetStream holds everything behind it, so nothing is lost and the ledger
+catches up afterwards. Duplicates from redelivery are ignored by the tables' unique keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+import psycopg
+import structlog
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsMessage, PullSub
+from faststream.nats.message import NatsBatchMessage
+from nats.aio.msg import Msg
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared import db, stats, subjects, topology
+from shared.errors import ErrorCode
+from shared.messages import (
+    AttemptEvent,
+    DeadLetterEvent,
+    ErrorBody,
+    ErrorReply,
+    RequestEvent,
+    describe_validation_error,
+)
+from shared.runtime import Service
+
+from .writer import Batch, LedgerWriter
+
+log = structlog.get_logger(__name__)
+
+service = Service("ledger")
+broker, cfg = service.broker, service.config
+database_url = service.settings.database_url
+RETENTION_EVERY_S = 3600.0
+RECONNECT_MAX_WAIT_S = 10.0
+
+
+class Ledger:
+    """The writer's connection, remade after the database comes back."""
+
+    def __init__(self) -> None:
+        self.writer: LedgerWriter | None = None
+        self.conn: psycopg.AsyncConnection | None = None
+        self.readers: AsyncConnectionPool | None = None
+
+    async def write(self, batch: Batch, messages: list[Msg]) -> None:
+        wait = 0.5
+        while True:
+            try:
+                if self.writer is None:
+                    self.conn = await db.connect(database_url)
+                    self.writer = LedgerWriter(self.conn)
+                await self.writer.write(batch)
+                return
+            except psycopg.OperationalError as exc:
+                log.warning("ledger.database_unavailable", retry_in_s=wait,
+                            reason=str(exc).splitlines()[0], pending=len(messages))
+                await self.close()
+                await _keep_alive(messages)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RECONNECT_MAX_WAIT_S)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+        self.conn, self.writer = None, None
+
+
+ledger = Ledger()
+
+
+@service.app.on_startup
+async def prepare_database() -> None:
+    await db.wait_until_ready(database_url)
+    applied = await asyncio.to_thread(db.migrate, database_url)
+    if applied:
+        log.info("ledger.migrated", applied=applied)
+    ledger.readers = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False,
+                                         kwargs={"autocommit": True})
+    await ledger.readers.open()
+
+
+@service.app.after_startup
+async def start_retention() -> None:
+    service.background(_retention_forever())
+
+
+@service.app.on_shutdown
+async def close_database() -> None:
+    await ledger.close()
+    if ledger.readers is not None:
+        await ledger.readers.close()
+
+
+@broker.subscriber(
+    f"{subjects.EVENTS_PREFIX}.>",
+    stream=JStream(subjects.EVENTS_STREAM, declare=False),
+    durable=topology.LEDGER_CONSUMER,
+    pull_sub=PullSub(batch_size=cfg.ledger.batch_size, timeout=cfg.ledger.batch_timeout_s,
+                     batch=True),
+    ack_policy=AckPolicy.MANUAL,
+)
+async def on_events(msg: Annotated[NatsBatchMessage, Context("message")]) -> None:
+    messages: list[Msg] = msg.raw_message
+    service.counters.in_flight = len(messages)
+    await ledger.write(_parse(messages), messages)
+    await msg.ack()
+    service.counters.handled += len(messages)
+    service.counters.in_flight = 0
+
+
+class StatsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    days: int = Field(default=30, ge=1, le=3660)
+
+
+@broker.subscriber(subjects.STATS, queue="ledger")
+async def on_stats(msg: NatsMessage) -> dict:
+    try:
+        query = StatsQuery.model_validate_json(msg.body or b"{}")
+    except ValidationError as exc:
+        return ErrorReply(request_id=None, error=ErrorBody(
+            code=ErrorCode.INVALID_REQUEST, message=describe_validation_error(exc)
+        )).model_dump()
+    assert ledger.readers is not None
+    async with ledger.readers.connection() as conn:
+        return await stats.summary(conn, query.days)
+
+
+_EVENT_TYPES: dict[str, type[BaseModel]] = {
+    subjects.REQUEST_EVENTS: RequestEvent,
+    subjects.ATTEMPT_EVENTS: AttemptEvent,
+    subjects.DEAD_LETTER_EVENTS: DeadLetterEvent,
+}
+
+
+def _parse(messages: list[Msg]) -> Batch:
+    """Events by kind. An unreadable event is itself recorded as a dead letter, not dropped."""
+    batch = Batch()
+    lists = {RequestEvent: batch.requests, AttemptEvent: batch.attempts,
+             DeadLetterEvent: batch.dead_letters}
+    for m in messages:
+        kind = _EVENT_TYPES.get(m.subject)
+        try:
+            if kind is None:
+                raise ValueError(f"no event type for subject {m.subject}")
+            lists[kind].append(kind.model_validate_json(m.data))
+        except (ValidationError, ValueError) as exc:
+            log.warning("ledger.unreadable_event", subject=m.subject,
+                        seq=m.metadata.sequence.stream)
+            batch.dead_letters.append(DeadLetterEvent(
+                subject=m.subject, stream_seq=m.metadata.sequence.stream,
+                deliveries=m.metadata.num_delivered, reason=f"unreadable event: {exc}"[:500],
+                body_bytes=len(m.data), at=m.metadata.timestamp.timestamp(),
+            ))
+    return batch
+
+
+async def _keep_alive(messages: list[Msg]) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*(m.in_progress() for m in messages))
+
+
+async def _retention_forever() -> None:
+    while True:
+        try:
+            async with await db.connect(database_url) as conn:
+                deleted = await _apply_retention(conn, cfg.ledger.retention_days)
+            if deleted:
+                log.info("ledger.retention", deleted=deleted, keep_days=cfg.ledger.retention_days)
+        except psycopg.Error as exc:
+            log.warning("ledger.retention_failed", reason=str(exc).splitlines()[0])
+        await asyncio.sleep(RETENTION_EVERY_S)
+
+
+async def _apply_retention(conn: psycopg.AsyncConnection, days: int) -> int:
+    """Raw rows older than the retention go; the daily roll-ups keep their figures."""
+    deleted = 0
+    for table, column in (("requests", "finished_at"), ("attempts", "at"),
+                          ("dead_letters", "at")):
+        cur = await conn.execute(
+            f"DELETE FROM {table} WHERE {column} < now() - make_interval(days => %s)", (days,)
+        )
+        deleted += cur.rowcount
+    return deleted
