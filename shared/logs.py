@@ -11,6 +11,9 @@ import sys
 import structlog
 
 
+OUR_LOGGERS = ("services", "shared", "smart_router", "emulator", "dashboard")
+
+
 def configure(level: str = "INFO", fmt: str = "console", service: str | None = None) -> None:
     # Plain tracebacks only: rich ones print local variables, and a local can be a prompt.
     renderer = (
@@ -45,10 +48,11 @@ def configure(level: str = "INFO", fmt: str = "console", service: str | None = N
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # The SDKs log request URLs and headers at DEBUG; keep them quiet even when we are not.
-    for noisy in ("httpx", "httpcore", "anthropic", "openai", "groq", "nats"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Libraries (the SDKs log every HTTP request, with URLs) speak only when something is wrong;
+    # our own packages log at the configured level.
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    for ours in OUR_LOGGERS:
+        logging.getLogger(ours).setLevel(level.upper())
 
 
 def _bind_service(service: str):

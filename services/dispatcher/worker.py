@@ -22,8 +22,10 @@ from .tier_call import TierCaller
 
 service = Service("dispatcher")
 broker, cfg = service.broker, service.config
+providers = Providers()
+providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
 caller = TierCaller(
-    Providers(), Pricer(cfg.pricing), cfg.limits,
+    providers, Pricer(cfg.pricing), cfg.limits,
     want_logprobs="logprob" in cfg.escalation.signals,
 )
 consumer = topology.push_consumers(cfg.pipeline)["dispatcher"]

@@ -38,6 +38,7 @@ broker, cfg = service.broker, service.config
 scorer = Scorer(cfg.escalation)
 pricer = Pricer(cfg.pricing)
 consumer = topology.push_consumers(cfg.pipeline)["escalator"]
+MONEY_DIGITS = 10  # the ledger's numeric scale
 
 
 @broker.subscriber(
@@ -148,9 +149,9 @@ async def _succeed(envelope: Envelope, answer: Answer) -> None:
         provider=served.provider,
         difficulty_tag=envelope.classification.difficulty,
         tier=served.tier,
-        cost_usd=cost,
-        baseline_cost_usd=baseline,
-        saved_usd=baseline - cost,
+        cost_usd=round(cost, MONEY_DIGITS),
+        baseline_cost_usd=round(baseline, MONEY_DIGITS),
+        saved_usd=round(baseline - cost, MONEY_DIGITS),
         input_tokens=event.input_tokens,
         output_tokens=event.output_tokens,
         latency_ms=event.latency_ms,

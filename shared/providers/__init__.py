@@ -8,6 +8,7 @@ it any object with a `complete` method.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 
@@ -64,6 +65,13 @@ class Providers:
 
     def __init__(self, clients: Mapping[str, ProviderClient] | None = None) -> None:
         self._clients: dict[str, ProviderClient] = dict(clients or {})
+
+    def prepare(self, providers: set[str]) -> None:
+        """Make the clients now, at start-up, so the first request does not pay for the SDK
+        import; a provider without its key is left to fail (and fall back) at call time."""
+        for provider in providers:
+            with contextlib.suppress(ProviderError):
+                self.get(provider)
 
     def get(self, provider: str) -> ProviderClient:
         client = self._clients.get(provider)

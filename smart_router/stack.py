@@ -1,0 +1,210 @@
+"""`smart-router up`: the whole stack on one machine.
+
+It uses NATS and PostgreSQL at NATS_URL / DATABASE_URL when they answer and starts embedded ones
+under the data folder when they do not; it serves any provider that has no API key from the
+provider emulator (and says so loudly); then it runs the four services, restarts one that dies,
+and on Ctrl-C stops everything it started. Children die with it even if it is killed, so a second
+`up` after a crash starts clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import structlog
+
+from shared import db
+from shared.config import settings
+
+from . import client, embedded
+
+log = structlog.get_logger("smart_router.up")
+
+SERVICES = ("classifier", "dispatcher", "escalator", "ledger")
+PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
+                 "groq": "GROQ_API_KEY"}
+STOP_GRACE_S = 10.0
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    config_path: Path | None = None
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _nats: embedded.EmbeddedNats | None = None
+    _children: list[Child] = field(default_factory=list)
+    _supervisors: set[asyncio.Task] = field(default_factory=set)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.data_dir / "up.lock"):
+            try:
+                await self._start()
+                await self._stopping.wait()
+            finally:
+                await self._stop()
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        self.env["NATS_URL"] = await asyncio.to_thread(self._nats_url)
+        self.env["DATABASE_URL"] = await asyncio.to_thread(self._database_url)
+        applied = await asyncio.to_thread(db.migrate, self.env["DATABASE_URL"])
+        log.info("up.migrated", applied=applied or "already current")
+        if self.config_path is not None:
+            self.env["ROUTER_CONFIG"] = str(self.config_path.resolve())
+        await self._emulate_missing_providers()
+        for name in SERVICES:
+            self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"]))
+        await self._wait_until_healthy()
+
+    def _nats_url(self) -> str:
+        url = self.env.get("NATS_URL") or settings().nats_url
+        if embedded.nats_answers(url):
+            log.info("up.nats", url=url, embedded=False)
+            return url
+        # On the configured port, so `smart-router ask` elsewhere finds it with no settings.
+        port = urlsplit(url).port or 4222
+        if embedded.port_open("127.0.0.1", port):
+            raise RuntimeError(f"{url} does not speak NATS, and its port {port} is taken")
+        self._nats = embedded.EmbeddedNats.start(self.data_dir / "nats", port)
+        log.info("up.nats", url=self._nats.url, embedded=True, data=str(self.data_dir / "nats"))
+        return self._nats.url
+
+    def _database_url(self) -> str:
+        url = self.env.get("DATABASE_URL") or settings().database_url
+        if embedded.postgres_answers(url):
+            log.info("up.postgres", embedded=False)
+            return url
+        url = embedded.start_postgres(self.data_dir / "postgres")
+        log.info("up.postgres", embedded=True, data=str(self.data_dir / "postgres"))
+        return url
+
+    async def _emulate_missing_providers(self) -> None:
+        missing = [p for p, key in PROVIDER_KEYS.items() if not self.env.get(key)]
+        if not missing:
+            return
+        port = embedded.free_port()
+        self._spawn(Child("emulator", [sys.executable, "-m", "emulator", "--port", str(port)]))
+        base = f"http://127.0.0.1:{port}"
+        await _wait_for_http(f"{base}/_emulator/health")
+        urls = {"anthropic": ("ANTHROPIC_BASE_URL", base), "openai": ("OPENAI_BASE_URL",
+                f"{base}/v1"), "groq": ("GROQ_BASE_URL", base)}
+        for provider in missing:
+            variable, url = urls[provider]
+            self.env[variable] = url
+            self.env[PROVIDER_KEYS[provider]] = "emulated"
+        _banner(
+            f"NO API KEY for {', '.join(missing)}: those tiers are served by the PROVIDER "
+            f"EMULATOR at {base}. Its answers are fake, and every reply, ledger row and "
+            "dashboard figure from them is marked emulated. Set the keys to use the real models."
+        )
+
+    def _spawn(self, child: Child) -> None:
+        self._children.append(child)
+        self._supervisors.add(asyncio.create_task(self._supervise(child)))
+
+    async def _supervise(self, child: Child) -> None:
+        """Run a child; restart it with a growing pause if it dies while we are running."""
+        pause = 1.0
+        while not self._stopping.is_set():
+            child.process = await asyncio.create_subprocess_exec(
+                *child.argv, env=self.env, preexec_fn=embedded.die_with_parent,
+                stdout=subprocess_stdout(child.name),
+            )
+            code = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            child.restarts += 1
+            log.error("up.child_died", child=child.name, code=code, restart_in_s=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+    async def _wait_until_healthy(self) -> None:
+        nc = await client.connect(self.env["NATS_URL"])
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                while not (await client.service_health(nc))["ok"]:  # noqa: ASYNC110 (polls NATS)
+                    await asyncio.sleep(0.5)
+        except TimeoutError:
+            log.error("up.not_healthy", hint="see the services' logs above")
+            return
+        finally:
+            await nc.close()
+        _banner(
+            "Smart Router is up.\n"
+            f"  NATS      {self.env['NATS_URL']}\n"
+            '  try       smart-router ask "What is the capital of France?"\n'
+            "  health    smart-router health   |   costs: smart-router stats\n"
+            "  stop      Ctrl-C"
+        )
+
+    async def _stop(self) -> None:
+        log.info("up.stopping")
+        running = [c.process for c in self._children
+                   if c.process is not None and c.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE_S):
+                await asyncio.gather(*(p.wait() for p in running))
+        for process in running:
+            if process.returncode is None:
+                process.kill()
+        if self._nats is not None:
+            self._nats.stop()
+        log.info("up.stopped")
+
+
+def subprocess_stdout(name: str) -> int | None:
+    """Services log to stderr (inherited); the emulator's access chatter is not wanted."""
+    return asyncio.subprocess.DEVNULL if name == "emulator" else None
+
+
+async def _wait_for_http(url: str, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(urllib.request.urlopen, url, None, 1)
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """One `up` per data folder: a second one would fight the first over ports and files."""
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another `smart-router up` is running with the data folder {lock_path.parent}"
+            ) from None
+        yield
+
+
+def _banner(text: str) -> None:
+    line = "=" * 78
+    print(f"\n{line}\n{text}\n{line}\n", file=sys.stderr, flush=True)

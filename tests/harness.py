@@ -1,0 +1,142 @@
+"""Real servers and real service processes for the tests.
+
+NATS and PostgreSQL come from NATS_URL / DATABASE_URL when set, else from the embedded servers
+`smart-router up` uses, else from testcontainers where a Docker engine runs. The suite owns the
+NATS server it is given: it deletes the router's streams at the start. PostgreSQL gets a fresh
+database per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from smart_router import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("classifier", "dispatcher", "escalator", "ledger")
+
+
+def nats_server(tmp: Path) -> tuple[str, object | None]:
+    url = os.environ.get("NATS_URL")
+    if url:
+        if not embedded.nats_answers(url):
+            raise RuntimeError(f"NATS_URL={url} does not answer")
+        return url, None
+    try:
+        server = embedded.EmbeddedNats.start(tmp / "nats")
+        return server.url, server
+    except Exception:
+        return _nats_container()
+
+
+def postgres_server(tmp: Path) -> tuple[str, object | None]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        if not embedded.postgres_answers(url):
+            raise RuntimeError(f"DATABASE_URL does not answer ({urlsplit(url).hostname})")
+        return url, None
+    try:
+        return embedded.start_postgres(tmp / "postgres", database="postgres"), None
+    except Exception:
+        return _postgres_container()
+
+
+def _nats_container() -> tuple[str, object]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    container = DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222)
+    container.start()
+    wait_for_logs(container, "Server is ready")
+    host, port = container.get_container_host_ip(), container.get_exposed_port(4222)
+    return f"nats://{host}:{port}", container
+
+
+def _postgres_container() -> tuple[str, object]:
+    from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer("postgres:16", driver=None)
+    container.start()
+    return container.get_connection_url(), container
+
+
+def fresh_database(server_url: str) -> str:
+    """A new, empty database on the server, so runs never see each other's rows."""
+    name = f"router_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def drop_database(server_url: str, database_url: str) -> None:
+    name = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Processes:
+    """The router's services (and the emulator) as real OS processes, killable one by one."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str] | None = None) -> None:
+        argv = argv or [sys.executable, "-m", f"services.{name}"]
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open by the child)
+        self.procs[name] = subprocess.Popen(
+            argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=embedded.die_with_parent,
+        )
+
+    def kill(self, name: str) -> None:
+        """kill -9: no shutdown hooks, no acks, exactly what a crash looks like."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+
+def wait_for_http(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def emulator_env(base: str) -> dict[str, str]:
+    """Point the real SDKs at the emulator through their own variables."""
+    return {
+        "OPENAI_BASE_URL": f"{base}/v1", "OPENAI_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": "test-key",
+        "GROQ_BASE_URL": base, "GROQ_API_KEY": "test-key",
+    }
