@@ -10,7 +10,6 @@ import sys
 
 import structlog
 
-
 OUR_LOGGERS = ("services", "shared", "smart_router", "emulator", "dashboard")
 
 

@@ -97,7 +97,7 @@ class Processes:
 
     def start(self, name: str, argv: list[str] | None = None) -> None:
         argv = argv or [sys.executable, "-m", f"services.{name}"]
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open by the child)
+        log = open(self.log_dir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
             argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=embedded.die_with_parent,

@@ -29,7 +29,7 @@ def fresh_env() -> dict[str, str]:
 
 def start_up(env: dict[str, str], data: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "up", "--data-dir", str(data)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
 
 
 def wait_healthy(env: dict[str, str], up: subprocess.Popen, log: Path, timeout_s=90.0) -> None:
