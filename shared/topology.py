@@ -104,6 +104,9 @@ def push_consumers(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
 
 
 LEDGER_CONSUMER = "ledger"
+# Short: a batch fetched by a ledger that then stopped is redelivered after this; a slow
+# database does not trip it, because the ledger reports progress while it retries.
+LEDGER_ACK_WAIT_S = 10.0
 
 
 def push_consumer_config(consumer: PushConsumer, pipeline: PipelineConfig) -> ConsumerConfig:
@@ -126,7 +129,7 @@ def ledger_consumer_config(pipeline: PipelineConfig, batch_size: int) -> Consume
         filter_subject=f"{subjects.EVENTS_PREFIX}.>",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=pipeline.ack_wait_s,
+        ack_wait=LEDGER_ACK_WAIT_S,
         max_deliver=-1,  # the ledger retries a failing database forever; events are the record
         max_ack_pending=max(4 * batch_size, 10_000),
         max_waiting=64,

@@ -44,11 +44,9 @@ def _groq() -> ProviderClient:
 
 
 def _ollama() -> ProviderClient:
-    import ollama
+    from ._ollama import Ollama, client
 
-    from ._ollama import Ollama
-
-    return Ollama(ollama.AsyncClient())
+    return Ollama(client())
 
 
 _FACTORIES: dict[str, Callable[[], ProviderClient]] = {

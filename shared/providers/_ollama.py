@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -11,6 +12,19 @@ import ollama
 from ._base import Completion, ProviderError, mean
 
 _FINISH = {"stop": "stop", "length": "length"}
+EMULATOR_HEADER = "x-emulator"
+
+# The ollama client drops unknown body fields, so the emulator's mark is read from the response
+# header by an httpx hook; the hook runs in the calling task, which then reads this variable.
+_emulated: ContextVar[bool] = ContextVar("ollama_emulated", default=False)
+
+
+async def _note_emulator(response: httpx.Response) -> None:
+    _emulated.set(EMULATOR_HEADER in response.headers)
+
+
+def client(host: str | None = None) -> ollama.AsyncClient:
+    return ollama.AsyncClient(host=host, event_hooks={"response": [_note_emulator]})
 
 
 class Ollama:
@@ -40,7 +54,7 @@ class Ollama:
                     logprobs=logprobs or None,
                     format="json" if json_format else None,
                 )
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):
             raise ProviderError("timeout", "Ollama did not answer in time") from None
         except (ConnectionError, httpx.TransportError):
             raise ProviderError("connection", "cannot reach Ollama") from None
@@ -56,7 +70,7 @@ class Ollama:
             input_tokens=response.prompt_eval_count,
             output_tokens=response.eval_count,
             logprob_mean=mean([lp.logprob for lp in response.logprobs or ()]),
-            emulated=bool((response.model_extra or {}).get("emulated")),
+            emulated=_emulated.get(),
         )
 
 

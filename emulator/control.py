@@ -1,0 +1,44 @@
+"""Runtime control for tests and benchmarks: swap the scenario, reset, read counters."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from .scenario import Scenario
+from .state import EmulatorState
+from .wire.base import json_response
+
+
+def control_routes(state: EmulatorState) -> list[web.RouteDef]:
+    async def health(_: web.Request) -> web.Response:
+        return json_response({"status": "ok", "emulated": True})
+
+    async def get_scenario(_: web.Request) -> web.Response:
+        return json_response(state.scenario.model_dump(mode="json"))
+
+    async def put_scenario(request: web.Request) -> web.Response:
+        try:
+            scenario = Scenario.model_validate_json(await request.read())
+        except ValidationError as exc:
+            errors = json.loads(exc.json(include_url=False, include_context=False))
+            return json_response({"error": "invalid scenario", "details": errors}, 422)
+        state.use(scenario)
+        return json_response(scenario.model_dump(mode="json"))
+
+    async def reset(_: web.Request) -> web.Response:
+        state.reset()
+        return json_response({"status": "reset"})
+
+    async def stats(_: web.Request) -> web.Response:
+        return json_response(state.stats.snapshot())
+
+    return [
+        web.get("/_emulator/health", health),
+        web.get("/_emulator/scenario", get_scenario),
+        web.put("/_emulator/scenario", put_scenario),
+        web.post("/_emulator/reset", reset),
+        web.get("/_emulator/stats", stats),
+    ]
