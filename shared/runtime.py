@@ -18,6 +18,7 @@ import nats
 import structlog
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
+from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from shared import health, logs, subjects, topology
@@ -64,6 +65,11 @@ class Service:
             )
         finally:
             await nc.close()
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The broker's own JetStream context, for what FastStream's subscribers do not cover."""
+        return self.broker.config.connection_state.stream
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` for the life of the service; it is cancelled at shutdown."""

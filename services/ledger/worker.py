@@ -1,6 +1,10 @@
 """Ledger worker: the product's proof of savings. Consumes router.v1.events.> in batches, writes
 each batch in one transaction and acks only after commit; answers router.v1.stats.
 
+The batch loop is a plain nats-py pull on the broker's connection rather than FastStream's batch
+subscriber: in FastStream 0.7.8 that one dies on the base asyncio.TimeoutError nats-py's fetch
+can raise, and the batch it had gathered then waits out the consumer's ack wait.
+
 When PostgreSQL is down the batch in hand is retried until the database returns, while its
 messages are kept alive; JetStream holds everything behind it, so nothing is lost and the ledger
 catches up afterwards. Duplicates from redelivery are ignored by the tables' unique keys.
@@ -10,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated
 
 import psycopg
 import structlog
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, NatsMessage, PullSub
-from faststream.nats.message import NatsBatchMessage
+from faststream.nats import NatsMessage
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,15 +46,39 @@ broker, cfg = service.broker, service.config
 database_url = service.settings.database_url
 RETENTION_EVERY_S = 3600.0
 RECONNECT_MAX_WAIT_S = 10.0
+STOP_WAIT_S = 10.0
 
 
 class Ledger:
-    """The writer's connection, remade after the database comes back."""
+    """The batch loop, and the writer's connection, remade after the database comes back."""
 
     def __init__(self) -> None:
         self.writer: LedgerWriter | None = None
         self.conn: psycopg.AsyncConnection | None = None
         self.readers: AsyncConnectionPool | None = None
+        self.stopping = asyncio.Event()
+        self.loop: asyncio.Task | None = None
+
+    async def consume(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Fetch what is there (up to a batch), write it in one transaction, then ack it."""
+        try:
+            while not self.stopping.is_set():
+                try:
+                    messages = await subscription.fetch(cfg.ledger.batch_size,
+                                                        timeout=cfg.ledger.batch_timeout_s)
+                except TimeoutError:  # nats-py raises asyncio's or its own subclass: none yet
+                    continue
+                except (ConnectionClosedError, ServiceUnavailableError, NoRespondersError):
+                    await asyncio.sleep(1)  # NATS is reconnecting
+                    continue
+                service.counters.in_flight = len(messages)
+                await self.write(_parse(messages), messages)
+                await asyncio.gather(*(m.ack() for m in messages))
+                service.counters.handled += len(messages)
+                service.counters.in_flight = 0
+        finally:
+            with contextlib.suppress(Exception):  # else the broker's drain waits for it
+                await subscription.unsubscribe()
 
     async def write(self, batch: Batch, messages: list[Msg]) -> None:
         wait = 0.5
@@ -91,32 +119,24 @@ async def prepare_database() -> None:
 
 
 @service.app.after_startup
-async def start_retention() -> None:
+async def start_consuming() -> None:
+    subscription = await service.jetstream.pull_subscribe_bind(
+        durable=topology.LEDGER_CONSUMER, stream=subjects.EVENTS_STREAM
+    )
+    ledger.loop = asyncio.create_task(ledger.consume(subscription))
     service.background(_retention_forever())
 
 
 @service.app.on_shutdown
-async def close_database() -> None:
+async def finish_and_close() -> None:
+    """Let the batch in hand commit and be acked, then close the database."""
+    ledger.stopping.set()
+    if ledger.loop is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ledger.loop, STOP_WAIT_S)
     await ledger.close()
     if ledger.readers is not None:
         await ledger.readers.close()
-
-
-@broker.subscriber(
-    f"{subjects.EVENTS_PREFIX}.>",
-    stream=JStream(subjects.EVENTS_STREAM, declare=False),
-    durable=topology.LEDGER_CONSUMER,
-    pull_sub=PullSub(batch_size=cfg.ledger.batch_size, timeout=cfg.ledger.batch_timeout_s,
-                     batch=True),
-    ack_policy=AckPolicy.MANUAL,
-)
-async def on_events(msg: Annotated[NatsBatchMessage, Context("message")]) -> None:
-    messages: list[Msg] = msg.raw_message
-    service.counters.in_flight = len(messages)
-    await ledger.write(_parse(messages), messages)
-    await msg.ack()
-    service.counters.handled += len(messages)
-    service.counters.in_flight = 0
 
 
 class StatsQuery(BaseModel):
