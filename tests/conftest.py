@@ -76,8 +76,32 @@ class Emulator:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read() or b"{}")
 
+
     def reset(self) -> None:
         self.control("POST", "reset")
+
+
+    def faults(self, *rules: dict, **settings) -> None:
+        """Replace the scenario's fault rules (the default market of models stays)."""
+        self.control("PUT", "scenario", {"faults": list(rules), **settings})
+
+
+@pytest.fixture(scope="session")
+def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The provider emulator as its own process, shared by the whole session."""
+    port = embedded.free_port()
+    processes = harness.Processes(dict(os.environ), tmp_path_factory.mktemp("emulator"))
+    processes.start("emulator", [sys.executable, "-m", "emulator", "--port", str(port)])
+    harness.wait_for_http(f"http://127.0.0.1:{port}/_emulator/health")
+    yield Emulator(f"http://127.0.0.1:{port}")
+    processes.stop_all()
+
+
+@pytest.fixture
+def emulator(emulator_process: Emulator) -> Iterator[Emulator]:
+    """The emulator, back to its default scenario after the test, whatever the test injected."""
+    yield emulator_process
+    emulator_process.reset()
 
 
 @dataclass
@@ -89,20 +113,16 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(clean_nats: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
-    """The four services and the provider emulator, as real processes."""
-    logs = tmp_path_factory.mktemp("logs")
-    port = embedded.free_port()
+def stack(clean_nats: str, database_url: str, emulator_process: Emulator,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The four services as real processes, their SDKs pointed at the emulator."""
     env = {**os.environ, "NATS_URL": clean_nats, "DATABASE_URL": database_url,
-           "LOG_LEVEL": "INFO", **harness.emulator_env(f"http://127.0.0.1:{port}")}
-    processes = harness.Processes(env, logs)
-    processes.start("emulator", [sys.executable, "-m", "emulator", "--port", str(port)])
-    harness.wait_for_http(f"http://127.0.0.1:{port}/_emulator/health")
+           "LOG_LEVEL": "INFO", **harness.emulator_env(emulator_process.base)}
+    processes = harness.Processes(env, tmp_path_factory.mktemp("logs"))
     for name in harness.SERVICES:
         processes.start(name)
     asyncio.run(_wait_until_up(clean_nats))
-    yield Stack(clean_nats, database_url, Emulator(f"http://127.0.0.1:{port}"), processes)
+    yield Stack(clean_nats, database_url, emulator_process, processes)
     processes.stop_all()
 
 

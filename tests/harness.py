@@ -8,7 +8,9 @@ database per session.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -140,3 +142,24 @@ def emulator_env(base: str) -> dict[str, str]:
         "ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": "test-key",
         "GROQ_BASE_URL": base, "GROQ_API_KEY": "test-key",
     }
+
+
+async def ask(nc, payload: dict | bytes, timeout: float = 30.0) -> dict:
+    """One request on router.v1.chat, as any online caller makes it."""
+    from shared import subjects
+
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    msg = await nc.request(subjects.CHAT, body, timeout=timeout)
+    return json.loads(msg.data)
+
+
+async def rows_when_ready(conn, query: str, params: tuple, at_least: int = 1,
+                          wait_s: float = 10.0) -> list[tuple]:
+    """The query's rows once the ledger has written at least `at_least` of them."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        rows = await (await conn.execute(query, params)).fetchall()
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            assert len(rows) >= at_least, f"{len(rows)} rows for {params}, wanted {at_least}"
+            return rows
+        await asyncio.sleep(0.1)

@@ -9,38 +9,27 @@ import time
 import uuid
 from pathlib import Path
 
-import nats
 import psycopg
 import pytest
 
 from shared import subjects
 from shared.config import load_config
 from smart_router import client
+from tests.harness import ask, rows_when_ready
 
 CONFIG = load_config()
 TIER_MODELS = {t.name: {m.model for m in t.models} for t in CONFIG.tiers}
 
 
-async def ask(nc: nats.NATS, payload: dict | bytes, timeout: float = 30.0) -> dict:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    msg = await nc.request(subjects.CHAT, body, timeout=timeout)
-    return json.loads(msg.data)
-
-
-async def ledger_row(conn: psycopg.AsyncConnection, request_id: str, wait_s: float = 10.0):
+async def ledger_row(conn: psycopg.AsyncConnection, request_id: str) -> tuple:
     """The request's ledger row, once the ledger has written it."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        cur = await conn.execute(
-            "SELECT status, error_code, model_used, tier, cost_usd, baseline_cost_usd, escalated,"
-            " attempts, input_tokens, output_tokens FROM requests WHERE request_id = %s",
-            (request_id,),
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            return row
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no ledger row for {request_id}")
+    rows = await rows_when_ready(
+        conn,
+        "SELECT status, error_code, model_used, tier, cost_usd, baseline_cost_usd, escalated,"
+        " attempts, input_tokens, output_tokens FROM requests WHERE request_id = %s",
+        (request_id,),
+    )
+    return rows[0]
 
 
 async def test_online_request_is_routed_answered_and_recorded(stack, nc, conn):

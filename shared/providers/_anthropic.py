@@ -21,14 +21,12 @@ class Anthropic:
         messages: list[dict[str, str]],
         *,
         max_tokens: int,
-        temperature: float | None,
+        temperature: float | None,  # the Messages API of anthropic 2.x takes no sampling options
         timeout: float,
         logprobs: bool,  # Anthropic returns none; the escalator scores on other signals
     ) -> Completion:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         extra: dict[str, Any] = {"system": system} if system else {}
-        if temperature is not None:
-            extra["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
         try:
             response = await self._client.messages.create(
                 model=model,

@@ -37,7 +37,8 @@ class ProviderError(Exception):
 
     @property
     def reason(self) -> str:
-        return f"{self.kind}: {self}"[:300]
+        """What the attempt records: the category the escalator acts on, then the detail."""
+        return f"provider_error ({self.kind}): {self}"[:300]
 
 
 class ProviderClient(Protocol):
