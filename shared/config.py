@@ -46,7 +46,7 @@ class Routing(_Strict):
 
 
 class ClassifierConfig(_Strict):
-    backends: tuple[Literal["rules"], ...] = Field(min_length=1)
+    backends: tuple[Literal["ollama", "local", "rules"], ...] = Field(min_length=1)
     ollama_model: str
     ollama_timeout_s: float = Field(gt=0)
     bias: float = Field(ge=0, le=1)

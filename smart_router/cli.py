@@ -183,6 +183,44 @@ def health(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
+def classify(
+    prompt: Annotated[str | None, typer.Argument(help="One prompt (or use --input).")] = None,
+    input_file: Annotated[Path | None, typer.Option(
+        "--input", exists=True, dir_okay=False, help="JSONL with a `prompt` per line.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="Use only this backend: ollama, local or rules.")] = None,
+) -> None:
+    """The classifier alone: one JSON object per prompt (difficulty, confidence, backend,
+    latency_ms) on stdout."""
+    from .classify import classify_lines
+
+    if (prompt is None) == (input_file is None):
+        raise typer.BadParameter("give a PROMPT or --input FILE.jsonl")
+    lines = (input_file.read_text().splitlines() if input_file
+             else [json.dumps({"prompt": prompt})])
+    _run(classify_lines(lines, backend, lambda result: _emit(result, compact=True)))
+
+
+@app.command(name="eval")
+def evaluate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                         help="Labelled JSONL: prompt, label, lang.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Accuracy of the local classifier on a labelled set, per language, with latency, memory
+    and the effect of the cost/quality knob."""
+    from .classify import evaluate_file
+
+    report = evaluate_file(file)
+    if as_json:
+        _emit(report, compact=True)
+    else:
+        from .classify import render_report
+
+        typer.echo(render_report(report))
+
+
+@app.command()
 def migrate(as_json: JsonFlag = False) -> None:
     """Apply the ledger's schema migrations to DATABASE_URL (safe to re-run)."""
     applied = db.migrate(settings().database_url)

@@ -1,25 +1,100 @@
-"""The configured backends, tried in order: the first that answers decides."""
+"""The configured backends, tried in order: the first that answers decides; the keyword rules
+answer when every other backend fails, so a request is never left untagged."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from shared.config import ClassifierConfig
+from shared.providers import Providers
 
 from . import rules
+from .decision import decide
+from .local_model import LocalModel
+from .ollama_backend import OllamaBackend
 from .verdict import Verdict
+
+CACHE_SIZE = 10_000
+
+
+class Backend(Protocol):
+    name: str
+
+    async def classify(self, text: str) -> Verdict | None: ...
+
+
+class LocalBackend:
+    """Runs the model on one thread of its own: the event loop stays free while e5 computes
+    (its engine releases the GIL), and the engine is never entered by two threads at once."""
+
+    name = "local"
+
+    def __init__(self, model: LocalModel, bias: float) -> None:
+        self._model = model
+        self._bias = bias
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-classifier")
+
+    def warm_up(self) -> None:
+        self._model.warm_up()
+
+    async def classify(self, text: str) -> Verdict:
+        loop = asyncio.get_running_loop()
+        prediction = await loop.run_in_executor(self._thread, self._model.predict, text)
+        difficulty, confidence = decide(prediction.probabilities, self._bias)
+        return Verdict(difficulty, confidence, "local")
+
+
+class RulesBackend:
+    name = "rules"
+
+    async def classify(self, text: str) -> Verdict:
+        return rules.classify(text)
 
 
 class Classifier:
-    def __init__(self, config: ClassifierConfig) -> None:
-        self._backends = [rules.classify for _ in config.backends]
+    def __init__(self, config: ClassifierConfig, providers: Providers | None = None,
+                 local: LocalModel | None = None) -> None:
+        self._backends: list[Backend] = []
+        for name in config.backends:
+            if name == "ollama":
+                self._backends.append(OllamaBackend(providers or Providers(),
+                                                    config.ollama_model, config.ollama_timeout_s))
+            elif name == "local":
+                self._backends.append(LocalBackend(local or LocalModel(), config.bias))
+            else:
+                self._backends.append(RulesBackend())
+        # A repeated prompt gets the same tag without paying for the models again; keyed by a
+        # digest, so a cache full of huge prompts stays small.
+        self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
 
     async def classify(self, text: str) -> Verdict:
         started = time.perf_counter()
-        verdict = self._backends[0](text)
-        return Verdict(
-            verdict.difficulty,
-            verdict.confidence,
-            verdict.backend,
-            (time.perf_counter() - started) * 1000,
-        )
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        verdict = self._cache.get(key)
+        if verdict is not None:
+            self._cache.move_to_end(key)
+        else:
+            verdict = await self._first_answer(text)
+            self._cache[key] = verdict
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return Verdict(verdict.difficulty, verdict.confidence, verdict.backend,
+                       (time.perf_counter() - started) * 1000)
+
+    def warm_up(self) -> None:
+        """Load the models now, not on the first request."""
+        for backend in self._backends:
+            if isinstance(backend, LocalBackend):
+                backend.warm_up()
+
+    async def _first_answer(self, text: str) -> Verdict:
+        for backend in self._backends:
+            verdict = await backend.classify(text)
+            if verdict is not None:
+                return verdict
+        return rules.classify(text)

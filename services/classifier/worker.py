@@ -7,6 +7,7 @@ envelope and the escalator answers it). Batch jobs arrive on the ROUTER_JOBS str
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -33,6 +34,11 @@ service = Service("classifier")
 broker, cfg = service.broker, service.config
 classifier = Classifier(cfg.classifier)
 jobs = topology.push_consumers(cfg.pipeline)["classifier"]
+
+
+@service.app.on_startup
+async def load_models() -> None:
+    await asyncio.to_thread(classifier.warm_up)
 
 
 @broker.subscriber(

@@ -24,6 +24,7 @@ class Anthropic:
         temperature: float | None,  # the Messages API of anthropic 2.x takes no sampling options
         timeout: float,
         logprobs: bool,  # Anthropic returns none; the escalator scores on other signals
+        json_format: bool = False,  # no JSON mode: the instructions must ask for JSON
     ) -> Completion:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         extra: dict[str, Any] = {"system": system} if system else {}

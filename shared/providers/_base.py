@@ -51,6 +51,7 @@ class ProviderClient(Protocol):
         temperature: float | None,
         timeout: float,
         logprobs: bool,
+        json_format: bool = False,
     ) -> Completion: ...
 
 

@@ -23,8 +23,11 @@ class OpenAICompatible:
         temperature: float | None,
         timeout: float,
         logprobs: bool,
+        json_format: bool = False,
     ) -> Completion:
         extra: dict[str, Any] = {"logprobs": True} if logprobs else {}
+        if json_format:
+            extra["response_format"] = {"type": "json_object"}
         if temperature is not None:
             extra["temperature"] = temperature
         try:

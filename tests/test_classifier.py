@@ -1,0 +1,159 @@
+"""The classifier: its backends and their fallbacks, the cost/quality knob, bounded work on huge
+prompts, and the `classify` / `eval` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.classifier.chain import Classifier
+from services.classifier.decision import decide
+from services.classifier.local_model import LocalModel
+from shared.config import DIFFICULTIES, load_config
+from shared.providers import Providers
+
+CLI = [sys.executable, "-m", "smart_router.cli"]
+TEST_SPLIT = Path(__file__).resolve().parent.parent / "services/classifier/data/test.jsonl"
+SETTINGS = load_config().classifier
+
+
+@pytest.fixture(scope="module")
+def local_model() -> LocalModel:
+    model = LocalModel()
+    model.warm_up()
+    return model
+
+
+def classifier(backends: tuple[str, ...], local: LocalModel, providers: Providers | None = None,
+               **overrides) -> Classifier:
+    settings = SETTINGS.model_copy(update={"backends": backends, **overrides})
+    return Classifier(settings, providers=providers, local=local)
+
+
+@pytest.fixture
+def ollama_on_emulator(emulator, monkeypatch) -> Providers:
+    monkeypatch.setenv("OLLAMA_HOST", emulator.base)
+    return Providers()
+
+
+async def test_phi3_on_ollama_answers_first_when_it_is_up(local_model, ollama_on_emulator):
+    chain = classifier(("ollama", "local"), local_model, ollama_on_emulator)
+
+    verdict = await chain.classify("Prove that there are infinitely many primes.")
+
+    assert verdict.backend == "ollama"
+    assert verdict.difficulty in DIFFICULTIES and 0 <= verdict.confidence <= 1
+
+
+async def test_an_unreachable_ollama_is_skipped_and_then_left_aside(local_model, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
+    chain = classifier(("ollama", "local"), local_model, Providers())
+
+    first = await chain.classify("What is the capital of Peru?")
+    second = await chain.classify("Write a haiku about autumn rain.")
+
+    assert first.backend == second.backend == "local"
+    assert second.latency_ms < 50  # no second connection attempt
+
+
+async def test_a_slow_ollama_falls_through_within_its_budget(local_model, ollama_on_emulator,
+                                                             emulator):
+    emulator.faults({"provider": "ollama", "action": "hang"})
+    chain = classifier(("ollama", "local"), local_model, ollama_on_emulator,
+                       ollama_timeout_s=0.3)
+
+    verdict = await chain.classify("How many legs does a spider have?")
+
+    assert verdict.backend == "local"
+    assert 300 <= verdict.latency_ms < 1500
+
+
+async def test_a_nonsense_answer_from_ollama_falls_through(local_model, ollama_on_emulator,
+                                                           emulator):
+    emulator.faults({"provider": "ollama", "action": "hedge"})  # prose instead of JSON
+    chain = classifier(("ollama", "local"), local_model, ollama_on_emulator)
+
+    verdict = await chain.classify("What does HTTP stand for?")
+
+    assert verdict.backend == "local"
+
+
+@pytest.mark.parametrize("prompt", [
+    "¿Cuál es la capital de Francia?",
+    "请证明根号2是无理数，并给出完整推导。",
+    "Объясни, как работает сборщик мусора в Java, с примером.",
+    "東京の人口は？",
+    "ما هي عاصمة مصر؟",
+])
+async def test_non_english_prompts_are_classified(local_model, prompt):
+    verdict = await classifier(("local",), local_model).classify(prompt)
+
+    assert verdict.backend == "local" and verdict.difficulty in DIFFICULTIES
+
+
+def test_a_200k_character_prompt_costs_about_what_a_short_one_does(local_model):
+    huge = "The quarterly report says revenue grew. " * 5000 + "What is the report's title?"
+    assert len(huge) > 200_000
+
+    local_model.predict("What is the report's title?")
+    started = time.perf_counter()
+    prediction = local_model.predict(huge)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+
+    assert prediction.probabilities.shape == (3,)
+    assert elapsed_ms < 200  # bounded: only the ends and a bounded body are read
+
+
+@given(st.lists(st.floats(0.001, 1.0), min_size=3, max_size=3),
+       st.floats(0, 1), st.floats(0, 1))
+def test_more_bias_never_routes_a_prompt_lower(weights, low, high):
+    probabilities = np.array(weights) / sum(weights)
+    low, high = sorted((low, high))
+
+    rank = DIFFICULTIES.index
+    assert rank(decide(probabilities, high)[0]) >= rank(decide(probabilities, low)[0])
+
+
+def test_classify_prints_one_json_object_per_prompt_and_rejects_empty_ones(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "What is 2+2?"}\n{"prompt": "   "}\n'
+                       '{"prompt": "Design a globally replicated ledger for 1M TPS."}\n')
+
+    done = subprocess.run([*CLI, "classify", "--input", str(prompts), "--backend", "local"],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+
+    assert done.returncode == 1  # one prompt was rejected
+    assert lines[0]["id"] == "a" and lines[0]["backend"] == "local"
+    assert set(lines[0]) >= {"difficulty", "confidence", "backend", "latency_ms"}
+    assert lines[1]["error"]["code"] == "invalid_request"
+    assert lines[2]["difficulty"] in DIFFICULTIES
+
+
+def test_eval_reports_accuracy_languages_latency_and_the_knob(tmp_path):
+    sample = tmp_path / "sample.jsonl"
+    rows = TEST_SPLIT.read_text().splitlines()[::10]
+    sample.write_text("\n".join(rows) + "\n")
+
+    done = subprocess.run([*CLI, "eval", str(sample), "--json"], capture_output=True, text=True,
+                          timeout=300)
+    report = json.loads(done.stdout)
+
+    assert done.returncode == 0, done.stderr
+    assert report["prompts"] == len(rows)
+    assert sum(sum(row.values()) for row in report["confusion"].values()) == len(rows)
+    assert len(report["per_language"]) >= 8
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert report["accuracy"] > 0.7  # a regression floor; the README quotes the full figure
+    costs = [b["cost_per_1k_requests_usd"] for b in report["bias_effect"]]
+    assert report["bias_effect"][-1]["under_routed"] <= report["bias_effect"][0]["under_routed"]
+    assert costs[-1] != costs[0]
