@@ -1,6 +1,6 @@
 """The emulator's own difficulty and language guesses, which decide who answers well."""
 
-# ruff: noqa: RUF001  (prompts in ten languages)
+
 
 from __future__ import annotations
 

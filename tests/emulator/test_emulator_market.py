@@ -1,6 +1,6 @@
 """The default market: strong models answer hard prompts, weak ones hedge, in any language."""
 
-# ruff: noqa: RUF001  (prompts in ten languages)
+
 
 from __future__ import annotations
 
