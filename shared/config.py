@@ -52,10 +52,20 @@ class ClassifierConfig(_Strict):
     bias: float = Field(ge=0, le=1)
 
 
+class JudgeConfig(_Strict):
+    enabled: bool
+    provider: Provider
+    model: str
+    timeout_s: float = Field(gt=0)
+
+
 class EscalationConfig(_Strict):
     threshold: float = Field(ge=0, le=1)
     signals: tuple[Literal["truncation", "empty", "refusal", "hedging", "logprob", "judge"], ...]
     max_attempts: int = Field(ge=1)
+    max_tier: str
+    logprob_floor: float = Field(le=0)
+    judge: JudgeConfig
 
 
 class Limits(_Strict):
@@ -86,6 +96,7 @@ class PipelineConfig(_Strict):
 
 class LedgerConfig(_Strict):
     store_prompt_text: bool
+    writers: int = Field(ge=1, le=16)
     batch_size: int = Field(ge=1)
     batch_timeout_s: float = Field(gt=0)
     retention_days: int = Field(ge=1)
@@ -125,6 +136,8 @@ class RouterConfig(_Strict):
         for difficulty in DIFFICULTIES:
             if getattr(self.routing, difficulty) not in names:
                 raise ValueError(f"routing.{difficulty} names no tier (tiers: {sorted(names)})")
+        if self.escalation.max_tier and self.escalation.max_tier not in names:
+            raise ValueError(f"escalation.max_tier names no tier (tiers: {sorted(names)})")
         return self
 
     def tier_index(self, name: str) -> int:
@@ -132,6 +145,13 @@ class RouterConfig(_Strict):
             if tier.name == name:
                 return i
         raise KeyError(name)
+
+    @property
+    def top_tier_index(self) -> int:
+        """The highest tier escalation may reach."""
+        if self.escalation.max_tier:
+            return self.tier_index(self.escalation.max_tier)
+        return len(self.tiers) - 1
 
     def start_tier(self, difficulty: Difficulty) -> int:
         return self.tier_index(getattr(self.routing, difficulty))

@@ -146,7 +146,7 @@ class Attempt(_Internal):
     model: str
     provider: Provider
     tier: str
-    outcome: Literal["ok", "weak", "error", "skipped"]
+    outcome: Literal["ok", "weak", "error", "skipped", "judge"]
     reason: str = ""
     input_tokens: int = 0
     output_tokens: int = 0

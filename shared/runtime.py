@@ -60,9 +60,7 @@ class Service:
         """Streams and consumers must exist with our settings before a subscriber binds."""
         nc = await _connect_patiently(self.settings.nats_url)
         try:
-            await topology.declare(
-                nc.jetstream(), self.config.pipeline, self.config.ledger.batch_size
-            )
+            await topology.declare(nc.jetstream(), self.config.pipeline, self.config.ledger)
         finally:
             await nc.close()
 

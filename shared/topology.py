@@ -24,7 +24,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared import subjects
-from shared.config import PipelineConfig
+from shared.config import LedgerConfig, PipelineConfig
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,8 @@ class PushConsumer:
     name: str
     filter_subject: str
     max_ack_pending: int
+    ack_wait_s: float
+    max_deliver: int
 
     @property
     def deliver_subject(self) -> str:
@@ -87,29 +89,31 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
 
 def push_consumers(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
     # A consumer's pending limit covers all copies of a service: leave room for several.
+    def stage(stream: str, name: str, subject: str, concurrency: int) -> PushConsumer:
+        return PushConsumer(stream, name, subject, 4 * concurrency, pipeline.ack_wait_s,
+                            pipeline.max_deliver)
+
     return {
-        "classifier": PushConsumer(
-            subjects.JOBS_STREAM, "classifier", subjects.JOBS,
-            4 * pipeline.classifier_concurrency,
-        ),
-        "dispatcher": PushConsumer(
-            subjects.PIPELINE_STREAM, "dispatcher", subjects.DISPATCH,
-            4 * pipeline.dispatcher_concurrency,
-        ),
-        "escalator": PushConsumer(
-            subjects.PIPELINE_STREAM, "escalator", subjects.SCORE,
-            4 * pipeline.escalator_concurrency,
-        ),
+        "classifier": stage(subjects.JOBS_STREAM, "classifier", subjects.JOBS,
+                            pipeline.classifier_concurrency),
+        "dispatcher": stage(subjects.PIPELINE_STREAM, "dispatcher", subjects.DISPATCH,
+                            pipeline.dispatcher_concurrency),
+        "escalator": stage(subjects.PIPELINE_STREAM, "escalator", subjects.SCORE,
+                           pipeline.escalator_concurrency),
     }
 
 
-LEDGER_CONSUMER = "ledger"
-# Short: a batch fetched by a ledger that then stopped is redelivered after this; a slow
-# database does not trip it, because the ledger reports progress while it retries.
-LEDGER_ACK_WAIT_S = 10.0
+def ledger_consumer(pipeline: PipelineConfig, ledger: LedgerConfig) -> PushConsumer:
+    """Room for every writer's batch and a full queue behind them, for two ledger copies; a short
+    ack wait (a stopped ledger's batches come back quickly; a slow database does not trip it,
+    because the writer reports progress while it retries); deliveries without limit, because
+    the events are the record and the ledger retries a failing database forever."""
+    in_hand = ledger.batch_size * (2 * ledger.writers + 1)
+    return PushConsumer(subjects.EVENTS_STREAM, "ledger", f"{subjects.EVENTS_PREFIX}.>",
+                        2 * in_hand, ack_wait_s=10.0, max_deliver=-1)
 
 
-def push_consumer_config(consumer: PushConsumer, pipeline: PipelineConfig) -> ConsumerConfig:
+def push_consumer_config(consumer: PushConsumer) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=consumer.name,
         deliver_subject=consumer.deliver_subject,
@@ -117,34 +121,18 @@ def push_consumer_config(consumer: PushConsumer, pipeline: PipelineConfig) -> Co
         filter_subject=consumer.filter_subject,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=pipeline.ack_wait_s,
-        max_deliver=pipeline.max_deliver,
+        ack_wait=consumer.ack_wait_s,
+        max_deliver=consumer.max_deliver,
         max_ack_pending=consumer.max_ack_pending,
     )
 
 
-def ledger_consumer_config(pipeline: PipelineConfig, batch_size: int) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=LEDGER_CONSUMER,
-        filter_subject=f"{subjects.EVENTS_PREFIX}.>",
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=LEDGER_ACK_WAIT_S,
-        max_deliver=-1,  # the ledger retries a failing database forever; events are the record
-        max_ack_pending=max(4 * batch_size, 10_000),
-        max_waiting=64,
-    )
-
-
-async def declare(js: JetStreamContext, pipeline: PipelineConfig, ledger_batch: int) -> None:
+async def declare(js: JetStreamContext, pipeline: PipelineConfig, ledger: LedgerConfig) -> None:
     """Create or update every stream, consumer and bucket. Safe to run from many processes."""
     for config in streams(pipeline):
         await _declare_stream(js, config)
-    for consumer in push_consumers(pipeline).values():
-        await _declare_consumer(js, consumer.stream, push_consumer_config(consumer, pipeline))
-    await _declare_consumer(
-        js, subjects.EVENTS_STREAM, ledger_consumer_config(pipeline, ledger_batch)
-    )
+    for consumer in [*push_consumers(pipeline).values(), ledger_consumer(pipeline, ledger)]:
+        await _declare_consumer(js, consumer.stream, push_consumer_config(consumer))
     await js.create_key_value(
         KeyValueConfig(bucket=subjects.HOPS_BUCKET, ttl=3600, history=1,
                        replicas=pipeline.stream_replicas)

@@ -220,6 +220,45 @@ def evaluate(
         typer.echo(render_report(report))
 
 
+@app.command(name="eval-escalation")
+def eval_escalation(
+    file: Annotated[Path | None, typer.Argument(
+        exists=True, dir_okay=False,
+        help="Labelled answers (JSONL: prompt, answer, finish_reason, label weak|good).")] = None,
+    emulator: Annotated[str | None, typer.Option(
+        help="Instead, ask the emulator at this URL: its market of models answers --prompts.")]
+    = None,
+    prompts: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="JSONL of prompts for --emulator.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Precision and recall of the escalator's "weak" verdict."""
+    from .escalation import evaluate
+
+    report = asyncio.run(evaluate(file, emulator, prompts))
+    if as_json:
+        _emit(report, compact=True)
+    else:
+        from .escalation import render
+
+        typer.echo(render(report))
+
+
+@app.command()
+def bench(
+    mode: Annotated[str, typer.Option(help="ledger: the ledger's write rate.")] = "ledger",
+    requests: Annotated[int, typer.Option(help="Requests to send.")] = 20_000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Load benchmark against the running stack; prints throughput and latency figures."""
+    if mode != "ledger":
+        raise typer.BadParameter(f"unknown mode {mode!r}")
+    from .bench import ledger
+
+    report = asyncio.run(ledger.run(settings().nats_url, settings().database_url, requests))
+    _emit(report, compact=as_json)
+
+
 @app.command()
 def migrate(as_json: JsonFlag = False) -> None:
     """Apply the ledger's schema migrations to DATABASE_URL (safe to re-run)."""

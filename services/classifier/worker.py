@@ -129,10 +129,14 @@ def _tier_bounds(request: ChatRequest) -> tuple[int | None, int]:
         if value is not None and value not in names:
             raise RouterError(ErrorCode.INVALID_REQUEST,
                               f"'{field}': unknown tier '{value}' (tiers: {', '.join(names)})")
-    top = cfg.tier_index(request.max_tier) if request.max_tier else len(names) - 1
+    top = cfg.top_tier_index
+    if request.max_tier:
+        top = min(top, cfg.tier_index(request.max_tier))
     pinned = cfg.tier_index(request.tier) if request.tier else None
     if pinned is not None and pinned > top:
-        raise RouterError(ErrorCode.INVALID_REQUEST, "'tier' is above 'max_tier'")
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"'tier' is above the highest tier this request may reach "
+                          f"({cfg.tiers[top].name})")
     return pinned, top
 
 

@@ -1,57 +1,85 @@
-"""How confident an answer looks. Each signal that fires caps the score; the lowest cap wins,
-and the names of the fired signals become the attempt's reason."""
+"""How confident an answer looks, from signals that need no model call.
+
+Each signal that fires caps the answer's score; the lowest cap wins, and the names of the
+fired signals become the attempt's reason. An answer is weak when its score is under
+`escalation.threshold`. Hedging and refusal phrases, in the 17 languages the classifier
+supports, come from phrases.toml and are matched as substrings of the lowercased answer.
+"""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.config import EscalationConfig
 from shared.messages import Answer
 
-_REFUSAL = re.compile(
-    r"\b(I can(no|')t (help|assist|answer)|I('m| am) (not able|unable) to|"
-    r"as an AI( language model)?, I)\b",
-    re.IGNORECASE,
-)
-_HEDGE = re.compile(
-    r"\b(I'?m not (entirely |completely |quite )?(sure|certain)|I'm unsure|"
-    r"I (think|believe|guess) (it )?(might|may|could)|might be|may be wrong|"
-    r"(you )?(may|might) want to (verify|double-check|check)|not (100%|fully) sure|"
-    r"I don'?t (really )?know)\b",
-    re.IGNORECASE,
-)
-LOW_LOGPROB = -1.0
+PHRASES = Path(__file__).with_name("phrases.toml")
 
-# The score each signal caps an answer at.
-CAPS = {"truncation": 0.0, "empty": 0.0, "refusal": 0.1, "hedging": 0.3, "logprob": 0.3}
+# The score each signal caps an answer at: with the default threshold (0.5) any one escalates;
+# a lower threshold lets hedging or a low logprob alone through.
+CAPS = {"truncation": 0.0, "empty": 0.0, "refusal": 0.1, "judge": 0.2, "hedging": 0.3,
+        "logprob": 0.35}
+REFUSAL_WINDOW = 300  # a refusal opens the answer; a quoted one deep inside is not a refusal
+HEDGE_WINDOW = 250  # one hedge in the opening, or two anywhere, mark a hedged answer
+SHORT_ANSWER = 400  # ...and in a short answer one is enough
+_CONTENT = re.compile(r"\w", re.UNICODE)
 
 
 @dataclass(frozen=True, slots=True)
 class Score:
     value: float
-    signals: list[str]
+    signals: tuple[str, ...]
 
     def weak(self, threshold: float) -> bool:
         return self.value < threshold
 
 
+class Lexicon:
+    def __init__(self, path: Path = PHRASES) -> None:
+        table = tomllib.loads(path.read_text())
+        self.languages = sorted(table)
+        self.hedges = _alternation(p for lang in table.values() for p in lang["hedges"])
+        self.refusals = _alternation(p for lang in table.values() for p in lang["refusals"])
+
+
 class Scorer:
-    def __init__(self, config: EscalationConfig) -> None:
+    def __init__(self, config: EscalationConfig, lexicon: Lexicon | None = None) -> None:
         self._enabled = set(config.signals)
+        self._logprob_floor = config.logprob_floor
+        self._lexicon = lexicon or Lexicon()
 
     def score(self, answer: Answer) -> Score:
-        fired = [name for name, test in self._tests(answer) if name in self._enabled and test()]
+        text = _normal(answer.text)
+        fired = tuple(
+            name for name, fires in (
+                ("truncation", lambda: answer.finish_reason == "length"),
+                ("empty", lambda: not _CONTENT.search(text)),
+                ("refusal", lambda: answer.finish_reason == "refusal"
+                 or bool(self._lexicon.refusals.search(text, 0, REFUSAL_WINDOW))),
+                ("hedging", lambda: self._hedged(text)),
+                ("logprob", lambda: answer.logprob_mean is not None
+                 and answer.logprob_mean < self._logprob_floor),
+            )
+            if name in self._enabled and fires()
+        )
         return Score(min((CAPS[name] for name in fired), default=1.0), fired)
 
-    @staticmethod
-    def _tests(answer: Answer):
-        text = answer.text
-        return (
-            ("truncation", lambda: answer.finish_reason == "length"),
-            ("empty", lambda: not text.strip()),
-            ("refusal", lambda: answer.finish_reason == "refusal" or bool(_REFUSAL.search(text))),
-            ("hedging", lambda: bool(_HEDGE.search(text))),
-            ("logprob", lambda: answer.logprob_mean is not None
-             and answer.logprob_mean < LOW_LOGPROB),
-        )
+    def _hedged(self, text: str) -> bool:
+        hedges = self._lexicon.hedges.finditer(text)
+        first = next(hedges, None)
+        if first is None:
+            return False
+        return (len(text) < SHORT_ANSWER or first.start() < HEDGE_WINDOW
+                or next(hedges, None) is not None)
+
+
+def _alternation(phrases) -> re.Pattern[str]:
+    unique = sorted({_normal(p) for p in phrases if p.strip()}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(p) for p in unique))
+
+
+def _normal(text: str) -> str:
+    return text.lower().replace("\u2019", "'").replace("\u2018", "'")

@@ -27,9 +27,11 @@ from shared.messages import (
     Envelope,
 )
 from shared.pricing import Pricer
+from shared.providers import Providers
 from shared.runtime import Service
 
-from .scoring import Scorer
+from .judge import Judge
+from .scoring import CAPS, Scorer
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +39,8 @@ service = Service("escalator")
 broker, cfg = service.broker, service.config
 scorer = Scorer(cfg.escalation)
 pricer = Pricer(cfg.pricing)
+judge = (Judge(cfg.escalation.judge, Providers(), pricer)
+         if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals else None)
 consumer = topology.push_consumers(cfg.pipeline)["escalator"]
 MONEY_DIGITS = 10  # the ledger's numeric scale
 
@@ -53,11 +57,11 @@ async def on_score(msg: NatsMessage) -> None:
         await outcomes.dead_letter_envelope(broker, msg, reason,
                                             store_prompt=cfg.ledger.store_prompt_text)
 
-    await service.settle(msg, lambda: judge(Envelope.model_validate_json(msg.body)), dead_letter)
+    await service.settle(msg, lambda: decide(Envelope.model_validate_json(msg.body)), dead_letter)
 
 
-async def judge(envelope: Envelope) -> None:
-    envelope = _scored(envelope)
+async def decide(envelope: Envelope) -> None:
+    envelope = await _scored(envelope)
     await _record_attempts(envelope)
     answer = envelope.answer
     if answer is not None and not _is_weak(answer):
@@ -72,17 +76,25 @@ async def judge(envelope: Envelope) -> None:
         await _fail(envelope, stop)
 
 
-def _scored(envelope: Envelope) -> Envelope:
+async def _scored(envelope: Envelope) -> Envelope:
     """The envelope with this hop's answer scored, its attempt marked and the best kept."""
     answer = envelope.answer
     if answer is None:
         return envelope
     score = scorer.score(answer)
-    answer = answer.model_copy(update={"score": score.value, "signals": score.signals})
-    attempts = envelope.attempts
-    if score.weak(cfg.escalation.threshold):
+    value, signals, attempts = score.value, list(score.signals), list(envelope.attempts)
+    if judge is not None and not signals:
+        served = next(a for a in attempts if a.n == answer.attempt)
+        addresses, call = await judge.addresses(
+            envelope.request.prompt_text, answer.text, n=len(attempts) + 1,
+            hop=envelope.hop, tier=served.tier)
+        attempts.append(call)
+        if addresses is False:
+            value, signals = CAPS["judge"], ["judge"]
+    answer = answer.model_copy(update={"score": value, "signals": signals})
+    if value < cfg.escalation.threshold:
         attempts = [
-            a.model_copy(update={"outcome": "weak", "reason": ",".join(score.signals)})
+            a.model_copy(update={"outcome": "weak", "reason": ",".join(signals)})
             if a.n == answer.attempt else a
             for a in attempts
         ]

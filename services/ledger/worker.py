@@ -1,13 +1,12 @@
 """Ledger worker: the product's proof of savings. Consumes router.v1.events.> in batches, writes
 each batch in one transaction and acks only after commit; answers router.v1.stats.
 
-The batch loop is a plain nats-py pull on the broker's connection rather than FastStream's batch
-subscriber: in FastStream 0.7.8 that one dies on the base asyncio.TimeoutError nats-py's fetch
-can raise, and the batch it had gathered then waits out the consumer's ack wait.
-
-When PostgreSQL is down the batch in hand is retried until the database returns, while its
-messages are kept alive; JetStream holds everything behind it, so nothing is lost and the ledger
-catches up afterwards. Duplicates from redelivery are ignored by the tables' unique keys.
+JetStream pushes events to a callback that only gathers them (batcher.py); `ledger.writers`
+writers, each with its own connection, take whole batches, so one is parsed while PostgreSQL
+commits another. When PostgreSQL is down a writer retries its batch until the database returns,
+keeping the batch's messages alive; the queue fills, deliveries stop, JetStream holds the rest,
+and the ledger catches up afterwards. Duplicates from redelivery are ignored by the tables'
+unique keys.
 """
 
 from __future__ import annotations
@@ -19,9 +18,6 @@ import psycopg
 import structlog
 from faststream.nats import NatsMessage
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.js import JetStreamContext
-from nats.js.errors import ServiceUnavailableError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +33,7 @@ from shared.messages import (
 )
 from shared.runtime import Service
 
+from .batcher import Batcher
 from .writer import Batch, LedgerWriter
 
 log = structlog.get_logger(__name__)
@@ -49,36 +46,24 @@ RECONNECT_MAX_WAIT_S = 10.0
 STOP_WAIT_S = 10.0
 
 
-class Ledger:
-    """The batch loop, and the writer's connection, remade after the database comes back."""
+class Writer:
+    """Writes whole batches over its own connection, remade after the database comes back."""
 
     def __init__(self) -> None:
         self.writer: LedgerWriter | None = None
         self.conn: psycopg.AsyncConnection | None = None
-        self.readers: AsyncConnectionPool | None = None
-        self.stopping = asyncio.Event()
-        self.loop: asyncio.Task | None = None
 
-    async def consume(self, subscription: JetStreamContext.PullSubscription) -> None:
-        """Fetch what is there (up to a batch), write it in one transaction, then ack it."""
-        try:
-            while not self.stopping.is_set():
-                try:
-                    messages = await subscription.fetch(cfg.ledger.batch_size,
-                                                        timeout=cfg.ledger.batch_timeout_s)
-                except TimeoutError:  # nats-py raises asyncio's or its own subclass: none yet
-                    continue
-                except (ConnectionClosedError, ServiceUnavailableError, NoRespondersError):
-                    await asyncio.sleep(1)  # NATS is reconnecting
-                    continue
-                service.counters.in_flight = len(messages)
+    async def run(self, batches: asyncio.Queue[list[Msg]]) -> None:
+        while True:
+            messages = await batches.get()
+            try:
+                service.counters.in_flight += len(messages)
                 await self.write(_parse(messages), messages)
                 await asyncio.gather(*(m.ack() for m in messages))
                 service.counters.handled += len(messages)
-                service.counters.in_flight = 0
-        finally:
-            with contextlib.suppress(Exception):  # else the broker's drain waits for it
-                await subscription.unsubscribe()
+            finally:
+                service.counters.in_flight -= len(messages)
+                batches.task_done()
 
     async def write(self, batch: Batch, messages: list[Msg]) -> None:
         wait = 0.5
@@ -104,7 +89,13 @@ class Ledger:
         self.conn, self.writer = None, None
 
 
-ledger = Ledger()
+batcher = Batcher(cfg.ledger.batch_size, cfg.ledger.batch_timeout_s, depth=cfg.ledger.writers)
+writers = [Writer() for _ in range(cfg.ledger.writers)]
+tasks: list[asyncio.Task] = []
+subscription = None
+# For router.v1.stats: separate connections, so a slow summary never holds up a batch.
+readers = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False,
+                              kwargs={"autocommit": True})
 
 
 @service.app.on_startup
@@ -113,30 +104,36 @@ async def prepare_database() -> None:
     applied = await asyncio.to_thread(db.migrate, database_url)
     if applied:
         log.info("ledger.migrated", applied=applied)
-    ledger.readers = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False,
-                                         kwargs={"autocommit": True})
-    await ledger.readers.open()
+    await readers.open()
 
 
 @service.app.after_startup
 async def start_consuming() -> None:
-    subscription = await service.jetstream.pull_subscribe_bind(
-        durable=topology.LEDGER_CONSUMER, stream=subjects.EVENTS_STREAM
+    global subscription
+    tasks.extend(asyncio.create_task(w.run(batcher.batches)) for w in writers)
+    tasks.append(asyncio.create_task(batcher.close_late_batches()))
+    consumer = topology.ledger_consumer(cfg.pipeline, cfg.ledger)
+    subscription = await service.jetstream.subscribe(
+        consumer.filter_subject, queue=consumer.name, stream=consumer.stream,
+        cb=batcher.add, manual_ack=True,
     )
-    ledger.loop = asyncio.create_task(ledger.consume(subscription))
     service.background(_retention_forever())
 
 
 @service.app.on_shutdown
 async def finish_and_close() -> None:
-    """Let the batch in hand commit and be acked, then close the database."""
-    ledger.stopping.set()
-    if ledger.loop is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ledger.loop, STOP_WAIT_S)
-    await ledger.close()
-    if ledger.readers is not None:
-        await ledger.readers.close()
+    """Stop deliveries, let the batches in hand commit and be acked, close the database."""
+    if subscription is not None:
+        with contextlib.suppress(Exception):  # else the broker's drain waits for it
+            await subscription.unsubscribe()
+    await batcher.flush()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(batcher.batches.join(), STOP_WAIT_S)
+    for task in tasks:
+        task.cancel()
+    for writer in writers:
+        await writer.close()
+    await readers.close()
 
 
 class StatsQuery(BaseModel):
@@ -153,8 +150,7 @@ async def on_stats(msg: NatsMessage) -> dict:
         return ErrorReply(request_id=None, error=ErrorBody(
             code=ErrorCode.INVALID_REQUEST, message=describe_validation_error(exc)
         )).model_dump()
-    assert ledger.readers is not None
-    async with ledger.readers.connection() as conn:
+    async with readers.connection() as conn:
         return await stats.summary(conn, query.days)
 
 

@@ -57,6 +57,7 @@ WITH new AS (
            count(*) FILTER (WHERE escalated), sum(input_tokens), sum(output_tokens),
            sum(cost_usd), sum(baseline_cost_usd), sum(escalation_cost_usd), sum(latency_ms)
     FROM new GROUP BY 1, 2, 3, 4, 5, 6
+    ORDER BY 1, 2, 3, 4, 5, 6  -- concurrent writers lock roll-up rows in one order: no deadlock
     ON CONFLICT (day, tenant, model_used, tier, status, emulated) DO UPDATE SET
         requests = d.requests + excluded.requests,
         escalated = d.escalated + excluded.escalated,
@@ -70,7 +71,7 @@ WITH new AS (
 INSERT INTO daily_latency AS l (day, tier, bucket, count)
 SELECT (finished_at AT TIME ZONE 'UTC')::date, coalesce(tier, ''),
        round(20 * ln(greatest(latency_ms, 0.1)))::smallint, count(*)
-FROM new WHERE status = 'ok' GROUP BY 1, 2, 3
+FROM new WHERE status = 'ok' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ON CONFLICT (day, tier, bucket) DO UPDATE SET count = l.count + excluded.count
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import Completion, ProviderError
-from ._stainless import is_emulated, map_error
+from ._stainless import extra_fields, map_error
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
            "refusal": "refusal"}
@@ -27,17 +27,18 @@ class Anthropic:
         json_format: bool = False,  # no JSON mode: the instructions must ask for JSON
     ) -> Completion:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        extra: dict[str, Any] = {"system": system} if system else {}
+        options: dict[str, Any] = {"system": system} if system else {}
         try:
             response = await self._client.messages.create(
                 model=model,
                 messages=[m for m in messages if m["role"] != "system"],
                 max_tokens=max_tokens,
                 timeout=timeout,
-                **extra,
+                **options,
             )
         except Exception as exc:
             raise map_error(exc) from exc
+        extra = extra_fields(response)
         if response.usage is None:
             raise ProviderError("bad_response", "the response has no token usage")
         text = "".join(block.text for block in response.content if block.type == "text")
@@ -46,5 +47,6 @@ class Anthropic:
             finish_reason=_FINISH.get(response.stop_reason or "", "other"),  # type: ignore[arg-type]
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
-            emulated=is_emulated(response),
+            emulated=bool(extra.get("emulated")),
+            extra=extra,
         )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 ErrorKind = Literal[
     "rate_limited", "server_error", "timeout", "connection", "bad_response", "rejected"
@@ -21,6 +22,9 @@ class Completion:
     output_tokens: int
     logprob_mean: float | None = None
     emulated: bool = False
+    # Fields of the provider's response outside its documented schema (Groq's x_groq, the
+    # emulator's marks...); empty for Ollama, whose SDK drops them.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ProviderError(Exception):

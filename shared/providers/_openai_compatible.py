@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import Completion, ProviderError, mean
-from ._stainless import is_emulated, map_error
+from ._stainless import extra_fields, map_error
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "refusal"}
 
@@ -25,19 +25,20 @@ class OpenAICompatible:
         logprobs: bool,
         json_format: bool = False,
     ) -> Completion:
-        extra: dict[str, Any] = {"logprobs": True} if logprobs else {}
+        options: dict[str, Any] = {"logprobs": True} if logprobs else {}
         if json_format:
-            extra["response_format"] = {"type": "json_object"}
+            options["response_format"] = {"type": "json_object"}
         if temperature is not None:
-            extra["temperature"] = temperature
+            options["temperature"] = temperature
         try:
             response = await self._client.chat.completions.create(
-                model=model, messages=messages, max_tokens=max_tokens, timeout=timeout, **extra
+                model=model, messages=messages, max_tokens=max_tokens, timeout=timeout, **options
             )
         except Exception as exc:
             raise map_error(exc) from exc
         if not response.choices:
             raise ProviderError("bad_response", "the response has no choices")
+        extra = extra_fields(response)
         if response.usage is None:
             raise ProviderError("bad_response", "the response has no token usage")
         choice = response.choices[0]
@@ -47,7 +48,8 @@ class OpenAICompatible:
             input_tokens=response.usage.prompt_tokens,
             output_tokens=response.usage.completion_tokens,
             logprob_mean=_logprob_mean(choice),
-            emulated=is_emulated(response),
+            emulated=bool(extra.get("emulated")),
+            extra=extra,
         )
 
 

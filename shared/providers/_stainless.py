@@ -42,6 +42,7 @@ def _detail(exc: Exception) -> str:
     return str(exc)[:200]
 
 
-def is_emulated(response: Any) -> bool:
-    """The provider emulator marks every body it serves; the SDK models keep unknown fields."""
-    return bool((getattr(response, "model_extra", None) or {}).get("emulated"))
+def extra_fields(response: Any) -> dict[str, Any]:
+    """The response's fields outside the SDK's schema (its pydantic models keep them); the
+    provider emulator marks every body it serves with `emulated` there."""
+    return dict(getattr(response, "model_extra", None) or {})

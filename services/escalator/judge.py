@@ -1,0 +1,71 @@
+"""The optional judge: a cheap model asked whether an answer addresses the prompt. It catches
+what phrase lists cannot (a fluent answer to another question), at the price of one more call,
+which is recorded as an attempt (outcome "judge") so its cost shows in the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from shared.config import JudgeConfig, ModelRef
+from shared.messages import Attempt
+from shared.pricing import Pricer
+from shared.providers import ProviderError, Providers
+
+EXCERPT_CHARS = 2000
+INSTRUCTIONS = (
+    "You check an AI assistant's answer. Reply with JSON only: "
+    '{"addresses": true} if the answer actually answers the question, or '
+    '{"addresses": false} if it dodges it, hedges instead of answering, refuses, or answers '
+    "something else."
+)
+
+
+class Judge:
+    def __init__(self, config: JudgeConfig, providers: Providers, pricer: Pricer) -> None:
+        self._config = config
+        self._ref = ModelRef(provider=config.provider, model=config.model)
+        self._providers = providers
+        self._pricer = pricer
+
+    async def addresses(self, prompt: str, answer: str, *, n: int, hop: int,
+                        tier: str) -> tuple[bool | None, Attempt]:
+        """Whether the answer addresses the prompt (None: the judge could not say), and the
+        attempt that records the call."""
+        messages = [
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": f"<question>{prompt[:EXCERPT_CHARS]}</question>\n"
+                                        f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
+        ]
+        attempt = {"n": n, "hop": hop, "model": self._config.model,
+                   "provider": self._config.provider, "tier": tier, "outcome": "judge"}
+        started = time.perf_counter()
+        try:
+            completion = await self._providers.get(self._config.provider).complete(
+                self._config.model, messages, max_tokens=20, temperature=0.0,
+                timeout=self._config.timeout_s, logprobs=False, json_format=True,
+            )
+        except ProviderError as error:
+            return None, Attempt(**attempt, reason=error.reason, latency_ms=_ms(started))
+        verdict = _parse(completion.text)
+        return verdict, Attempt(
+            **attempt,
+            reason={True: "addresses the prompt", False: "does not address the prompt",
+                    None: "unreadable verdict"}[verdict],
+            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+            cost_usd=self._pricer.cost(self._ref, completion.input_tokens,
+                                       completion.output_tokens),
+            latency_ms=_ms(started), emulated=completion.emulated,
+        )
+
+
+def _parse(text: str) -> bool | None:
+    try:
+        verdict = json.loads(text).get("addresses")
+    except (ValueError, AttributeError):
+        return None
+    return verdict if isinstance(verdict, bool) else None
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
