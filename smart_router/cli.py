@@ -155,7 +155,12 @@ def stats(
             summary = await client.request(nc, subjects.STATS, {"days": days}, timeout)
         finally:
             await nc.close()
-        _emit(summary, as_json)
+        if as_json or "error" in summary:
+            _emit(summary, compact=True)
+        else:
+            from .render import stats as render_stats
+
+            typer.echo(render_stats(summary))
         return 1 if "error" in summary else 0
 
     _run(work())

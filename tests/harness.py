@@ -163,3 +163,64 @@ async def rows_when_ready(conn, query: str, params: tuple, at_least: int = 1,
             assert len(rows) >= at_least, f"{len(rows)} rows for {params}, wanted {at_least}"
             return rows
         await asyncio.sleep(0.1)
+
+
+class ControlledPostgres:
+    """A PostgreSQL of the test's own (pgserver, in a temporary folder) that it can stop and
+    start: what "the database is down" looks like to the ledger."""
+
+    _START = ("import pgserver, sys; "
+              "print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_uri('postgres'))")
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def start(self) -> str:
+        done = subprocess.run([sys.executable, "-c", self._START, str(self.data_dir)],
+                              capture_output=True, text=True, check=True, timeout=60)
+        return done.stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("PostgreSQL did not stop")
+
+
+async def publish_ledger_events(nc, job: str, requests: int, *, seed: int = 7,
+                                msg_id_suffix: str = "") -> tuple[int, int]:
+    """A burst of synthetic request and attempt events through JetStream; returns how many
+    request and attempt rows they should make."""
+    import random
+
+    from shared import subjects
+    from shared.messages import RequestEvent
+    from smart_router.bench.events import request_with_attempts
+
+    js = nc.jetstream()
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(500)
+    attempts = 0
+
+    async def publish(event) -> None:
+        if isinstance(event, RequestEvent):
+            subject, msg_id = subjects.REQUEST_EVENTS, f"r.{event.request_id}"
+        else:
+            subject, msg_id = subjects.ATTEMPT_EVENTS, f"a.{event.request_id}.{event.n}"
+        async with gate:
+            await js.publish(subject, event.model_dump_json().encode(),
+                             headers={subjects.MSG_ID: msg_id + msg_id_suffix})
+
+    events = []
+    for i in range(requests):
+        batch = request_with_attempts(f"{job}-{i}", job, rng)
+        attempts += len(batch) - 1
+        events.extend(batch)
+    await asyncio.gather(*(publish(e) for e in events))
+    return requests, attempts

@@ -1,0 +1,29 @@
+"""Human-readable views of the JSON reports (with --json, the JSON itself is printed)."""
+
+from __future__ import annotations
+
+
+def stats(s: dict) -> str:
+    lat = s["latency_ms"]
+    out = [
+        f"last {s['window_days']} days (since {s['since']}): {s['requests']:,} requests, "
+        f"{s['ok']:,} answered, {s['errors']:,} errors, {s['dead_letters']:,} dead letters"
+        + (f", {s['emulated_requests']:,} EMULATED" if s["emulated_requests"] else ""),
+        f"cost ${s['cost_usd']:.4f}   baseline ${s['baseline_cost_usd']:.4f}   "
+        f"saved ${s['saved_usd']:.4f} ({s['savings_pct']:.1f}%)",
+        f"escalated {s['escalated']:,} ({s['escalation_rate']:.1%}), "
+        f"costing ${s['escalation_cost_usd']:.4f}",
+        f"latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}",
+    ]
+    for key in ("by_tier", "by_model", "by_tenant"):
+        name = key.removeprefix("by_").replace("model", "model_used")
+        out += ["", f"{'by ' + key[3:]:<28} {'requests':>9} {'cost $':>10} {'saved $':>10} "
+                    f"{'saved':>7}"]
+        out += [f"  {g[name]:<26} {g['requests']:>9,} {g['cost_usd']:>10.4f} "
+                f"{g['saved_usd']:>10.4f} {g['savings_pct']:>6.1f}%" for g in s[key]]
+    if s["projection"]:
+        out += ["", "a month at this mix       actual        always the top tier   saving"]
+        out += [f"  {p['requests_per_month']:>9,} requests  ${p['cost_usd']:>10,.2f}   "
+                f"${p['baseline_cost_usd']:>12,.2f}   ${p['saved_usd']:>10,.2f}"
+                for p in s["projection"]]
+    return "\n".join(out)
