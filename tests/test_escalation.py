@@ -1,0 +1,148 @@
+"""Escalation: the scorer's signals, the optional judge, the policy's limits, and the loop
+through the real pipeline on the emulator's market of models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from services.escalator.judge import Judge
+from services.escalator.scoring import Scorer
+from shared.config import EscalationConfig, PricingConfig, load_config
+from shared.messages import Answer
+from shared.pricing import Pricer
+from shared.providers import Completion, Providers
+from tests.harness import ask, rows_when_ready
+
+SETTINGS = load_config().escalation
+HARD = ("Prove that the halting problem is undecidable, then design a distributed build "
+        "system that detects non-terminating jobs under partial failures, with trade-offs.")
+
+
+def answer(text: str, finish: str = "stop", logprob: float | None = None) -> Answer:
+    return Answer(text=text, attempt=1, tier_index=0, finish_reason=finish, logprob_mean=logprob)
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer(SETTINGS)
+
+
+@pytest.mark.parametrize(("text", "finish", "logprob", "signal"), [
+    ("The capital of France is", "length", None, "truncation"),
+    ("   ", "stop", None, "empty"),
+    ("I'm sorry, but I can't help with that request.", "stop", None, "refusal"),
+    ("Lo siento, pero no puedo ayudarte con eso.", "stop", None, "refusal"),
+    ("I'm not entirely sure, but it might be around 1850.", "stop", None, "hedging"),
+    ("Je ne suis pas sûr, mais je crois que c'est vers 1850.", "stop", None, "hedging"),
+    ("我不太确定，可能是1850年左右。", "stop", None, "hedging"),
+    ("Ich bin mir nicht sicher, vielleicht 1850.", "stop", None, "hedging"),
+    ("The answer is 1850.", "stop", -2.4, "logprob"),
+])
+def test_each_signal_fires_and_makes_the_answer_weak(scorer, text, finish, logprob, signal):
+    score = scorer.score(answer(text, finish, logprob))
+
+    assert signal in score.signals
+    assert score.weak(SETTINGS.threshold)
+
+
+@pytest.mark.parametrize("text", [
+    "Paris is the capital of France.",
+    "Use `dict.get(key, default)`: it returns the default when the key is missing.",
+    "Ibuprofen is usually taken every 6 to 8 hours. Dosing may differ for children, so check "
+    "the label or ask a pharmacist for your situation.",
+    "The function may return None when the cache is empty, so callers should check for it.",
+    "Scientists still debate how the Moon formed; the leading hypothesis is a giant impact "
+    "between the early Earth and a Mars-sized body about 4.5 billion years ago.",
+])
+def test_confident_answers_and_ordinary_caveats_do_not_escalate(scorer, text):
+    score = scorer.score(answer(text, logprob=-0.2))
+
+    assert score.signals == ()
+    assert not score.weak(SETTINGS.threshold)
+
+
+def test_a_hedge_deep_inside_a_long_answer_is_an_aside_not_a_hedged_answer(scorer):
+    text = ("Connection pooling keeps open connections ready for reuse. " * 10
+            + "I'm not sure which driver you use, but the idea is the same.")
+
+    assert "hedging" not in scorer.score(answer(text)).signals
+
+
+def test_disabled_signals_do_not_count():
+    only_truncation = Scorer(SETTINGS.model_copy(update={"signals": ("truncation",)}))
+
+    assert only_truncation.score(answer("I'm not sure, maybe.")).signals == ()
+
+
+class FakeJudgeModel:
+    """The provider seam: whatever the judge model says, with real token usage."""
+
+    def __init__(self, verdict: str) -> None:
+        self.verdict = verdict
+
+    async def complete(self, model, messages, **options) -> Completion:
+        return Completion(text=self.verdict, finish_reason="stop", input_tokens=120,
+                          output_tokens=6)
+
+
+@pytest.mark.parametrize(("verdict", "expected"), [
+    ('{"addresses": false}', False), ('{"addresses": true}', True), ("no idea", None)])
+async def test_the_judge_reads_its_verdict_and_records_its_cost(verdict, expected):
+    config = EscalationConfig.model_validate(
+        SETTINGS.model_dump() | {"judge": {"enabled": True, "provider": "groq",
+                                           "model": "llama-3.1-8b-instant", "timeout_s": 2}})
+    judge = Judge(config.judge, Providers({"groq": FakeJudgeModel(verdict)}),
+                  Pricer(PricingConfig()))
+
+    addresses, attempt = await judge.addresses("What is 2+2?", "Cats are mammals.",
+                                               n=2, hop=1, tier="simple")
+
+    assert addresses is expected
+    assert attempt.outcome == "judge" and attempt.cost_usd > 0 and attempt.input_tokens == 120
+
+
+def test_eval_escalation_prints_precision_and_recall_of_the_weak_verdict():
+    done = subprocess.run([sys.executable, "-m", "smart_router.cli", "eval-escalation",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout)
+
+    assert done.returncode == 0, done.stderr
+    assert report["weak"] + report["good"] == report["answers"] > 500
+    assert report["precision"] >= 0.9 and report["good_escalated"] <= 0.05
+    assert report["escalated_by_kind"]["empty"] == 1.0
+
+
+async def test_a_hard_prompt_started_low_climbs_until_an_answer_is_good(stack, nc, conn):
+    reply = await ask(nc, {"prompt": HARD, "tier": "simple"})
+
+    path = [(a["tier"], a["outcome"]) for a in reply["attempts"]]
+    assert path == [("simple", "weak"), ("medium", "weak"), ("complex", "ok")]
+    assert reply["escalated"] is True and reply["tier"] == "complex"
+    assert reply["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in reply["attempts"]))
+    rows = await rows_when_ready(
+        conn, "SELECT escalated, escalation_cost_usd, cost_usd FROM requests"
+        " WHERE request_id = %s", (reply["request_id"],))
+    escalated, escalation_cost, cost = rows[0]
+    served = reply["attempts"][-1]["cost_usd"]
+    assert escalated and float(escalation_cost) == pytest.approx(float(cost) - served, abs=1e-9)
+
+
+async def test_max_tier_stops_the_climb_and_the_best_answer_is_returned(stack, nc):
+    reply = await ask(nc, {"prompt": HARD, "tier": "simple", "max_tier": "medium"})
+
+    assert [a["tier"] for a in reply["attempts"]] == ["simple", "medium"]
+    assert "error" not in reply and reply["response"]
+
+
+async def test_the_budget_stops_the_climb(stack, nc):
+    # Enough for Haiku and Llama at 200 tokens, not for GPT-4o's worst case.
+    reply = await ask(nc, {"prompt": HARD, "tier": "simple", "max_tokens": 200,
+                           "max_cost_usd": 0.0015})
+
+    outcomes = [(a["tier"], a["outcome"]) for a in reply["attempts"]]
+    assert ("complex", "ok") not in outcomes
+    assert reply["cost_usd"] <= 0.0015
