@@ -251,17 +251,27 @@ def eval_escalation(
 
 @app.command()
 def bench(
-    mode: Annotated[str, typer.Option(help="ledger: the ledger's write rate.")] = "ledger",
-    requests: Annotated[int, typer.Option(help="Requests to send.")] = 20_000,
+    mode: Annotated[str, typer.Option(
+        help="online (request-reply), batch (jobs), mixed (both), or ledger (write rate).")]
+    = "online",
+    requests: Annotated[int, typer.Option(help="Requests to send.")] = 2000,
+    concurrency: Annotated[int, typer.Option(help="Online requests in flight at most.")] = 200,
+    rate: Annotated[float | None, typer.Option(
+        help="Online arrivals per second (open loop) instead of back-to-back callers.")] = None,
+    emulator: Annotated[str | None, typer.Option(help="The provider emulator's URL.")] = None,
+    provider_latency_ms: Annotated[float | None, typer.Option(
+        help="Set the emulator's latency for the run (needs --emulator).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Load benchmark against the running stack; prints throughput and latency figures."""
-    if mode != "ledger":
-        raise typer.BadParameter(f"unknown mode {mode!r}")
-    from .bench import ledger
+    """Load benchmark against the running stack; prints throughput, latency percentiles, the
+    router's overhead and the ledger's lag."""
+    from .bench.run import run
 
-    report = asyncio.run(ledger.run(settings().nats_url, settings().database_url, requests))
-    _emit(report, compact=as_json)
+    _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms), as_json))
+
+
+async def _bench(work: Coroutine[Any, Any, dict], as_json: bool) -> None:
+    _emit(await work, compact=as_json)
 
 
 @app.command()

@@ -12,7 +12,7 @@ import time
 
 import structlog
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsMessage
+from faststream.nats import JStream
 
 from shared import outcomes, subjects, topology
 from shared.errors import ErrorCode, RouterError
@@ -47,7 +47,8 @@ async def load_models() -> None:
     no_reply=True,  # the escalator replies, several hops later
     max_workers=cfg.pipeline.classifier_concurrency,
 )
-async def on_chat(msg: NatsMessage) -> None:
+async def on_chat(_body: object) -> None:
+    msg = service.message()
     origin = Origin(kind="online", reply_to=msg.reply_to or None,
                     correlation_id=msg.correlation_id)
     trace_id = new_request_id()
@@ -66,7 +67,8 @@ async def on_chat(msg: NatsMessage) -> None:
     max_workers=cfg.pipeline.classifier_concurrency,
     ack_policy=AckPolicy.MANUAL,
 )
-async def on_job(msg: NatsMessage) -> None:
+async def on_job(_body: object) -> None:
+    msg = service.message()
     # The job's stream sequence names its hops, so a redelivered job dedups downstream.
     trace_id = f"job{msg.raw_message.metadata.sequence.stream}"
     origin = Origin(kind="batch")

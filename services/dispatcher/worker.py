@@ -22,7 +22,7 @@ from .tier_call import TierCaller
 
 service = Service("dispatcher")
 broker, cfg = service.broker, service.config
-providers = Providers()
+providers = Providers(connections=cfg.pipeline.dispatcher_concurrency)
 providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
 caller = TierCaller(
     providers, Pricer(cfg.pricing), cfg.limits,
@@ -38,7 +38,9 @@ consumer = topology.push_consumers(cfg.pipeline)["dispatcher"]
     max_workers=cfg.pipeline.dispatcher_concurrency,
     ack_policy=AckPolicy.MANUAL,
 )
-async def on_dispatch(msg: NatsMessage) -> None:
+async def on_dispatch(_body: object) -> None:
+    msg = service.message()
+
     async def dead_letter(reason: str) -> None:
         await outcomes.dead_letter_envelope(broker, msg, reason,
                                             store_prompt=cfg.ledger.store_prompt_text)

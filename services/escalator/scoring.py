@@ -3,15 +3,20 @@
 Each signal that fires caps the answer's score; the lowest cap wins, and the names of the
 fired signals become the attempt's reason. An answer is weak when its score is under
 `escalation.threshold`. Hedging and refusal phrases, in the 17 languages the classifier
-supports, come from phrases.toml and are matched as substrings of the lowercased answer.
+supports, come from phrases.toml and are matched as substrings of the lowercased answer, all at
+once by an Aho-Corasick automaton (a regex alternation of 600 phrases cost a quarter of the
+escalator's CPU).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import ahocorasick
 
 from shared.config import EscalationConfig
 from shared.messages import Answer
@@ -37,12 +42,26 @@ class Score:
         return self.value < threshold
 
 
+class Phrases:
+    """Where any of a set of phrases starts in a text, in one pass."""
+
+    def __init__(self, phrases: Iterable[str]) -> None:
+        self._automaton = ahocorasick.Automaton()
+        for phrase in {_normal(p) for p in phrases if p.strip()}:
+            self._automaton.add_word(phrase, len(phrase))
+        self._automaton.make_automaton()
+
+    def starts(self, text: str) -> Iterator[int]:
+        for end, length in self._automaton.iter(text):
+            yield end - length + 1
+
+
 class Lexicon:
     def __init__(self, path: Path = PHRASES) -> None:
         table = tomllib.loads(path.read_text())
         self.languages = sorted(table)
-        self.hedges = _alternation(p for lang in table.values() for p in lang["hedges"])
-        self.refusals = _alternation(p for lang in table.values() for p in lang["refusals"])
+        self.hedges = Phrases(p for lang in table.values() for p in lang["hedges"])
+        self.refusals = Phrases(p for lang in table.values() for p in lang["refusals"])
 
 
 class Scorer:
@@ -58,7 +77,7 @@ class Scorer:
                 ("truncation", lambda: answer.finish_reason == "length"),
                 ("empty", lambda: not _CONTENT.search(text)),
                 ("refusal", lambda: answer.finish_reason == "refusal"
-                 or bool(self._lexicon.refusals.search(text, 0, REFUSAL_WINDOW))),
+                 or next(self._lexicon.refusals.starts(text[:REFUSAL_WINDOW]), None) is not None),
                 ("hedging", lambda: self._hedged(text)),
                 ("logprob", lambda: answer.logprob_mean is not None
                  and answer.logprob_mean < self._logprob_floor),
@@ -68,17 +87,12 @@ class Scorer:
         return Score(min((CAPS[name] for name in fired), default=1.0), fired)
 
     def _hedged(self, text: str) -> bool:
-        hedges = self._lexicon.hedges.finditer(text)
+        hedges = self._lexicon.hedges.starts(text)
         first = next(hedges, None)
         if first is None:
             return False
-        return (len(text) < SHORT_ANSWER or first.start() < HEDGE_WINDOW
+        return (len(text) < SHORT_ANSWER or first < HEDGE_WINDOW
                 or next(hedges, None) is not None)
-
-
-def _alternation(phrases) -> re.Pattern[str]:
-    unique = sorted({_normal(p) for p in phrases if p.strip()}, key=len, reverse=True)
-    return re.compile("|".join(re.escape(p) for p in unique))
 
 
 def _normal(text: str) -> str:

@@ -14,7 +14,7 @@ import time
 
 import structlog
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsMessage
+from faststream.nats import JStream
 
 from shared import outcomes, subjects, topology
 from shared.errors import ErrorCode
@@ -52,7 +52,9 @@ MONEY_DIGITS = 10  # the ledger's numeric scale
     max_workers=cfg.pipeline.escalator_concurrency,
     ack_policy=AckPolicy.MANUAL,
 )
-async def on_score(msg: NatsMessage) -> None:
+async def on_score(_body: object) -> None:
+    msg = service.message()
+
     async def dead_letter(reason: str) -> None:
         await outcomes.dead_letter_envelope(broker, msg, reason,
                                             store_prompt=cfg.ledger.store_prompt_text)

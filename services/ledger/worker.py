@@ -16,7 +16,6 @@ import contextlib
 
 import psycopg
 import structlog
-from faststream.nats import NatsMessage
 from nats.aio.msg import Msg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -143,9 +142,9 @@ class StatsQuery(BaseModel):
 
 
 @broker.subscriber(subjects.STATS, queue="ledger")
-async def on_stats(msg: NatsMessage) -> dict:
+async def on_stats(_body: object) -> dict:
     try:
-        query = StatsQuery.model_validate_json(msg.body or b"{}")
+        query = StatsQuery.model_validate_json(service.message().body or b"{}")
     except ValidationError as exc:
         return ErrorReply(request_id=None, error=ErrorBody(
             code=ErrorCode.INVALID_REQUEST, message=describe_validation_error(exc)

@@ -1,0 +1,62 @@
+"""`smart-router bench`: one run of a mode against the running stack, as one report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+from shared.config import settings
+
+from .. import client
+from . import ledger, pipeline
+
+PROMPTS = Path(__file__).resolve().parents[2] / "services/classifier/data/test.jsonl"
+
+
+async def run(mode: str, requests: int, concurrency: int, rate: float | None,
+              emulator: str | None, provider_latency_ms: float | None) -> dict:
+    nats_url, database_url = settings().nats_url, settings().database_url
+    if mode == "ledger":
+        return await ledger.run(nats_url, database_url, requests)
+    prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
+    if provider_latency_ms is not None:
+        if emulator is None:
+            raise ValueError("--provider-latency-ms needs --emulator URL")
+        _emulator(emulator, "PUT", "scenario", {"latency_ms": provider_latency_ms})
+    nc = await client.connect(nats_url)
+    tenant = pipeline.new_tenant()
+    try:
+        pipeline.say(f"{mode}: {requests} requests, tenant {tenant}")
+        if mode == "online":
+            runs = {"online": await pipeline.online(nc, prompts, requests, tenant,
+                                                    concurrency=concurrency, rate=rate)}
+        elif mode == "batch":
+            runs = {"batch": await pipeline.batch(nc, prompts, requests, tenant)}
+        elif mode == "mixed":
+            half = requests // 2
+            online, batch = await asyncio.gather(
+                pipeline.online(nc, prompts, half, tenant, concurrency=concurrency, rate=rate),
+                pipeline.batch(nc, prompts, requests - half, tenant))
+            runs = {"online": online, "batch": batch}
+        else:
+            raise ValueError(f"unknown mode {mode!r}: online, batch, mixed or ledger")
+        last_answer = max(r["finished_at"] for r in runs.values())
+        lag = await pipeline.ledger_lag(database_url, tenant, requests, last_answer)
+    finally:
+        await nc.close()
+        if provider_latency_ms is not None and emulator is not None:
+            _emulator(emulator, "POST", "reset", None)
+    for r in runs.values():
+        r.pop("finished_at")
+    return {"mode": mode, "requests": requests, "concurrency": concurrency, "rate": rate,
+            "provider_latency_ms": provider_latency_ms, **runs, "ledger": lag}
+
+
+def _emulator(base: str, method: str, path: str, body: dict | None) -> None:
+    request = urllib.request.Request(
+        f"{base.rstrip('/')}/_emulator/{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"content-type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).close()
