@@ -4,7 +4,8 @@ It uses NATS and PostgreSQL at NATS_URL / DATABASE_URL when they answer and star
 under the data folder when they do not; it serves any provider that has no API key from the
 provider emulator (and says so loudly); then it runs the four services, restarts one that dies,
 and on Ctrl-C stops everything it started. Children die with it even if it is killed, so a second
-`up` after a crash starts clean.
+`up` after a crash starts clean. It also serves the cost dashboard on 127.0.0.1
+(DASHBOARD_PORT, default 8050).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Stack:
         await self._emulate_missing_providers()
         for name in SERVICES:
             self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"]))
+        self._spawn(Child("dashboard", [sys.executable, "-m", "dashboard"]))
         await self._wait_until_healthy()
 
     def _nats_url(self) -> str:
@@ -154,6 +156,7 @@ class Stack:
         _banner(
             "Smart Router is up.\n"
             f"  NATS      {self.env['NATS_URL']}\n"
+            f"  dashboard http://127.0.0.1:{self.env.get('DASHBOARD_PORT', '8050')}/\n"
             '  try       smart-router ask "What is the capital of France?"\n'
             "  health    smart-router health   |   costs: smart-router stats\n"
             "  stop      Ctrl-C"

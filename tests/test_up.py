@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ def fresh_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in KEYS and not k.endswith("_BASE_URL")}
     env["NATS_URL"] = f"nats://127.0.0.1:{embedded.free_port()}"
     env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/none"
+    env["DASHBOARD_PORT"] = str(embedded.free_port())
     return env
 
 
@@ -74,6 +76,9 @@ def test_up_serves_requests_stops_cleanly_and_restarts_after_a_crash(fresh_env, 
     assert asked.returncode == 0, asked.stderr
     assert reply["emulated"] is True and reply["cost_usd"] > 0
     assert "PROVIDER EMULATOR" in log.read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{fresh_env['DASHBOARD_PORT']}/",
+                                timeout=10) as page:
+        assert page.status == 200
 
     up.send_signal(signal.SIGINT)
     assert up.wait(60) == 0

@@ -31,7 +31,7 @@ DEAD_LETTER_COLUMNS = (
 _TIMESTAMPS = {"received_at", "finished_at", "at"}
 _FIELD_OF = {"attempt": "n"}  # column -> event field, where the names differ
 
-_STAGING = """
+STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS requests_in (LIKE requests INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS attempts_in (LIKE attempts INCLUDING DEFAULTS)
@@ -42,7 +42,7 @@ CREATE TEMP TABLE IF NOT EXISTS dead_letters_in (LIKE dead_letters INCLUDING DEF
 
 _cols = ", ".join
 
-_INSERT_REQUESTS = f"""
+INSERT_REQUESTS = f"""
 WITH new AS (
     INSERT INTO requests ({_cols(REQUEST_COLUMNS)})
     SELECT {_cols(REQUEST_COLUMNS)} FROM requests_in
@@ -75,12 +75,12 @@ FROM new WHERE status = 'ok' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ON CONFLICT (day, tier, bucket) DO UPDATE SET count = l.count + excluded.count
 """
 
-_INSERT_ATTEMPTS = f"""
+INSERT_ATTEMPTS = f"""
 INSERT INTO attempts ({_cols(ATTEMPT_COLUMNS)}) SELECT {_cols(ATTEMPT_COLUMNS)} FROM attempts_in
 ON CONFLICT (request_id, attempt) DO NOTHING
 """
 
-_INSERT_DEAD_LETTERS = f"""
+INSERT_DEAD_LETTERS = f"""
 INSERT INTO dead_letters ({_cols(DEAD_LETTER_COLUMNS)})
 SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM dead_letters_in
 ON CONFLICT (subject, stream_seq) DO NOTHING
@@ -105,13 +105,13 @@ class LedgerWriter:
     async def write(self, batch: Batch) -> None:
         async with self._conn.transaction(), self._conn.cursor() as cur:
             if not self._staged:
-                await cur.execute(_STAGING)
+                await cur.execute(STAGING)
                 self._staged = True
             for table, columns, rows, insert in (
-                ("requests_in", REQUEST_COLUMNS, batch.requests, _INSERT_REQUESTS),
-                ("attempts_in", ATTEMPT_COLUMNS, batch.attempts, _INSERT_ATTEMPTS),
+                ("requests_in", REQUEST_COLUMNS, batch.requests, INSERT_REQUESTS),
+                ("attempts_in", ATTEMPT_COLUMNS, batch.attempts, INSERT_ATTEMPTS),
                 ("dead_letters_in", DEAD_LETTER_COLUMNS, batch.dead_letters,
-                 _INSERT_DEAD_LETTERS),
+                 INSERT_DEAD_LETTERS),
             ):
                 if not rows:
                     continue

@@ -1,0 +1,19 @@
+"""The Dash app: the page's layout and its one refresh callback, over a Ledger."""
+
+from __future__ import annotations
+
+from dash import Dash
+
+from . import callbacks
+from .layout import layout
+from .ledger import Ledger
+
+TITLE = "Smart Router: cost and savings"
+
+
+def create_app(ledger: Ledger, refresh_s: float = 5.0) -> Dash:
+    # update_title=None: the tab title does not flicker to "Updating..." on every tick
+    app = Dash(__name__, title=TITLE, update_title=None)
+    app.layout = layout(refresh_s)
+    callbacks.register(app, ledger, refresh_s)
+    return app

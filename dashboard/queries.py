@@ -1,0 +1,55 @@
+"""What one refresh reads: the cost summary that router.v1.stats and `smart-router stats` also
+return, plus the dashboard's own two queries. Each reads the daily roll-ups or walks an index
+(at most 50 rows of `requests`), so a refresh costs the same with a thousand or a billion rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+
+import psycopg
+from psycopg.rows import dict_row
+
+from shared import stats
+
+RECENT_LIMIT = 50
+PROMPT_PREVIEW_CHARS = 120
+
+# Cost per UTC day, from the roll-up the ledger keeps (one row per day and breakdown).
+DAILY_COST = """
+SELECT day, sum(requests)::bigint AS requests, sum(cost_usd) AS cost_usd,
+       sum(baseline_cost_usd) AS baseline_cost_usd
+FROM daily_usage WHERE day >= %(since)s
+GROUP BY day ORDER BY day
+"""
+
+# The newest requests: a walk down requests_by_time that stops after LIMIT rows. Prompt text is
+# only there when the operator asked the ledger to keep it; even then, only its start is shown.
+RECENT_REQUESTS = """
+SELECT finished_at, request_id, tenant, difficulty, tier, model_used, cost_usd, saved_usd,
+       latency_ms, escalated, emulated, status, error_code,
+       left(prompt_text, %(preview)s) AS prompt_preview
+FROM requests WHERE finished_at >= %(since)s
+ORDER BY finished_at DESC LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    summary: dict  # shared.stats.summary(): totals, breakdowns, latency, projection
+    daily: list[dict]  # per day: requests, cost_usd, baseline_cost_usd
+    recent: list[dict]  # the newest requests of the window, newest first
+
+
+async def read_snapshot(conn: psycopg.AsyncConnection, days: int) -> Snapshot:
+    summary = await stats.summary(conn, days)
+    since = date.fromisoformat(summary["since"])  # the summary's window, to the day
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(DAILY_COST, {"since": since})
+        daily = await cur.fetchall()
+        await cur.execute(RECENT_REQUESTS, {
+            "since": datetime.combine(since, time(), UTC), "limit": RECENT_LIMIT,
+            "preview": PROMPT_PREVIEW_CHARS,
+        })
+        recent = await cur.fetchall()
+    return Snapshot(summary, daily, recent)
