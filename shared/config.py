@@ -71,6 +71,7 @@ class EscalationConfig(_Strict):
 class Limits(_Strict):
     max_prompt_chars: int = Field(gt=0)
     request_timeout_s: float = Field(gt=0)
+    batch_timeout_s: float = Field(gt=0)
     provider_timeout_s: float = Field(gt=0)
     default_max_tokens: int = Field(gt=0)
     provider_retries: int = Field(ge=0)

@@ -131,7 +131,7 @@ def salvage_ids(body: bytes) -> tuple[str | None, str | None]:
     """request_id and job_id from a body that failed validation, when they are usable."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested bodies too
         return None, None
     if not isinstance(data, dict):
         return None, None

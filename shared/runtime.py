@@ -8,7 +8,8 @@ failure, and turns the last failed delivery into a dead-letter record instead of
 The broker runs without FastStream's dependency injection (apply_types=False): injecting the
 message as a handler argument resolves it through a thread-pool hop on every delivery (fast_depends
 runs custom fields' sync `use` in a worker thread), a tenth of a service's CPU under load. A
-handler takes the raw body and reads the message with `service.message()`.
+handler takes the raw body (FastStream does not decode it) and reads the message with
+`service.message()`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Service:
             reconnect_time_wait=1,
             graceful_timeout=self.config.limits.provider_timeout_s,
             apply_types=False,
+            decoder=_raw_body,
         )
         self.app = FastStream(
             self.broker,
@@ -146,6 +148,13 @@ class Service:
 
     def run(self) -> None:
         asyncio.run(self.app.run())
+
+
+async def _raw_body(msg: NatsMessage) -> bytes:
+    """Handlers parse and validate bodies themselves. FastStream's decoder would JSON-decode
+    each one first, and a hostile body (1,000 nested brackets) makes it raise before the
+    handler can answer."""
+    return msg.body
 
 
 async def _connect_patiently(url: str) -> nats.NATS:

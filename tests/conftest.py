@@ -117,7 +117,8 @@ def stack(clean_nats: str, database_url: str, emulator_process: Emulator,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The four services as real processes, their SDKs pointed at the emulator."""
     env = {**os.environ, "NATS_URL": clean_nats, "DATABASE_URL": database_url,
-           "LOG_LEVEL": "INFO", **harness.emulator_env(emulator_process.base)}
+           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(harness.TEST_CONFIG),
+           **harness.emulator_env(emulator_process.base)}
     processes = harness.Processes(env, tmp_path_factory.mktemp("logs"))
     for name in harness.SERVICES:
         processes.start(name)

@@ -28,6 +28,7 @@ from smart_router import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("classifier", "dispatcher", "escalator", "ledger")
+TEST_CONFIG = ROOT / "tests" / "router-test.toml"
 
 
 def nats_server(tmp: Path) -> tuple[str, object | None]:

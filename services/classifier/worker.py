@@ -104,7 +104,8 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> None:
         request=request,
         origin=origin,
         received_at=received_at,
-        deadline=received_at + cfg.limits.request_timeout_s,
+        deadline=received_at + (cfg.limits.batch_timeout_s if origin.kind == "batch"
+                                else cfg.limits.request_timeout_s),
         classification=Classification(
             difficulty=verdict.difficulty,
             confidence=verdict.confidence,
@@ -146,7 +147,7 @@ async def _reject(
     body: bytes, origin: Origin, trace_id: str, received_at: float, error: RouterError
 ) -> None:
     request_id, job_id = outcomes.salvage_ids(body)
-    request_id = request_id or new_request_id()
+    request_id = request_id or trace_id  # a redelivered job is rejected under the same id
     if origin.kind == "batch":
         origin = origin.model_copy(update={"job_id": job_id or outcomes.DEFAULT_JOB_ID})
     log.info("request.rejected", request_id=request_id, code=error.code, bytes=len(body))
