@@ -1,0 +1,21 @@
+# One image for every part of Smart Router: each compose service picks its command.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY shared shared
+COPY services services
+COPY smart_router smart_router
+COPY dashboard dashboard
+COPY emulator emulator
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+# libgomp: the e5 engine of the offline classifier uses OpenMP.
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 router
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER router
+ENV LOG_FORMAT=json
+CMD ["smart-router", "--help"]
