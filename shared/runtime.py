@@ -22,12 +22,12 @@ from typing import Any
 
 import nats
 import structlog
-from faststream import FastStream
-from faststream.nats import NatsBroker, NatsMessage
+from faststream import AckPolicy, FastStream
+from faststream.nats import JStream, NatsBroker, NatsMessage
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from shared import health, logs, subjects, topology
+from shared import health, logs, outcomes, subjects, topology
 from shared.config import RouterConfig, Settings, config, settings
 
 log = structlog.get_logger(__name__)
@@ -99,20 +99,39 @@ class Service:
         kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
         return await health.snapshot(kv)
 
+    def consumer(self, name: str, concurrency: int):
+        """Subscribe a handler to the service's durable push consumer: every copy of the service
+        binds the same one (through its deliver group) and handles `concurrency` messages at
+        once; the handler settles each message itself (see `settle`)."""
+        consumer = topology.push_consumers(self.config.pipeline)[name]
+        return self.broker.subscriber(
+            consumer.filter_subject,
+            stream=JStream(consumer.stream, declare=False),
+            queue=consumer.name,  # nats-py binds the durable consumer of that name
+            max_workers=concurrency,
+            ack_policy=AckPolicy.MANUAL,
+        )
+
     async def settle(
         self,
         msg: NatsMessage,
         work: Callable[[], Awaitable[None]],
-        dead_letter: Callable[[str], Awaitable[None]],
+        dead_letter: Callable[[str], Awaitable[None]] | None = None,
         *,
         keepalive: bool = False,
     ) -> None:
         """Run a JetStream handler's work and ack, nack with backoff, or dead-letter its message.
 
-        A body that fails validation is dead-lettered at once: no redelivery would fix it.
+        A body that fails validation is dead-lettered at once: no redelivery would fix it. By
+        default the message is taken for an envelope, whose caller then hears why.
         `keepalive` reports progress while slow work (a provider call) runs, so the message is
         not redelivered to another copy of the service in the meantime.
         """
+        if dead_letter is None:
+            async def dead_letter(reason: str) -> None:
+                await outcomes.dead_letter_envelope(
+                    self.broker, msg, reason, store_prompt=self.config.ledger.store_prompt_text)
+
         delivery = msg.raw_message.metadata.num_delivered
         self.counters.in_flight += 1
         ticker = asyncio.create_task(self._report_progress(msg)) if keepalive else None

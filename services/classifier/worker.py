@@ -11,10 +11,8 @@ import asyncio
 import time
 
 import structlog
-from faststream import AckPolicy
-from faststream.nats import JStream
 
-from shared import outcomes, subjects, topology
+from shared import outcomes, subjects
 from shared.errors import ErrorCode, RouterError
 from shared.messages import (
     ChatRequest,
@@ -33,7 +31,6 @@ log = structlog.get_logger(__name__)
 service = Service("classifier")
 broker, cfg = service.broker, service.config
 classifier = Classifier(cfg.classifier)
-jobs = topology.push_consumers(cfg.pipeline)["classifier"]
 
 
 @service.app.on_startup
@@ -60,13 +57,7 @@ async def on_chat(_body: object) -> None:
                       RouterError(ErrorCode.INTERNAL, f"the router failed: {type(exc).__name__}"))
 
 
-@broker.subscriber(
-    jobs.filter_subject,
-    stream=JStream(jobs.stream, declare=False),
-    queue=jobs.name,  # nats-py binds the durable consumer of that name
-    max_workers=cfg.pipeline.classifier_concurrency,
-    ack_policy=AckPolicy.MANUAL,
-)
+@service.consumer("classifier", cfg.pipeline.classifier_concurrency)
 async def on_job(_body: object) -> None:
     msg = service.message()
     # The job's stream sequence names its hops, so a redelivered job dedups downstream.

@@ -8,11 +8,10 @@ after a crash forwards that result again instead of paying for the same call twi
 
 from __future__ import annotations
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsMessage
+from faststream.nats import NatsMessage
 from nats.js.errors import KeyNotFoundError
 
-from shared import outcomes, subjects, topology
+from shared import subjects
 from shared.messages import Envelope
 from shared.pricing import Pricer
 from shared.providers import Providers
@@ -28,24 +27,12 @@ caller = TierCaller(
     providers, Pricer(cfg.pricing), cfg.limits,
     want_logprobs="logprob" in cfg.escalation.signals,
 )
-consumer = topology.push_consumers(cfg.pipeline)["dispatcher"]
 
 
-@broker.subscriber(
-    consumer.filter_subject,
-    stream=JStream(consumer.stream, declare=False),
-    queue=consumer.name,  # nats-py binds the durable consumer of that name
-    max_workers=cfg.pipeline.dispatcher_concurrency,
-    ack_policy=AckPolicy.MANUAL,
-)
+@service.consumer("dispatcher", cfg.pipeline.dispatcher_concurrency)
 async def on_dispatch(_body: object) -> None:
     msg = service.message()
-
-    async def dead_letter(reason: str) -> None:
-        await outcomes.dead_letter_envelope(broker, msg, reason,
-                                            store_prompt=cfg.ledger.store_prompt_text)
-
-    await service.settle(msg, lambda: dispatch(msg), dead_letter, keepalive=True)
+    await service.settle(msg, lambda: dispatch(msg), keepalive=True)
 
 
 async def dispatch(msg: NatsMessage) -> None:

@@ -13,10 +13,8 @@ import asyncio
 import time
 
 import structlog
-from faststream import AckPolicy
-from faststream.nats import JStream
 
-from shared import outcomes, subjects, topology
+from shared import outcomes, subjects
 from shared.errors import ErrorCode
 from shared.messages import (
     Answer,
@@ -41,25 +39,13 @@ scorer = Scorer(cfg.escalation)
 pricer = Pricer(cfg.pricing)
 judge = (Judge(cfg.escalation.judge, Providers(), pricer)
          if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals else None)
-consumer = topology.push_consumers(cfg.pipeline)["escalator"]
 MONEY_DIGITS = 10  # the ledger's numeric scale
 
 
-@broker.subscriber(
-    consumer.filter_subject,
-    stream=JStream(consumer.stream, declare=False),
-    queue=consumer.name,  # nats-py binds the durable consumer of that name
-    max_workers=cfg.pipeline.escalator_concurrency,
-    ack_policy=AckPolicy.MANUAL,
-)
+@service.consumer("escalator", cfg.pipeline.escalator_concurrency)
 async def on_score(_body: object) -> None:
     msg = service.message()
-
-    async def dead_letter(reason: str) -> None:
-        await outcomes.dead_letter_envelope(broker, msg, reason,
-                                            store_prompt=cfg.ledger.store_prompt_text)
-
-    await service.settle(msg, lambda: decide(Envelope.model_validate_json(msg.body)), dead_letter)
+    await service.settle(msg, lambda: decide(Envelope.model_validate_json(msg.body)))
 
 
 async def decide(envelope: Envelope) -> None:
