@@ -25,12 +25,12 @@ import structlog
 
 from shared import db
 from shared.config import settings
+from shared.health import SERVICES
 
 from . import client, embedded
 
 log = structlog.get_logger("smart_router.up")
 
-SERVICES = ("classifier", "dispatcher", "escalator", "ledger")
 PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
                  "groq": "GROQ_API_KEY"}
 STOP_GRACE_S = 10.0
@@ -143,10 +143,18 @@ class Stack:
             pause = min(pause * 2, 30.0)
 
     async def _wait_until_healthy(self) -> None:
+        """Until every service beats from a process of ours: a crashed run's heartbeats stay
+        fresh for a few seconds and must not count."""
         nc = await client.connect(self.env["NATS_URL"])
+
+        def ready(report: dict) -> bool:
+            ours = {c.process.pid for c in self._children if c.process is not None}
+            return all(any(i["pid"] in ours for i in report["services"][name]["instances"])
+                       for name in SERVICES)
+
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                while not (await client.service_health(nc))["ok"]:  # noqa: ASYNC110 (polls NATS)
+                while not ready(await client.service_health(nc)):  # noqa: ASYNC110 (polls NATS)
                     await asyncio.sleep(0.5)
         except TimeoutError:
             log.error("up.not_healthy", hint="see the services' logs above")

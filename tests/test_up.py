@@ -46,9 +46,10 @@ def wait_healthy(env: dict[str, str], up: subprocess.Popen, log: Path, timeout_s
 
 
 def ledger_requests(env: dict[str, str]) -> int:
+    """Requests in the ledger; 0 while the ledger does not answer yet."""
     done = subprocess.run([*CLI, "stats", "--json"], env=env, capture_output=True, text=True,
                           timeout=30)
-    return json.loads(done.stdout)["requests"]
+    return json.loads(done.stdout)["requests"] if done.returncode == 0 else 0
 
 
 def eventually(check, timeout_s: float) -> bool:
