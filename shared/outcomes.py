@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ValidationError
@@ -142,54 +144,83 @@ def _token(value: object) -> str | None:
     return value if isinstance(value, str) and TOKEN_RE.fullmatch(value) else None
 
 
+@dataclass(frozen=True)
+class Unsettled:
+    """A stream message that no delivery settled: handed over by a handler that gave up, or
+    read back from its stream after JetStream's max-deliveries advisory (a crash loop)."""
+
+    stream: str
+    subject: str
+    stream_seq: int
+    deliveries: int
+    body: bytes
+
+    @classmethod
+    def of(cls, msg: NatsMessage) -> Unsettled:
+        meta = msg.raw_message.metadata
+        return cls(meta.stream, msg.raw_message.subject, meta.sequence.stream,
+                   meta.num_delivered, msg.body)
+
+
+def job_trace_id(stream_seq: int) -> str:
+    """A job's stream sequence names its hops, so a redelivered job dedups downstream."""
+    return f"job{stream_seq}"
+
+
 async def dead_letter(
-    broker: NatsBroker,
-    msg: NatsMessage,
-    reason: str,
-    *,
-    request_id: str | None = None,
-    trace_id: str | None = None,
-    ending: tuple[Origin, RequestEvent] | None = None,
+    broker: NatsBroker, message: Unsettled, reason: str, *, store_prompt: bool
 ) -> None:
-    """Record a message no delivery could settle, and tell its caller when we know who it is."""
-    raw = msg.raw_message
+    """Record a message no delivery could settle, and tell its caller why when the message
+    says who that is: a batch job's results subject, or an envelope's origin."""
+    ending = _job_ending(message) if message.subject == subjects.JOBS else _envelope_ending(
+        message, store_prompt)
     event = DeadLetterEvent(
-        subject=raw.subject,
-        stream_seq=raw.metadata.sequence.stream,
-        deliveries=raw.metadata.num_delivered,
+        subject=message.subject,
+        stream_seq=message.stream_seq,
+        deliveries=message.deliveries,
         reason=reason,
-        request_id=request_id,
-        body_bytes=len(raw.data),
+        request_id=ending.row.request_id if ending else None,
+        body_bytes=len(message.body),
         at=time.time(),
     )
     await broker.publish(
         event.model_dump_json().encode(),
         subjects.DEAD_LETTER_EVENTS,
-        headers={subjects.MSG_ID: f"dl.{raw.metadata.stream}.{event.stream_seq}"},
+        headers={subjects.MSG_ID: f"dl.{message.stream}.{message.stream_seq}"},
         stream=subjects.EVENTS_STREAM,
     )
-    if ending is not None and request_id is not None:
-        origin, request_row = ending
+    if ending is not None:
         await fail(
             broker,
-            origin=origin,
-            request_id=request_id,
-            trace_id=trace_id or request_id,
+            origin=ending.origin,
+            request_id=ending.row.request_id,
+            trace_id=ending.trace_id,
             code=ErrorCode.DEAD_LETTER,
             message="the router could not process this request; it is recorded for an operator",
-            event=request_row,
+            event=ending.row,
         )
 
 
-async def dead_letter_envelope(
-    broker: NatsBroker, msg: NatsMessage, reason: str, *, store_prompt: bool
-) -> None:
-    """Dead-letter a pipeline message; when it is a readable envelope, its caller hears why."""
+class _Ending(NamedTuple):
+    origin: Origin
+    row: RequestEvent
+    trace_id: str
+
+
+def _job_ending(message: Unsettled) -> _Ending:
+    """A job's caller reads its results subject, named by the job_id when the body has one."""
+    trace_id = job_trace_id(message.stream_seq)
+    request_id, job_id = salvage_ids(message.body)
+    origin = Origin(kind="batch", job_id=job_id or DEFAULT_JOB_ID)
+    row = rejection_event(request_id=request_id or trace_id, origin=origin, body=message.body,
+                          received_at=time.time())
+    return _Ending(origin, row, trace_id)
+
+
+def _envelope_ending(message: Unsettled, store_prompt: bool) -> _Ending | None:
     try:
-        envelope = Envelope.model_validate_json(msg.body)
+        envelope = Envelope.model_validate_json(message.body)
     except ValidationError:
-        await dead_letter(broker, msg, reason)
-        return
+        return None
     row = request_event(envelope, store_prompt=store_prompt, status="error")
-    await dead_letter(broker, msg, reason, request_id=envelope.request_id,
-                      trace_id=envelope.trace_id, ending=(envelope.origin, row))
+    return _Ending(envelope.origin, row, envelope.trace_id)

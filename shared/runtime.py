@@ -116,22 +116,16 @@ class Service:
         self,
         msg: NatsMessage,
         work: Callable[[], Awaitable[None]],
-        dead_letter: Callable[[str], Awaitable[None]] | None = None,
         *,
         keepalive: bool = False,
     ) -> None:
         """Run a JetStream handler's work and ack, nack with backoff, or dead-letter its message.
 
-        A body that fails validation is dead-lettered at once: no redelivery would fix it. By
-        default the message is taken for an envelope, whose caller then hears why.
-        `keepalive` reports progress while slow work (a provider call) runs, so the message is
-        not redelivered to another copy of the service in the meantime.
+        A body that fails validation is dead-lettered at once: no redelivery would fix it; its
+        caller hears why (see `outcomes.dead_letter`). `keepalive` reports progress while slow
+        work (a provider call) runs, so the message is not redelivered to another copy of the
+        service in the meantime.
         """
-        if dead_letter is None:
-            async def dead_letter(reason: str) -> None:
-                await outcomes.dead_letter_envelope(
-                    self.broker, msg, reason, store_prompt=self.config.ledger.store_prompt_text)
-
         delivery = msg.raw_message.metadata.num_delivered
         self.counters.in_flight += 1
         ticker = asyncio.create_task(self._report_progress(msg)) if keepalive else None
@@ -144,7 +138,8 @@ class Service:
             if poison or delivery >= self.config.pipeline.max_deliver:
                 log.error("message.dead_letter", subject=msg.raw_message.subject,
                           delivery=delivery, reason=reason)
-                await dead_letter(reason)
+                await outcomes.dead_letter(self.broker, outcomes.Unsettled.of(msg), reason,
+                                           store_prompt=self.config.ledger.store_prompt_text)
                 await msg.ack()
             else:
                 delay = self.config.pipeline.retry_delay(delivery)

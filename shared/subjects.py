@@ -19,6 +19,10 @@ JOBS_STREAM = "ROUTER_JOBS"
 PIPELINE_STREAM = "ROUTER_PIPELINE"
 RESULTS_STREAM = "ROUTER_RESULTS"
 EVENTS_STREAM = "ROUTER_EVENTS"
+ADVISORIES_STREAM = "ROUTER_ADVISORIES"
+
+# JetStream's own advisory, published when a message is given up after its last delivery.
+MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 HOPS_BUCKET = "router_hops"
 HEALTH_BUCKET = "router_health"
@@ -28,3 +32,7 @@ MSG_ID = "Nats-Msg-Id"
 
 def results(job_id: str) -> str:
     return f"{RESULTS_PREFIX}.{job_id}"
+
+
+def max_deliveries(stream: str, consumer: str) -> str:
+    return f"{MAX_DELIVERIES_PREFIX}.{stream}.{consumer}"

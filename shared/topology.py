@@ -84,10 +84,28 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             **common,
         ),
+        # A message that crash-loops a stage exhausts its deliveries without any handler
+        # settling it; JetStream's advisory, kept here, lets the ledger dead-letter it.
+        StreamConfig(
+            name=subjects.ADVISORIES_STREAM,
+            subjects=[subjects.max_deliveries(c.stream, c.name)
+                      for c in _stages(pipeline).values()],
+            retention=RetentionPolicy.WORK_QUEUE,
+            max_age=pipeline.events_max_age_s,
+            **common,
+        ),
     ]
 
 
 def push_consumers(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
+    """The pipeline's stages, and the ledger's reader of their max-deliveries advisories."""
+    exhausted = PushConsumer(subjects.ADVISORIES_STREAM, "exhausted",
+                             f"{subjects.MAX_DELIVERIES_PREFIX}.>", 16, pipeline.ack_wait_s,
+                             pipeline.max_deliver)
+    return {**_stages(pipeline), "exhausted": exhausted}
+
+
+def _stages(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
     # A consumer's pending limit covers all copies of a service: leave room for several.
     def stage(stream: str, name: str, subject: str, concurrency: int) -> PushConsumer:
         return PushConsumer(stream, name, subject, 4 * concurrency, pipeline.ack_wait_s,

@@ -60,20 +60,8 @@ async def on_chat(_body: object) -> None:
 @service.consumer("classifier", cfg.pipeline.classifier_concurrency)
 async def on_job(_body: object) -> None:
     msg = service.message()
-    # The job's stream sequence names its hops, so a redelivered job dedups downstream.
-    trace_id = f"job{msg.raw_message.metadata.sequence.stream}"
-    origin = Origin(kind="batch")
-
-    async def dead_letter(reason: str) -> None:
-        request_id, job_id = outcomes.salvage_ids(msg.body)
-        request_id = request_id or trace_id
-        batch = origin.model_copy(update={"job_id": job_id or outcomes.DEFAULT_JOB_ID})
-        row = outcomes.rejection_event(request_id=request_id, origin=batch, body=msg.body,
-                                       received_at=time.time())
-        await outcomes.dead_letter(broker, msg, reason, request_id=request_id,
-                                   trace_id=trace_id, ending=(batch, row))
-
-    await service.settle(msg, lambda: intake(msg.body, origin, trace_id), dead_letter)
+    trace_id = outcomes.job_trace_id(msg.raw_message.metadata.sequence.stream)
+    await service.settle(msg, lambda: intake(msg.body, Origin(kind="batch"), trace_id))
 
 
 async def intake(body: bytes, origin: Origin, trace_id: str) -> None:

@@ -1,5 +1,6 @@
 """Ledger worker: the product's proof of savings. Consumes router.v1.events.> in batches, writes
-each batch in one transaction and acks only after commit; answers router.v1.stats.
+each batch in one transaction and acks only after commit; answers router.v1.stats; dead-letters
+the messages that crash-looped a stage.
 
 JetStream pushes events to a callback that only gathers them (batcher.py); `ledger.writers`
 writers, each with its own connection, take whole batches, so one is parsed while PostgreSQL
@@ -17,10 +18,11 @@ import contextlib
 import psycopg
 import structlog
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import db, stats, subjects, topology
+from shared import db, outcomes, stats, subjects, topology
 from shared.errors import ErrorCode
 from shared.messages import (
     AttemptEvent,
@@ -151,6 +153,40 @@ async def on_stats(_body: object) -> dict:
         )).model_dump()
     async with readers.connection() as conn:
         return await stats.summary(conn, query.days)
+
+
+class MaxDeliveriesAdvisory(BaseModel):
+    """JetStream's io.nats.jetstream.advisory.v1.max_deliver: the fields used here."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int
+
+
+@service.consumer("exhausted", 1)
+async def on_exhausted(_body: object) -> None:
+    """A message whose every delivery ended without a settle (its handler's process died each
+    time) would sit in its work-queue stream for ever: read it back, dead-letter it, so its
+    caller hears why, and delete it."""
+    msg = service.message()
+    await service.settle(msg, lambda: _dead_letter_exhausted(msg.body))
+
+
+async def _dead_letter_exhausted(body: bytes) -> None:
+    advisory = MaxDeliveriesAdvisory.model_validate_json(body)
+    try:
+        stored = await service.jetstream.get_msg(advisory.stream, advisory.stream_seq)
+    except NotFoundError:
+        return  # settled since, or already dead-lettered by an earlier delivery of the advisory
+    reason = f"no delivery settled it: {advisory.deliveries} deliveries to {advisory.consumer}"
+    log.error("message.dead_letter", subject=stored.subject, delivery=advisory.deliveries,
+              reason=reason)
+    unsettled = outcomes.Unsettled(advisory.stream, stored.subject or "", advisory.stream_seq,
+                                   advisory.deliveries, stored.data or b"")
+    await outcomes.dead_letter(broker, unsettled, reason,
+                               store_prompt=cfg.ledger.store_prompt_text)
+    await service.jetstream.delete_msg(advisory.stream, advisory.stream_seq)
 
 
 _EVENT_TYPES: dict[str, type[BaseModel]] = {
