@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -40,7 +39,7 @@ def ledger_only(isolated_nats: str, database_url: str, tmp_path) -> Iterator[har
     env = {**os.environ, "NATS_URL": isolated_nats, "DATABASE_URL": database_url,
            "ROUTER_CONFIG": str(config)}
     processes = harness.Processes(env, tmp_path)
-    processes.start("ledger", [sys.executable, "-m", "services.ledger"])
+    processes.start("ledger")
     yield processes
     processes.stop_all()
 
