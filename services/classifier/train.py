@@ -79,16 +79,16 @@ def lexical_matrix(texts: list[str], idf: np.ndarray, counts: list) -> csr_matri
 
 
 def embed_all(texts: list[str], cache: Path) -> np.ndarray:
-    """e5 embeddings, cached outside the repo by the excerpt e5 actually reads, so re-training
+    """e5 embeddings, cached outside the repo by the token ids e5 actually reads, so re-training
     costs seconds and a changed excerpt rule cannot reuse a stale vector."""
     stored = dict(np.load(cache)) if cache.exists() else {}
     encoder = Encoder()
-    excerpts = [encoder.excerpt(t) for t in texts]
-    keys = [hashlib.sha256(e.encode()).hexdigest() for e in excerpts]
-    missing = {k: e for k, e in zip(keys, excerpts, strict=True) if k not in stored}
+    excerpts = [encoder.token_ids(t) for t in texts]
+    keys = [hashlib.sha256(np.array(ids, np.int32).tobytes()).hexdigest() for ids in excerpts]
+    missing = {k: ids for k, ids in zip(keys, excerpts, strict=True) if k not in stored}
     if missing:
         _say(f"embedding {len(missing)} prompts with e5 …")
-        stored.update({k: encoder.embed_excerpt(e) for k, e in missing.items()})
+        stored.update({k: encoder.embed_ids(ids) for k, ids in missing.items()})
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **stored)
     return np.array([stored[k] for k in keys])
@@ -122,7 +122,7 @@ def choose_threshold(fast: np.ndarray, full: np.ndarray, y: np.ndarray) -> float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache" / "smart-router" / "e5-train.npz")
+                        default=Path.home() / ".cache" / "smart-router" / "e5-int8-train.npz")
     args = parser.parse_args(argv)
     started = time.monotonic()
     train, test = split(load_prompts())
