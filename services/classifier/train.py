@@ -28,6 +28,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from shared.config import DIFFICULTIES
 
 from . import features
+from .e5_graph import POOLED_LAYERS
 from .encoder import Encoder
 from .local_model import MODEL_PATH
 
@@ -84,7 +85,9 @@ def embed_all(texts: list[str], cache: Path) -> np.ndarray:
     stored = dict(np.load(cache)) if cache.exists() else {}
     encoder = Encoder()
     excerpts = [encoder.token_ids(t) for t in texts]
-    keys = [hashlib.sha256(np.array(ids, np.int32).tobytes()).hexdigest() for ids in excerpts]
+    graph = repr(POOLED_LAYERS).encode()  # a vector of other layers is another vector
+    keys = [hashlib.sha256(graph + np.array(ids, np.int32).tobytes()).hexdigest()
+            for ids in excerpts]
     missing = {k: ids for k, ids in zip(keys, excerpts, strict=True) if k not in stored}
     if missing:
         _say(f"embedding {len(missing)} prompts with e5 …")
