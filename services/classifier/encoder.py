@@ -55,8 +55,7 @@ class Encoder:
         model.normalizer_spec.name = "identity"
         model.normalizer_spec.add_dummy_prefix = True
         model.normalizer_spec.remove_extra_whitespaces = True
-        for index, (piece, score) in enumerate(zip(weights.pieces, weights.scores.tolist(),
-                                                   strict=True)):
+        for index, (piece, score) in enumerate(weights.vocabulary()):
             kind = (kinds.UNKNOWN if index == weights.unk else
                     kinds.CONTROL if index in controls or piece == "<mask>" else kinds.NORMAL)
             model.pieces.add(piece=piece, score=score, type=kind)
