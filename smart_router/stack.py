@@ -3,9 +3,11 @@
 It uses NATS and PostgreSQL at NATS_URL / DATABASE_URL when they answer and starts embedded ones
 under the data folder when they do not; it serves any provider that has no API key from the
 provider emulator (and says so loudly); then it runs the four services, restarts one that dies,
-and on Ctrl-C stops everything it started. Children die with it even if it is killed, so a second
-`up` after a crash starts clean. It also serves the cost dashboard on 127.0.0.1
-(DASHBOARD_PORT, default 8050).
+and on Ctrl-C stops everything it started: the services first, then NATS, then PostgreSQL.
+Children run in their own session (a terminal's Ctrl-C reaches `up` alone, which orders the
+shutdown) and die with it even if it is killed, so a second `up` after a crash starts clean; an
+embedded PostgreSQL an older run left behind is stopped, not reused. It also serves the cost
+dashboard on 127.0.0.1 (DASHBOARD_PORT, default 8050).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import sys
+import sysconfig
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,8 @@ PROVIDER_KEYS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
                  "groq": "GROQ_API_KEY"}
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
+RESTART_PAUSE_S = (1.0, 30.0)  # first and longest pause before restarting a dead child
+STABLE_AFTER_S = 60.0  # a child that ran this long restarts after the first pause again
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Stack:
     config_path: Path | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _nats: embedded.EmbeddedNats | None = None
+    _postgres: embedded.EmbeddedPostgres | None = None
     _children: list[Child] = field(default_factory=list)
     _supervisors: set[asyncio.Task] = field(default_factory=set)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -58,18 +65,28 @@ class Stack:
     async def run(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.data_dir / "up.lock"):
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._stopping.set)
+            starting = asyncio.create_task(self._start())
+            stop_asked = asyncio.create_task(self._stopping.wait())
             try:
-                await self._start()
-                await self._stopping.wait()
+                # Ctrl-C during the start stops at once, not after READY_TIMEOUT_S.
+                await asyncio.wait({starting, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+                if starting.done():
+                    starting.result()  # a failed start raises here
+                    await stop_asked
             finally:
+                starting.cancel()
+                stop_asked.cancel()
+                await asyncio.gather(starting, stop_asked, return_exceptions=True)
                 await self._stop()
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stopping.set)
-        self.env["NATS_URL"] = await asyncio.to_thread(self._nats_url)
-        self.env["DATABASE_URL"] = await asyncio.to_thread(self._database_url)
+        # Not in a worker thread: a child's parent-death signal fires when the *thread* that
+        # forked it ends, and the servers must live as long as `up`.
+        self.env["NATS_URL"] = self._nats_url()
+        self.env["DATABASE_URL"] = self._database_url()
         applied = await asyncio.to_thread(db.migrate, self.env["DATABASE_URL"])
         log.info("up.migrated", applied=applied or "already current")
         if self.config_path is not None:
@@ -90,7 +107,8 @@ class Stack:
         if embedded.port_open("127.0.0.1", port):
             raise RuntimeError(f"{url} does not speak NATS, and its port {port} is taken")
         self._nats = embedded.EmbeddedNats.start(self.data_dir / "nats", port)
-        log.info("up.nats", url=self._nats.url, embedded=True, data=str(self.data_dir / "nats"))
+        log.info("up.nats", url=self._nats.url, embedded=True, data=str(self.data_dir / "nats"),
+                 binary=self._nats.binary, version=self._nats.version)
         return self._nats.url
 
     def _database_url(self) -> str:
@@ -98,9 +116,10 @@ class Stack:
         if embedded.postgres_answers(url):
             log.info("up.postgres", embedded=False)
             return url
-        url = embedded.start_postgres(self.data_dir / "postgres")
-        log.info("up.postgres", embedded=True, data=str(self.data_dir / "postgres"))
-        return url
+        self._postgres = embedded.EmbeddedPostgres.start(self.data_dir / "postgres")
+        log.info("up.postgres", embedded=True, data=str(self.data_dir / "postgres"),
+                 pid=self._postgres.process.pid)
+        return embedded.ensure_database(self._postgres.url(), "smart_router")
 
     async def _emulate_missing_providers(self) -> None:
         missing = [p for p, key in PROVIDER_KEYS.items() if not self.env.get(key)]
@@ -127,20 +146,28 @@ class Stack:
         self._supervisors.add(asyncio.create_task(self._supervise(child)))
 
     async def _supervise(self, child: Child) -> None:
-        """Run a child; restart it with a growing pause if it dies while we are running."""
-        pause = 1.0
+        """Run a child; restart it if it dies (a crash, or a service that lost NATS for good),
+        after a pause that doubles up to RESTART_PAUSE_S[1] while it keeps dying young."""
+        first, longest = RESTART_PAUSE_S
+        pause = first
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             child.process = await asyncio.create_subprocess_exec(
                 *child.argv, env=self.env, preexec_fn=embedded.die_with_parent,
+                start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
                 stdout=subprocess_stdout(child.name),
             )
+            started = loop.time()
             code = await child.process.wait()
             if self._stopping.is_set():
                 return
+            if loop.time() - started >= STABLE_AFTER_S:
+                pause = first
             child.restarts += 1
-            log.error("up.child_died", child=child.name, code=code, restart_in_s=pause)
+            log.error("up.child_died", child=child.name, code=code, restart_in_s=pause,
+                      restarts=child.restarts)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 30.0)
+            pause = min(pause * 2, longest)
 
     async def _wait_until_healthy(self) -> None:
         """Until every service beats from a process of ours: a crashed run's heartbeats stay
@@ -161,31 +188,55 @@ class Stack:
             return
         finally:
             await nc.close()
+        cli = _cli_command()
         _banner(
             "Smart Router is up.\n"
             f"  NATS      {self.env['NATS_URL']}\n"
             f"  dashboard http://127.0.0.1:{self.env.get('DASHBOARD_PORT', '8050')}/\n"
-            '  try       smart-router ask "What is the capital of France?"\n'
-            "  health    smart-router health   |   costs: smart-router stats\n"
+            f'  try       {cli} ask "What is the capital of France?"\n'
+            f"  health    {cli} health   |   costs: {cli} stats\n"
             "  stop      Ctrl-C"
         )
 
     async def _stop(self) -> None:
+        """The services (which drain through NATS and write to PostgreSQL) first, then the
+        servers they need."""
         log.info("up.stopping")
-        running = [c.process for c in self._children
+        for supervisor in self._supervisors:
+            supervisor.cancel()  # no restart from here on
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await self._stop_children()
+        for server in (self._nats, self._postgres):
+            if server is not None:
+                server.stop()
+        log.info("up.stopped")
+
+    async def _stop_children(self) -> None:
+        """SIGTERM, then SIGKILL for those still running after STOP_GRACE_S."""
+        running = [c for c in self._children
                    if c.process is not None and c.process.returncode is None]
-        for process in running:
+        for child in running:
             with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+                child.process.terminate()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_GRACE_S):
-                await asyncio.gather(*(p.wait() for p in running))
-        for process in running:
-            if process.returncode is None:
-                process.kill()
-        if self._nats is not None:
-            self._nats.stop()
-        log.info("up.stopped")
+                await asyncio.gather(*(c.process.wait() for c in running))
+        for child in running:
+            if child.process.returncode is None:
+                log.warning("up.child_killed", child=child.name, grace_s=STOP_GRACE_S)
+                child.process.kill()
+                await child.process.wait()
+
+
+def _cli_command() -> str:
+    """`smart-router` as it can be typed here: the bare name only when PATH finds this one."""
+    ours = Path(sysconfig.get_path("scripts")) / "smart-router"
+    found = shutil.which("smart-router")
+    if found and Path(found).resolve() == ours.resolve():
+        return "smart-router"
+    with contextlib.suppress(ValueError):
+        return str(ours.relative_to(Path.cwd()))
+    return str(ours)
 
 
 def subprocess_stdout(name: str) -> int | None:

@@ -51,7 +51,8 @@ def postgres_server(tmp: Path) -> tuple[str, object | None]:
             raise RuntimeError(f"DATABASE_URL does not answer ({urlsplit(url).hostname})")
         return url, None
     try:
-        return embedded.start_postgres(tmp / "postgres", database="postgres"), None
+        server = embedded.EmbeddedPostgres.start(tmp / "postgres")
+        return server.url(), server
     except Exception:
         return _postgres_container()
 
@@ -167,31 +168,65 @@ async def rows_when_ready(conn, query: str, params: tuple, at_least: int = 1,
 
 
 class ControlledPostgres:
-    """A PostgreSQL of the test's own (pgserver, in a temporary folder) that it can stop and
-    start: what "the database is down" looks like to the ledger."""
-
-    _START = ("import pgserver, sys; "
-              "print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_uri('postgres'))")
+    """A PostgreSQL of the test's own (embedded, in a temporary folder) that it can stop and
+    start: what "the database is down" looks like to the ledger. Its URL stays the same."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        self.server: embedded.EmbeddedPostgres | None = None
 
     def start(self) -> str:
-        done = subprocess.run([sys.executable, "-c", self._START, str(self.data_dir)],
-                              capture_output=True, text=True, check=True, timeout=60)
-        return done.stdout.strip().splitlines()[-1]
+        self.server = embedded.EmbeddedPostgres.start(self.data_dir)
+        return self.server.url()
 
     def stop(self) -> None:
-        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("PostgreSQL did not stop")
+        """Fast shutdown; nothing to do when it is not running."""
+        if self.server is not None:
+            self.server.stop()
+
+
+def process_tree(pid: int) -> set[tuple[int, int]]:
+    """pid's descendants as (pid, start time) pairs, which a reused pid cannot fake (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = set(), list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        identity = process_identity(child)
+        if identity is not None:
+            found.add(identity)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def process_identity(pid: int) -> tuple[int, int] | None:
+    """(pid, start time) of a live process; None once it is gone or a zombie."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            return pid, int(fields[19])
+    return None
+
+
+def alive(processes: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    return {p for p in processes if process_identity(p[0]) == p}
+
+
+def wait_all_gone(processes: set[tuple[int, int]], timeout_s: float = 30.0) -> set[int]:
+    """The pids still alive after timeout_s: empty when all are gone."""
+    deadline = time.monotonic() + timeout_s
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {pid for pid, _ in alive(processes)}
+
+
+def command_line(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return ""
 
 
 async def publish_ledger_events(nc, job: str, requests: int, *, seed: int = 7,

@@ -1,13 +1,17 @@
 """`smart-router up` as a fresh machine sees it: nothing answers at NATS_URL or DATABASE_URL and
-there are no API keys, so it starts embedded NATS and PostgreSQL and the provider emulator."""
+there are no API keys, so it starts embedded NATS and PostgreSQL and the provider emulator. It
+owns every process it reports, restarts a service that dies, stops cleanly on Ctrl-C and leaves
+nothing behind when it is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
@@ -15,9 +19,13 @@ from pathlib import Path
 import pytest
 
 from smart_router import embedded
+from tests import harness
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
 KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GROQ_API_KEY")
+PINNED_NATS = Path(sysconfig.get_path("scripts")) / "nats-server"
+PG_CTL_ORPHAN = ("import pgserver, sys; "
+                 "print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_pid())")
 
 
 @pytest.fixture
@@ -30,8 +38,29 @@ def fresh_env() -> dict[str, str]:
 
 
 def start_up(env: dict[str, str], data: Path, log: Path) -> subprocess.Popen:
+    """In a process group of its own, which ctrl_c signals as a terminal would."""
     return subprocess.Popen([*CLI, "up", "--data-dir", str(data)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+                            start_new_session=True)
+
+
+@contextlib.contextmanager
+def stopped_if_failing(up: subprocess.Popen):
+    """A failing test still stops its `up` (and so everything `up` started)."""
+    try:
+        yield up
+    except BaseException:
+        ctrl_c(up)
+        try:
+            up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        raise
+
+
+def ctrl_c(up: subprocess.Popen) -> None:
+    """A terminal sends SIGINT to its whole foreground process group, not to `up` alone."""
+    os.killpg(up.pid, signal.SIGINT)
 
 
 def wait_healthy(env: dict[str, str], up: subprocess.Popen, log: Path, timeout_s=90.0) -> None:
@@ -66,38 +95,94 @@ def nats_port_closed(env: dict[str, str]) -> bool:
     return eventually(lambda: not embedded.port_open("127.0.0.1", port), timeout_s=15)
 
 
-def test_up_serves_requests_stops_cleanly_and_restarts_after_a_crash(fresh_env, tmp_path):
+def children_running(up: subprocess.Popen, module: str) -> set[int]:
+    return {pid for pid, _ in harness.process_tree(up.pid)
+            if harness.command_line(pid).endswith(f"-m {module}")}
+
+
+def owned_tree(env: dict[str, str], up: subprocess.Popen, data: Path) -> set[tuple[int, int]]:
+    """up's process tree, after checking that the servers it reports are in it: the PostgreSQL
+    serving its data folder and the pinned nats-server (2.15+) on its NATS port."""
+    tree = harness.process_tree(up.pid)
+    pids = {pid for pid, _ in tree}
+    postmaster = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
+    assert postmaster in pids, harness.command_line(postmaster)
+    nats = [pid for pid in pids if os.path.basename(harness.command_line(pid).split()[0])
+            == "nats-server"]
+    assert len(nats) == 1
+    assert os.readlink(f"/proc/{nats[0]}/exe") == str(PINNED_NATS)
+    version = embedded.binary_version(str(PINNED_NATS))
+    assert tuple(int(part) for part in version.split(".")) >= (2, 15), version
+    assert f"-p {env['NATS_URL'].rsplit(':', 1)[1]} " in harness.command_line(nats[0]) + " "
+    return tree
+
+
+def assert_stops_cleanly(up: subprocess.Popen, log: Path, tree: set[tuple[int, int]]) -> None:
+    ctrl_c(up)
+    assert up.wait(60) == 0, log.read_text()[-3000:]
+    output = log.read_text()
+    assert "Traceback" not in output, output[-5000:]
+    assert harness.wait_all_gone(tree) == set()
+
+
+def test_up_serves_restarts_a_dead_service_and_stops_cleanly(fresh_env, tmp_path):
     data, log = tmp_path / "data", tmp_path / "up.log"
 
-    up = start_up(fresh_env, data, log)
-    wait_healthy(fresh_env, up, log)
-    asked = subprocess.run([*CLI, "ask", "What is the capital of France?", "--json"],
-                           env=fresh_env, capture_output=True, text=True, timeout=60)
-    reply = json.loads(asked.stdout)
-    assert asked.returncode == 0, asked.stderr
-    assert reply["emulated"] is True and reply["cost_usd"] > 0
-    assert "PROVIDER EMULATOR" in log.read_text()
-    with urllib.request.urlopen(f"http://127.0.0.1:{fresh_env['DASHBOARD_PORT']}/",
-                                timeout=10) as page:
-        assert page.status == 200
+    with stopped_if_failing(start_up(fresh_env, data, log)) as up:
+        wait_healthy(fresh_env, up, log)
+        tree = owned_tree(fresh_env, up, data)
+        asked = subprocess.run([*CLI, "ask", "What is the capital of France?", "--json"],
+                               env=fresh_env, capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+        reply = json.loads(asked.stdout)
+        assert reply["emulated"] is True and reply["cost_usd"] > 0
+        assert "PROVIDER EMULATOR" in log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{fresh_env['DASHBOARD_PORT']}/",
+                                    timeout=10) as page:
+            assert page.status == 200
 
-    up.send_signal(signal.SIGINT)
-    assert up.wait(60) == 0
+        # A service that dies (a crash, or one that lost NATS for good) is started again.
+        (crashed,) = children_running(up, "services.classifier")
+        os.kill(crashed, signal.SIGKILL)
+        assert eventually(lambda: children_running(up, "services.classifier") - {crashed},
+                          timeout_s=30), log.read_text()[-3000:]
+        assert "up.child_died" in log.read_text()
+        wait_healthy(fresh_env, up, log)
+        tree |= harness.process_tree(up.pid)
+
+    assert_stops_cleanly(up, log, tree)
     assert nats_port_closed(fresh_env)
 
-    # A crash (kill -9) takes the children with it; the next `up` starts clean on the same data.
-    crashed = start_up(fresh_env, data, log)
-    wait_healthy(fresh_env, crashed, log)
-    crashed.send_signal(signal.SIGKILL)
-    crashed.wait()
+
+def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_path):
+    data = tmp_path / "data"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+
+    with stopped_if_failing(start_up(fresh_env, data, first_log)) as killed:
+        wait_healthy(fresh_env, killed, first_log)
+        tree = owned_tree(fresh_env, killed, data)
+        asked = subprocess.run([*CLI, "ask", "What is 7 times 8?", "--json"], env=fresh_env,
+                               capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    left = harness.wait_all_gone(tree)
+    assert left == set(), [harness.command_line(pid) for pid in left]
     assert nats_port_closed(fresh_env)
 
-    again = start_up(fresh_env, data, log)
-    try:
-        wait_healthy(fresh_env, again, log)
+    # What an older `up` left behind: a PostgreSQL daemonised by pg_ctl on the same data.
+    started = subprocess.run([sys.executable, "-c", PG_CTL_ORPHAN, str(data / "postgres")],
+                             capture_output=True, text=True, timeout=60, check=True)
+    orphan = harness.process_identity(int(started.stdout.split()[-1]))
+    assert orphan is not None
+
+    with stopped_if_failing(start_up(fresh_env, data, second_log)) as again:
+        wait_healthy(fresh_env, again, second_log)
+        tree = owned_tree(fresh_env, again, data)
+        assert harness.process_identity(orphan[0]) != orphan
+        assert second_log.read_text().count("postgres.orphan_stopped") == 1
         # The first run's request is in the ledger, written then or caught up from JetStream
-        # now (a batch a stopping ledger had fetched comes back after the consumer's ack wait).
-        assert eventually(lambda: ledger_requests(fresh_env) >= 1, timeout_s=30)
-    finally:
-        again.send_signal(signal.SIGINT)
-        assert again.wait(60) == 0
+        # now (a batch a killed ledger had fetched comes back after the consumer's ack wait).
+        assert eventually(lambda: ledger_requests(fresh_env) >= 1, timeout_s=60)
+
+    assert_stops_cleanly(again, second_log, tree)

@@ -1,0 +1,72 @@
+"""The embedded servers belong to the process that starts them: the pinned nats-server, and a
+PostgreSQL that dies with its parent and never reuses one an earlier run left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from smart_router import embedded
+from tests import harness
+
+# What a crashed run used to leave behind: a postmaster that pg_ctl daemonised.
+PG_CTL_ORPHAN = ("import pgserver, sys; "
+                 "print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_pid())")
+# A parent that starts PostgreSQL, says the postmaster's pid, then waits to be killed.
+PARENT = ("import sys; from pathlib import Path; from smart_router import embedded; "
+          "server = embedded.EmbeddedPostgres.start(Path(sys.argv[1])); "
+          "print(server.process.pid, flush=True); sys.stdin.read()")
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def test_embedded_nats_is_the_environments_pinned_binary(tmp_path):
+    server = embedded.EmbeddedNats.start(tmp_path / "nats")
+    try:
+        assert server.binary == str(Path(sysconfig.get_path("scripts")) / "nats-server")
+        assert version(server.version) >= (2, 15, 0)
+        assert os.readlink(f"/proc/{server.process.pid}/exe") == server.binary
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+
+
+def test_embedded_postgres_dies_with_the_process_that_started_it(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "pg")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        postmaster = int(parent.stdout.readline())
+        tree = harness.process_tree(parent.pid)
+        assert postmaster in {pid for pid, _ in tree}
+        assert len(tree) > 1  # the postmaster and its own workers
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert harness.wait_all_gone(tree) == set()
+
+
+def test_an_orphan_postgres_is_stopped_and_never_reused(tmp_path):
+    data_dir = tmp_path / "pg"
+    started = subprocess.run([sys.executable, "-c", PG_CTL_ORPHAN, str(data_dir)],
+                             capture_output=True, text=True, timeout=60, check=True)
+    orphan = harness.process_identity(int(started.stdout.split()[-1]))
+    assert orphan is not None and orphan[0] == postmaster_pid(data_dir)
+
+    server = embedded.EmbeddedPostgres.start(data_dir)
+    try:
+        assert harness.process_identity(orphan[0]) != orphan
+        assert postmaster_pid(data_dir) == server.process.pid != orphan[0]
+        assert embedded.postgres_answers(server.url())
+    finally:
+        server.stop()
+    assert server.process.returncode == 0  # a clean fast shutdown
