@@ -74,6 +74,9 @@ def complete(request: ChatRequest, strength: int, action: Action) -> Completion:
     limit = len(tokens) if request.max_tokens is None else request.max_tokens
     if action == "truncate":
         limit = min(limit, len(tokens) // 2)
+    if action == "ramble" and tokens:  # a model that writes on until its max_tokens
+        tokens = (tokens * (limit // len(tokens) + 1))[:limit]
+        text = "".join(tokens)
     if len(tokens) > limit or action == "truncate":
         tokens = tokens[:limit]
         text, finish, verdict = "".join(tokens), "length", "truncated"

@@ -19,6 +19,7 @@ Action = Literal[
     "overloaded",
     "hang",
     "truncate",
+    "ramble",
     "refuse",
     "hedge",
     "empty",

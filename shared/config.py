@@ -69,7 +69,9 @@ class EscalationConfig(_Strict):
 
 
 class Limits(_Strict):
-    max_prompt_chars: int = Field(gt=0)
+    max_request_bytes: int = Field(ge=1024)
+    max_messages: int = Field(ge=1)
+    max_answer_bytes: int = Field(ge=1024)
     request_timeout_s: float = Field(gt=0)
     batch_timeout_s: float = Field(gt=0)
     provider_timeout_s: float = Field(gt=0)
@@ -89,6 +91,13 @@ class PipelineConfig(_Strict):
     results_max_age_s: float = Field(gt=0)
     events_max_age_s: float = Field(gt=0)
     stream_replicas: int = Field(ge=1, le=5)
+    max_online_in_flight: int = Field(ge=0)
+    overloaded_retry_after_s: float = Field(gt=0)
+    jobs_max_bytes: int = Field(ge=1 << 20)
+    pipeline_max_bytes: int = Field(ge=1 << 20)
+    results_max_bytes: int = Field(ge=1 << 20)
+    events_max_bytes: int = Field(ge=1 << 20)
+    hops_max_bytes: int = Field(ge=1 << 20)
 
     def retry_delay(self, delivery: int) -> float:
         """Delay before redelivering a message whose handler failed on its n-th delivery."""

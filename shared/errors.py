@@ -13,13 +13,15 @@ class ErrorCode(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
     DEAD_LETTER = "dead_letter"
+    OVERLOADED = "overloaded"
     INTERNAL = "internal_error"
 
 
 class RouterError(Exception):
     """A failure that becomes an error reply, not a crash or a redelivery."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s

@@ -24,12 +24,16 @@ from pydantic import (
     model_validator,
 )
 
-from shared.config import Difficulty, Provider
+from shared.config import Difficulty, Limits, Provider
 from shared.errors import ErrorCode, RouterError
 
 # Request and job ids become NATS subject tokens and KV keys: keep them to a safe alphabet.
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 Token = Annotated[str, StringConstraints(pattern=TOKEN_RE.pattern)]
+# Names the ledger stores as text (tenant, metadata keys): PostgreSQL cannot hold NUL, and no
+# control character belongs in a name.
+PRINTABLE_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE_RE.pattern)]
 MAX_METADATA_BYTES = 4096
 
 
@@ -49,13 +53,14 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     request_id: Token | None = None
     job_id: Token | None = None
-    tenant: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    tenant: Name | None = None
     tier: str | None = None
     max_tier: str | None = None
-    max_cost_usd: float | None = Field(default=None, gt=0)
+    # JSON's Infinity and 1e400 parse as inf, which would serialise as null: no budget at all.
+    max_cost_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1, le=200_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    metadata: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    metadata: dict[Name, Any] | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> ChatRequest:
@@ -85,16 +90,25 @@ class ChatRequest(BaseModel):
         return sum(len(m.content) for m in self.chat)
 
 
-def parse_request(body: bytes, max_prompt_chars: int) -> ChatRequest:
-    """Bytes off the wire to a valid request, or a RouterError that says what is wrong."""
+def parse_request(body: bytes, limits: Limits) -> ChatRequest:
+    """Bytes off the wire to a valid request, or a RouterError that says what is wrong.
+
+    Size is measured in bytes, before parsing: what must travel between the stages is bytes, and
+    a character can take four of them."""
+    if len(body) > limits.max_request_bytes:
+        raise RouterError(
+            ErrorCode.PROMPT_TOO_LARGE,
+            f"the request is {len(body)} bytes; the limit is {limits.max_request_bytes}",
+        )
     try:
         request = ChatRequest.model_validate_json(body)
     except ValidationError as exc:
         raise RouterError(ErrorCode.INVALID_REQUEST, describe_validation_error(exc)) from None
-    if request.total_chars > max_prompt_chars:
+    if request.messages is not None and len(request.messages) > limits.max_messages:
         raise RouterError(
             ErrorCode.PROMPT_TOO_LARGE,
-            f"the prompt has {request.total_chars} characters; the limit is {max_prompt_chars}",
+            f"the request has {len(request.messages)} messages; the limit is "
+            f"{limits.max_messages}",
         )
     return request
 
@@ -129,6 +143,8 @@ class Origin(_Internal):
     reply_to: str | None = None
     correlation_id: str | None = None
     job_id: str | None = None
+    # Where the classifier that admitted an online request hears it is done (admission control).
+    done_subject: str | None = None
 
 
 class Classification(_Internal):
@@ -197,6 +213,8 @@ class Envelope(_Internal):
 class ErrorBody(BaseModel):
     code: ErrorCode
     message: str
+    # With `overloaded`: how long to wait before trying again.
+    retry_after_s: float | None = None
 
 
 class ErrorReply(BaseModel):

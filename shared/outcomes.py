@@ -7,15 +7,17 @@ on request_id, so a redelivered handler that runs this twice changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import structlog
 from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ValidationError
 
-from shared import subjects
+from shared import payload, subjects
 from shared.errors import ErrorCode
 from shared.messages import (
     TOKEN_RE,
@@ -29,17 +31,34 @@ from shared.messages import (
     fingerprint,
 )
 
+log = structlog.get_logger(__name__)
+
 DEFAULT_JOB_ID = "default"
 
 
 async def deliver(broker: NatsBroker, origin: Origin, reply: BaseModel, *, msg_id: str) -> None:
-    """The reply to an online caller's inbox, or a batch result (deduped on msg_id)."""
+    """The reply to an online caller's inbox, or a batch result (deduped on msg_id). A reply
+    too large to send is replaced by an error reply that says so."""
     body = reply.model_dump_json().encode()
+    try:
+        await _send_reply(broker, origin, body, msg_id)
+    except payload.TooLarge as exc:
+        log.error("reply.too_large", size=exc.size, limit=exc.limit)
+        error = ErrorReply(request_id=getattr(reply, "request_id", None), job_id=origin.job_id,
+                           error=ErrorBody(code=ErrorCode.PROMPT_TOO_LARGE, message=str(exc)))
+        await _send_reply(broker, origin, error.model_dump_json().encode(), msg_id)
+    if origin.done_subject:  # the classifier that admitted it counts it out
+        await broker.publish(msg_id.encode(), origin.done_subject)
+
+
+async def _send_reply(broker: NatsBroker, origin: Origin, body: bytes, msg_id: str) -> None:
     if origin.kind == "online":
         if origin.reply_to:  # a plain publish with no reply subject has nobody to answer
-            await broker.publish(body, origin.reply_to, correlation_id=origin.correlation_id)
+            await payload.publish(broker, body, origin.reply_to,
+                                  correlation_id=origin.correlation_id)
         return
-    await broker.publish(
+    await payload.publish(
+        broker,
         body,
         subjects.results(origin.job_id or DEFAULT_JOB_ID),
         headers={subjects.MSG_ID: msg_id},
@@ -52,12 +71,27 @@ async def publish_event(broker: NatsBroker, event: RequestEvent | AttemptEvent) 
         subject, msg_id = subjects.REQUEST_EVENTS, f"r.{event.request_id}"
     else:
         subject, msg_id = subjects.ATTEMPT_EVENTS, f"a.{event.request_id}.{event.n}"
-    await broker.publish(
-        event.model_dump_json().encode(),
-        subject,
-        headers={subjects.MSG_ID: msg_id},
-        stream=subjects.EVENTS_STREAM,
-    )
+    headers = {subjects.MSG_ID: msg_id}
+    body = event.model_dump_json().encode()
+    if isinstance(event, RequestEvent) and event.prompt_text:
+        try:
+            payload.check(broker.connection.max_payload, subject, body, headers)
+        except payload.TooLarge:  # the row matters more than the stored text
+            body = event.model_copy(update={"prompt_text": None}).model_dump_json().encode()
+    await payload.publish(broker, body, subject, headers=headers, stream=subjects.EVENTS_STREAM)
+
+
+async def record_attempts(broker: NatsBroker, envelope: Envelope) -> None:
+    """The ledger's rows for the calls of the envelope's current hop."""
+    now = time.time()
+    await asyncio.gather(*(
+        publish_event(
+            broker,
+            AttemptEvent(**a.model_dump(), request_id=envelope.request_id,
+                         tenant=envelope.request.tenant, at=now),
+        )
+        for a in envelope.attempts if a.hop == envelope.hop
+    ))
 
 
 def request_event(
@@ -87,7 +121,8 @@ def request_event(
         provider_latency_ms=sum(a.latency_ms for a in envelope.attempts),
         prompt_sha256=sha,
         prompt_chars=chars,
-        prompt_text=envelope.request.prompt_text if store_prompt else None,
+        # PostgreSQL text cannot hold NUL: the stored copy drops it (the hash is of the original).
+        prompt_text=envelope.request.prompt_text.replace("\x00", "") if store_prompt else None,
     )
 
 
@@ -100,12 +135,13 @@ async def fail(
     code: ErrorCode,
     message: str,
     event: RequestEvent,
+    retry_after_s: float | None = None,
 ) -> None:
     """An error reply to the caller and an error row in the ledger: never silence."""
     reply = ErrorReply(
         request_id=request_id,
         job_id=origin.job_id if origin.kind == "batch" else None,
-        error=ErrorBody(code=code, message=message),
+        error=ErrorBody(code=code, message=message, retry_after_s=retry_after_s),
     )
     await deliver(broker, origin, reply, msg_id=trace_id)
     await publish_event(broker, event.model_copy(update={"status": "error", "error_code": code}))
@@ -183,7 +219,8 @@ async def dead_letter(
         body_bytes=len(message.body),
         at=time.time(),
     )
-    await broker.publish(
+    await payload.publish(
+        broker,
         event.model_dump_json().encode(),
         subjects.DEAD_LETTER_EVENTS,
         headers={subjects.MSG_ID: f"dl.{message.stream}.{message.stream_seq}"},

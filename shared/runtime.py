@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -27,12 +28,20 @@ from faststream.nats import JStream, NatsBroker, NatsMessage
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from shared import health, logs, outcomes, subjects, topology
+from shared import health, logs, outcomes, payload, subjects, topology
 from shared.config import RouterConfig, Settings, config, settings
 
 log = structlog.get_logger(__name__)
 
 CONNECT_RETRY_S = 60.0
+# Exit status of a service whose NATS connection is gone for good: its supervisor restarts it.
+EXIT_NATS_CLOSED = 75
+# Server errors after which nats-py will not get the connection back (FastStream re-raises them
+# from the reconnect loop, which then stops): rotated credentials, an oversized message.
+UNRECOVERABLE = ("authorization violation", "authorization timeout", "maximum payload violation",
+                 "user authentication expired", "account authentication expired")
+# Disconnected this long (a NATS restart takes seconds), the service starts afresh.
+NATS_LOST_EXIT_S = 120.0
 
 
 class Service:
@@ -53,6 +62,8 @@ class Service:
             graceful_timeout=self.config.limits.provider_timeout_s,
             apply_types=False,
             decoder=_raw_body,
+            closed_cb=self._exit_if_unexpected,
+            error_cb=self._exit_if_unrecoverable,
         )
         self.app = FastStream(
             self.broker,
@@ -61,16 +72,42 @@ class Service:
             after_startup=[self._start_heartbeat],
             on_shutdown=[self._stop_background],
         )
+        self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self.broker.subscriber(subjects.HEALTH, queue="health")(self._answer_health)
 
     async def _declare_topology(self) -> None:
-        """Streams and consumers must exist with our settings before a subscriber binds."""
+        """Streams and consumers must exist with our settings before a subscriber binds, and a
+        request at the configured limits must fit in the server's messages."""
         nc = await _connect_patiently(self.settings.nats_url)
         try:
+            payload.check_limits(self.config.limits, nc.max_payload)
             await topology.declare(nc.jetstream(), self.config.pipeline, self.config.ledger)
         finally:
             await nc.close()
+
+    async def _exit_if_unexpected(self) -> None:
+        """nats-py closes a connection for good after some server errors and the process would
+        live on, deaf. Exit instead, so `up` or the container runtime starts a fresh one."""
+        if not self._stopping:
+            _exit("connection closed")
+
+    async def _exit_if_unrecoverable(self, error: Exception) -> None:
+        reason = str(error).removeprefix("nats: ").strip("'").lower()
+        if reason in UNRECOVERABLE and not self._stopping:
+            _exit(reason)
+
+    async def _exit_when_disconnected_too_long(self) -> None:
+        lost_since: float | None = None
+        while True:
+            await asyncio.sleep(1.0)
+            now = asyncio.get_running_loop().time()
+            if self.broker.connection.is_connected:
+                lost_since = None
+            elif lost_since is None:
+                lost_since = now
+            elif now - lost_since > NATS_LOST_EXIT_S and not self._stopping:
+                _exit(f"disconnected for {NATS_LOST_EXIT_S:.0f} s")
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -84,9 +121,11 @@ class Service:
     async def _start_heartbeat(self) -> None:
         kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
         self.background(health.beat_forever(kv, self.name, self.counters))
+        self.background(self._exit_when_disconnected_too_long())
         log.info("service.started", nats=_redact(self.settings.nats_url))
 
     async def _stop_background(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,6 +201,11 @@ class Service:
 
     def run(self) -> None:
         asyncio.run(self.app.run())
+
+
+def _exit(reason: str) -> None:
+    log.critical("nats.connection_lost", reason=reason, exit_status=EXIT_NATS_CLOSED)
+    os._exit(EXIT_NATS_CLOSED)
 
 
 async def _raw_body(msg: NatsMessage) -> bytes:

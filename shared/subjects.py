@@ -9,6 +9,7 @@ HEALTH = "router.v1.health"
 
 DISPATCH = "router.v1.pipeline.dispatch"
 SCORE = "router.v1.pipeline.score"
+DONE_PREFIX = "router.v1.pipeline.done"
 
 EVENTS_PREFIX = "router.v1.events"
 REQUEST_EVENTS = f"{EVENTS_PREFIX}.request"
@@ -32,6 +33,11 @@ MSG_ID = "Nats-Msg-Id"
 
 def results(job_id: str) -> str:
     return f"{RESULTS_PREFIX}.{job_id}"
+
+
+def done(instance: str) -> str:
+    """Where the stage that answers an online request tells the classifier that admitted it."""
+    return f"{DONE_PREFIX}.{instance}"
 
 
 def max_deliveries(stream: str, consumer: str) -> str:

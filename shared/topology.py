@@ -28,8 +28,12 @@ from shared.config import LedgerConfig, PipelineConfig
 
 log = structlog.get_logger(__name__)
 
-# Dedup windows of the internal hops: long enough to cover every redelivery of one message.
+# Dedup windows of the internal hops: long enough to cover every redelivery of one message. The
+# hop records live as long, for the same reason.
 HOP_DEDUP_WINDOW_S = 600.0
+# Small streams and buckets whose size no setting needs to change.
+ADVISORIES_MAX_BYTES = 64 << 20
+HEALTH_MAX_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class PushConsumer:
 
 
 def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
+    """Every stream is bounded on disk. Work that was accepted is never dropped to make room:
+    a full work queue refuses new messages (the producer hears it); only the results stream,
+    which callers read at leisure, drops its oldest."""
     common = {"storage": StorageType.FILE, "num_replicas": pipeline.stream_replicas}
     return [
         StreamConfig(
@@ -58,6 +65,8 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=pipeline.dedup_window_s,
             max_age=pipeline.events_max_age_s,
+            max_bytes=pipeline.jobs_max_bytes,
+            discard=DiscardPolicy.NEW,
             **common,
         ),
         StreamConfig(
@@ -65,6 +74,9 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
             subjects=[subjects.DISPATCH, subjects.SCORE],
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=HOP_DEDUP_WINDOW_S,
+            max_age=pipeline.events_max_age_s,
+            max_bytes=pipeline.pipeline_max_bytes,
+            discard=DiscardPolicy.NEW,
             **common,
         ),
         StreamConfig(
@@ -72,6 +84,8 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
             subjects=[f"{subjects.RESULTS_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,
             max_age=pipeline.results_max_age_s,
+            max_bytes=pipeline.results_max_bytes,
+            discard=DiscardPolicy.OLD,
             duplicate_window=HOP_DEDUP_WINDOW_S,
             **common,
         ),
@@ -80,8 +94,9 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
             subjects=[f"{subjects.EVENTS_PREFIX}.>"],
             retention=RetentionPolicy.WORK_QUEUE,
             max_age=pipeline.events_max_age_s,
+            max_bytes=pipeline.events_max_bytes,
+            discard=DiscardPolicy.NEW,
             duplicate_window=HOP_DEDUP_WINDOW_S,
-            discard=DiscardPolicy.OLD,
             **common,
         ),
         # A message that crash-loops a stage exhausts its deliveries without any handler
@@ -92,6 +107,8 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
                       for c in _stages(pipeline).values()],
             retention=RetentionPolicy.WORK_QUEUE,
             max_age=pipeline.events_max_age_s,
+            max_bytes=ADVISORIES_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
             **common,
         ),
     ]
@@ -151,14 +168,27 @@ async def declare(js: JetStreamContext, pipeline: PipelineConfig, ledger: Ledger
         await _declare_stream(js, config)
     for consumer in [*push_consumers(pipeline).values(), ledger_consumer(pipeline, ledger)]:
         await _declare_consumer(js, consumer.stream, push_consumer_config(consumer))
-    await js.create_key_value(
-        KeyValueConfig(bucket=subjects.HOPS_BUCKET, ttl=3600, history=1,
-                       replicas=pipeline.stream_replicas)
-    )
-    await js.create_key_value(
+    for bucket in buckets(pipeline):
+        await _declare_bucket(js, bucket)
+
+
+def buckets(pipeline: PipelineConfig) -> list[KeyValueConfig]:
+    return [
+        KeyValueConfig(bucket=subjects.HOPS_BUCKET, ttl=HOP_DEDUP_WINDOW_S, history=1,
+                       max_bytes=pipeline.hops_max_bytes, replicas=pipeline.stream_replicas),
         KeyValueConfig(bucket=subjects.HEALTH_BUCKET, ttl=15, history=1,
-                       replicas=pipeline.stream_replicas)
-    )
+                       max_bytes=HEALTH_MAX_BYTES, replicas=pipeline.stream_replicas),
+    ]
+
+
+async def _declare_bucket(js: JetStreamContext, config: KeyValueConfig) -> None:
+    """create_key_value does not change an existing bucket: its stream is updated instead."""
+    try:
+        await js.create_key_value(config)
+    except BadRequestError:
+        stream = (await js.stream_info(f"KV_{config.bucket}")).config
+        stream.max_bytes, stream.max_age = config.max_bytes, config.ttl
+        await _declare_stream(js, stream)
 
 
 async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -15,14 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import subjects
+from shared.config import load_config
 from shared.outcomes import salvage_ids
 from smart_router import client
 from tests import harness
 
 KNOWN_CODES = {"invalid_request", "prompt_too_large", "no_provider_available",
-               "budget_exceeded", "timeout", "internal_error"}
+               "budget_exceeded", "timeout", "internal_error", "overloaded"}
 FIELDS = ("prompt", "messages", "request_id", "job_id", "tenant", "tier", "max_tier",
           "max_cost_usd", "max_tokens", "temperature", "metadata")
+TEXT_FIELDS = ("prompt", "request_id", "job_id", "tenant", "tier", "max_tier")
+LIMITS = load_config().limits
 
 awkward_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200) | st.sampled_from(
     ["", " ", "\u0000", "\ud7ff", "\ufeff", "e\u0301", "🙂" * 50, "\u202e" + "abc", "\n" * 20])
@@ -34,8 +37,35 @@ json_values = st.recursive(
 # Requests that look almost right: known fields, any values, sometimes an unknown field.
 near_requests = st.dictionaries(st.sampled_from(FIELDS) | awkward_text, json_values,
                                 min_size=1, max_size=6)
+# NUL and other control characters in every string field, and in message contents and metadata.
+control_text = st.text(alphabet=st.characters(max_codepoint=0x1F) | st.just("\x7f"),
+                       min_size=1, max_size=5)
+mixed_control = st.tuples(awkward_text, control_text, awkward_text).map("".join)
+control_requests = st.one_of(
+    st.tuples(st.sampled_from(TEXT_FIELDS), mixed_control).map(
+        lambda kv: {"prompt": "hello", kv[0]: kv[1]}),
+    mixed_control.map(lambda t: {"messages": [{"role": "user", "content": t}]}),
+    mixed_control.map(lambda t: {"prompt": "hi", "metadata": {t: 1, "ok": t}}),
+)
+# Lone surrogates, which JSON can spell but UTF-8 cannot hold.
+lone_surrogates = st.tuples(
+    st.sampled_from(TEXT_FIELDS),
+    st.sampled_from(["\\ud800", "\\udfff", "x\\ud83d", "\\udc00y"]),
+).map(lambda fs: (b'{"prompt": "hi", "' + fs[0].encode() + b'": "' + fs[1].encode() + b'"}'))
+# Multi-byte text a few bytes either side of the byte limit, and many messages.
+near_limit = st.tuples(st.sampled_from(["é", "界", "🙂"]), st.integers(-8, 8)).map(
+    lambda cd: json.dumps({"prompt": cd[0] * ((LIMITS.max_request_bytes - 14)
+                                              // len(cd[0].encode()) + cd[1])},
+                          ensure_ascii=False).encode())
+many_messages = st.integers(LIMITS.max_messages - 2, LIMITS.max_messages + 2).map(
+    lambda n: json.dumps({"messages": [{"role": "user", "content": "x"}] * n}).encode())
+
 payloads = st.one_of(
     near_requests.map(lambda d: json.dumps(d).encode()),
+    control_requests.map(lambda d: json.dumps(d).encode()),
+    lone_surrogates,
+    near_limit,
+    many_messages,
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=512),
     st.integers(1, 200_000).map(lambda n: json.dumps({"prompt": "x" * n}).encode()),

@@ -16,7 +16,8 @@ from tests import harness
 
 TIER = Tier(name="simple", models=(ModelRef(provider="anthropic", model="claude-haiku-4-5"),
                                     ModelRef(provider="openai", model="gpt-4o-mini")))
-LIMITS = Limits(max_prompt_chars=10_000, request_timeout_s=30, batch_timeout_s=30,
+LIMITS = Limits(max_request_bytes=262_144, max_messages=1_000, max_answer_bytes=131_072,
+                request_timeout_s=30, batch_timeout_s=30,
                 provider_timeout_s=1.0,
                 default_max_tokens=256, provider_retries=1, retry_max_wait_s=5.0)
 PRICER = Pricer(PricingConfig())

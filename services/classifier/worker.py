@@ -11,8 +11,10 @@ import asyncio
 import time
 
 import structlog
+from nats.aio.msg import Msg
+from nats.js.errors import APIError
 
-from shared import outcomes, subjects
+from shared import outcomes, payload, subjects
 from shared.errors import ErrorCode, RouterError
 from shared.messages import (
     ChatRequest,
@@ -24,6 +26,7 @@ from shared.messages import (
 )
 from shared.runtime import Service
 
+from .admission import Admission
 from .chain import Classifier
 
 log = structlog.get_logger(__name__)
@@ -31,6 +34,8 @@ log = structlog.get_logger(__name__)
 service = Service("classifier")
 broker, cfg = service.broker, service.config
 classifier = Classifier(cfg.classifier)
+admission = Admission(cfg.pipeline.max_online_in_flight)
+done_subject = subjects.done(new_request_id())
 
 
 @service.app.on_startup
@@ -38,23 +43,47 @@ async def load_models() -> None:
     await asyncio.to_thread(classifier.warm_up)
 
 
+@service.app.after_startup
+async def hear_done() -> None:
+    """A plain nats-py subscription: one small message per online request, no framework hop."""
+
+    async def done(msg: Msg) -> None:
+        admission.done(msg.data.decode())
+
+    await broker.connection.subscribe(done_subject, cb=done)
+
+
 @broker.subscriber(
     subjects.CHAT,
     queue="classifier",
     no_reply=True,  # the escalator replies, several hops later
-    max_workers=cfg.pipeline.classifier_concurrency,
+    # Admitted requests hold a worker while they wait for the classifier: keep workers free
+    # beyond the admission bound, so a refusal never queues behind them.
+    max_workers=cfg.pipeline.max_online_in_flight + cfg.pipeline.classifier_concurrency,
 )
 async def on_chat(_body: object) -> None:
     msg = service.message()
     origin = Origin(kind="online", reply_to=msg.reply_to or None,
                     correlation_id=msg.correlation_id)
     trace_id = new_request_id()
+    received_at = time.time()
+    if not admission.admit(trace_id, received_at + cfg.limits.request_timeout_s):
+        await _reject(msg.body, origin, trace_id, received_at, RouterError(
+            ErrorCode.OVERLOADED,
+            f"the router holds {admission.limit} online requests already; try again shortly",
+            retry_after_s=cfg.pipeline.overloaded_retry_after_s))
+        return
+    handed_on = False
     try:
-        await intake(msg.body, origin, trace_id)
+        handed_on = await intake(msg.body, origin.model_copy(update={"done_subject": done_subject}),
+                                 trace_id)
     except Exception as exc:  # a core message has no redelivery: answer now, whatever happened
         log.exception("chat.failed", trace_id=trace_id)
-        await _reject(msg.body, origin, trace_id, time.time(),
+        await _reject(msg.body, origin, trace_id, received_at,
                       RouterError(ErrorCode.INTERNAL, f"the router failed: {type(exc).__name__}"))
+    finally:
+        if not handed_on:
+            admission.done(trace_id)
 
 
 @service.consumer("classifier", cfg.pipeline.classifier_concurrency)
@@ -64,14 +93,16 @@ async def on_job(_body: object) -> None:
     await service.settle(msg, lambda: intake(msg.body, Origin(kind="batch"), trace_id))
 
 
-async def intake(body: bytes, origin: Origin, trace_id: str) -> None:
+async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
+    """Validate, classify and hand the request to the dispatcher; False when it was answered
+    here instead (rejected)."""
     received_at = time.time()
     try:
-        request = parse_request(body, cfg.limits.max_prompt_chars)
+        request = parse_request(body, cfg.limits)
         pinned, top = _tier_bounds(request)
     except RouterError as error:
         await _reject(body, origin, trace_id, received_at, error)
-        return
+        return False
     request_id = request.request_id or trace_id
     if origin.kind == "batch":
         origin = origin.model_copy(update={"job_id": request.job_id or outcomes.DEFAULT_JOB_ID})
@@ -95,12 +126,23 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> None:
         tier_index=start,
         max_tier_index=top,
     )
-    await broker.publish(
-        envelope.model_dump_json().encode(),
-        subjects.DISPATCH,
-        headers={subjects.MSG_ID: f"{trace_id}.1.d"},
-        stream=subjects.PIPELINE_STREAM,
-    )
+    try:
+        await payload.publish(
+            broker,
+            envelope.model_dump_json().encode(),
+            subjects.DISPATCH,
+            headers={subjects.MSG_ID: f"{trace_id}.1.d"},
+            stream=subjects.PIPELINE_STREAM,
+        )
+    except payload.TooLarge as exc:
+        error = RouterError(ErrorCode.PROMPT_TOO_LARGE, f"the request cannot travel: {exc}")
+    except APIError as exc:  # the pipeline stream is full (its max_bytes) or refuses for now
+        error = RouterError(ErrorCode.OVERLOADED, f"the pipeline refused the request: "
+                            f"{exc.description}", cfg.pipeline.overloaded_retry_after_s)
+    else:
+        return True
+    await _reject(body, origin, trace_id, received_at, error)
+    return False
 
 
 def _tier_bounds(request: ChatRequest) -> tuple[int | None, int]:
@@ -132,11 +174,12 @@ async def _reject(
     log.info("request.rejected", request_id=request_id, code=error.code, bytes=len(body))
     await outcomes.fail(
         broker,
-        origin=origin,
+        origin=origin.model_copy(update={"done_subject": None}),  # never counted in
         request_id=request_id,
         trace_id=trace_id,
         code=error.code,
         message=error.message,
+        retry_after_s=error.retry_after_s,
         event=outcomes.rejection_event(request_id=request_id, origin=origin, body=body,
                                        received_at=received_at),
     )

@@ -2,22 +2,29 @@
 the answer (or the failed attempts) to the escalator.
 
 Provider calls are slow I/O, so one process keeps `pipeline.dispatcher_concurrency` of them in
-flight. A hop's result is written to a KV bucket before it is forwarded: a message redelivered
-after a crash forwards that result again instead of paying for the same call twice.
+flight. A hop's result (its attempts and answer, not the whole envelope) is written to a KV
+bucket before it is forwarded: a message redelivered after a crash forwards that result again
+instead of paying for the same call twice.
 """
 
 from __future__ import annotations
 
+import structlog
 from faststream.nats import NatsMessage
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import APIError, KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
-from shared import subjects
-from shared.messages import Envelope
+from shared import outcomes, payload, subjects
+from shared.errors import ErrorCode
+from shared.messages import Answer, Attempt, Envelope
 from shared.pricing import Pricer
 from shared.providers import Providers
 from shared.runtime import Service
 
 from .tier_call import TierCaller
+
+log = structlog.get_logger(__name__)
 
 service = Service("dispatcher")
 broker, cfg = service.broker, service.config
@@ -27,6 +34,13 @@ caller = TierCaller(
     providers, Pricer(cfg.pricing), cfg.limits,
     want_logprobs="logprob" in cfg.escalation.signals,
 )
+
+
+class HopResult(BaseModel):
+    """What replaying a hop needs: the calls it made and the answer it got."""
+
+    attempts: list[Attempt]
+    answer: Answer | None
 
 
 @service.consumer("dispatcher", cfg.pipeline.dispatcher_concurrency)
@@ -39,23 +53,72 @@ async def dispatch(msg: NatsMessage) -> None:
     envelope = Envelope.model_validate_json(msg.body)
     hops = await broker.key_value(subjects.HOPS_BUCKET, declare=False)  # cached by FastStream
     key = f"{envelope.trace_id}.{envelope.hop}"
-    if msg.raw_message.metadata.num_delivered > 1:
-        try:
-            recorded = await hops.get(key)
-        except KeyNotFoundError:
-            recorded = None
-        if recorded is not None and recorded.value:
-            await _forward(recorded.value, key)
-            return
-    result = await caller.call(envelope, cfg.tiers[envelope.tier_index])
+    result = await _recorded(hops, key) if msg.raw_message.metadata.num_delivered > 1 else None
+    if result is None:
+        call = await caller.call(envelope, cfg.tiers[envelope.tier_index])
+        result = _bounded(HopResult(attempts=call.attempts, answer=call.answer))
+        await _record(hops, key, result)
     scored = envelope.model_copy(
         update={"attempts": [*envelope.attempts, *result.attempts], "answer": result.answer}
     )
-    body = scored.model_dump_json().encode()
-    await hops.put(key, body)
-    await _forward(body, key)
+    try:
+        await payload.publish(broker, scored.model_dump_json().encode(), subjects.SCORE,
+                              headers={subjects.MSG_ID: f"{key}.s"},
+                              stream=subjects.PIPELINE_STREAM)
+    except payload.TooLarge as exc:
+        await _give_up(scored, exc)
 
 
-async def _forward(body: bytes, key: str) -> None:
-    await broker.publish(body, subjects.SCORE, headers={subjects.MSG_ID: f"{key}.s"},
-                         stream=subjects.PIPELINE_STREAM)
+async def _record(hops: KeyValue, key: str, result: HopResult) -> None:
+    """Keep the hop's result for a redelivery. Without the record (bucket full, too large) a
+    redelivered hop calls again; the request still goes on."""
+    body = result.model_dump_json().encode()
+    try:
+        payload.check(broker.connection.max_payload, key, body)
+        await hops.put(key, body)
+    except (payload.TooLarge, APIError) as exc:
+        log.warning("hop.not_recorded", key=key, reason=str(exc))
+
+
+async def _recorded(hops: KeyValue, key: str) -> HopResult | None:
+    try:
+        entry = await hops.get(key)
+    except KeyNotFoundError:
+        return None
+    return HopResult.model_validate_json(entry.value) if entry.value else None
+
+
+def _bounded(result: HopResult) -> HopResult:
+    """An answer over `limits.max_answer_bytes` is cut there, and its attempt says so."""
+    answer = result.answer
+    if answer is None:
+        return result
+    text, cut = payload.bound_text(answer.text, cfg.limits.max_answer_bytes)
+    if not cut:
+        return result
+    reason = f"answer cut to {cfg.limits.max_answer_bytes} bytes (limits.max_answer_bytes)"
+    log.warning("answer.cut", attempt=answer.attempt, limit=cfg.limits.max_answer_bytes)
+    return HopResult(
+        attempts=[a.model_copy(update={"reason": reason}) if a.n == answer.attempt else a
+                  for a in result.attempts],
+        answer=answer.model_copy(update={"text": text}),
+    )
+
+
+async def _give_up(envelope: Envelope, too_large: payload.TooLarge) -> None:
+    """The hop's result cannot travel on: record its calls and end the request with an error,
+    rather than redeliver it and pay for the same calls again."""
+    log.error("hop.too_large", request_id=envelope.request_id, size=too_large.size,
+              limit=too_large.limit)
+    await outcomes.record_attempts(broker, envelope)
+    await outcomes.fail(
+        broker,
+        origin=envelope.origin,
+        request_id=envelope.request_id,
+        trace_id=envelope.trace_id,
+        code=ErrorCode.PROMPT_TOO_LARGE,
+        message=f"the request and its answer cannot travel between the router's stages: "
+                f"{too_large}",
+        event=outcomes.request_event(envelope, store_prompt=cfg.ledger.store_prompt_text,
+                                     status="error"),
+    )

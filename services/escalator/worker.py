@@ -10,15 +10,13 @@ message id derived from the request's trace and hop, so a redelivered message re
 from __future__ import annotations
 
 import asyncio
-import time
 
 import structlog
 
-from shared import outcomes, subjects
+from shared import outcomes, payload, subjects
 from shared.errors import ErrorCode
 from shared.messages import (
     Answer,
-    AttemptEvent,
     AttemptView,
     ChatReply,
     ClassifierView,
@@ -50,7 +48,7 @@ async def on_score(_body: object) -> None:
 
 async def decide(envelope: Envelope) -> None:
     envelope = await _scored(envelope)
-    await _record_attempts(envelope)
+    await outcomes.record_attempts(broker, envelope)
     answer = envelope.answer
     if answer is not None and not _is_weak(answer):
         await _succeed(envelope, answer)
@@ -118,12 +116,20 @@ async def _escalate(envelope: Envelope) -> None:
     )
     log.debug("request.escalated", request_id=envelope.request_id,
               to_tier=cfg.tiers[onward.tier_index].name)
-    await broker.publish(
-        onward.model_dump_json().encode(),
-        subjects.DISPATCH,
-        headers={subjects.MSG_ID: f"{envelope.trace_id}.{hop}.d"},
-        stream=subjects.PIPELINE_STREAM,
-    )
+    try:
+        await payload.publish(
+            broker,
+            onward.model_dump_json().encode(),
+            subjects.DISPATCH,
+            headers={subjects.MSG_ID: f"{envelope.trace_id}.{hop}.d"},
+            stream=subjects.PIPELINE_STREAM,
+        )
+    except payload.TooLarge as exc:  # it cannot climb: the best answer so far, or the error
+        log.error("escalation.too_large", request_id=envelope.request_id, size=exc.size)
+        if envelope.best is not None:
+            await _succeed(envelope, envelope.best)
+        else:
+            await _fail(envelope, ErrorCode.PROMPT_TOO_LARGE)
 
 
 async def _succeed(envelope: Envelope, answer: Answer) -> None:
@@ -171,6 +177,7 @@ async def _fail(envelope: Envelope, code: ErrorCode) -> None:
     message = {
         ErrorCode.TIMEOUT: "no answer before the request's deadline",
         ErrorCode.BUDGET_EXCEEDED: "every call would exceed max_cost_usd",
+        ErrorCode.PROMPT_TOO_LARGE: "the request cannot travel to the next tier",
     }.get(code, "no model answered")
     await outcomes.fail(
         broker,
@@ -183,15 +190,3 @@ async def _fail(envelope: Envelope, code: ErrorCode) -> None:
             envelope, store_prompt=cfg.ledger.store_prompt_text, status="error"
         ),
     )
-
-
-async def _record_attempts(envelope: Envelope) -> None:
-    now = time.time()
-    await asyncio.gather(*(
-        outcomes.publish_event(
-            broker,
-            AttemptEvent(**a.model_dump(), request_id=envelope.request_id,
-                         tenant=envelope.request.tenant, at=now),
-        )
-        for a in envelope.attempts if a.hop == envelope.hop
-    ))

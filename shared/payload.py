@@ -1,0 +1,78 @@
+"""Every message the router publishes fits the server's max_payload, headers included.
+
+nats-py checks only the body against max_payload; the server counts the headers too, answers an
+oversized message with an error, and nats-py then closes the connection for good. So the size is
+checked here, before sending, and an oversized message is an exception its caller turns into an
+error outcome, never a dead connection or a redelivery loop.
+"""
+
+from __future__ import annotations
+
+import json
+
+from faststream.nats import NatsBroker
+
+from shared.config import Limits
+
+# FastStream's own headers (correlation_id, content-type) and the header block's framing.
+HEADER_RESERVE = 512
+# Room in one envelope for everything but the request and two answers (the latest and the best
+# so far): classification, origin, attempts, ids.
+ENVELOPE_RESERVE = 65_536
+
+
+class TooLarge(Exception):
+    def __init__(self, subject: str, size: int, limit: int) -> None:
+        super().__init__(f"a {size}-byte message to {subject} is over the server's "
+                         f"max_payload of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def message_size(body: bytes, headers: dict[str, str] | None = None) -> int:
+    """Bytes the server counts against max_payload (with a margin for FastStream's headers)."""
+    framing = sum(len(k) + len(v) + 4 for k, v in (headers or {}).items())
+    return len(body) + framing + HEADER_RESERVE
+
+
+def check(limit: int, subject: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+    size = message_size(body, headers)
+    if size > limit:
+        raise TooLarge(subject, size, limit)
+
+
+async def publish(
+    broker: NatsBroker, body: bytes, subject: str, *, headers: dict[str, str] | None = None,
+    **options: object,
+) -> None:
+    """`broker.publish`, refused with TooLarge when the server would refuse it."""
+    check(broker.connection.max_payload, subject, body, headers)
+    await broker.publish(body, subject, headers=headers, **options)  # type: ignore[arg-type]
+
+
+def check_limits(limits: Limits, max_payload: int) -> None:
+    """At start-up: a request at the byte limit, with two answers at theirs, must travel between
+    the stages in one message; a configuration that cannot is refused with what to change."""
+    needed = limits.max_request_bytes + 2 * limits.max_answer_bytes + ENVELOPE_RESERVE
+    if needed > max_payload:
+        raise ValueError(
+            f"limits.max_request_bytes ({limits.max_request_bytes}) + 2 x "
+            f"limits.max_answer_bytes ({limits.max_answer_bytes}) + {ENVELOPE_RESERVE} bytes of "
+            f"envelope = {needed} bytes, over the NATS server's max_payload ({max_payload}): "
+            "lower the limits or raise the server's max_payload"
+        )
+
+
+def bound_text(text: str, max_bytes: int) -> tuple[str, bool]:
+    """`text` cut so that its JSON string encoding fits in `max_bytes`, and whether it was cut.
+
+    Measured as JSON, not UTF-8: a control character takes six bytes once escaped."""
+    size = len(json.dumps(text, ensure_ascii=False).encode())
+    if size <= max_bytes:
+        return text, False
+    keep = len(text) * max_bytes // size
+    while True:
+        cut = text[:keep]
+        if len(json.dumps(cut, ensure_ascii=False).encode()) <= max_bytes:
+            return cut, True
+        keep = keep * 9 // 10
