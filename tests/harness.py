@@ -9,12 +9,15 @@ database per session.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -51,10 +54,24 @@ def postgres_server(tmp: Path) -> tuple[str, object | None]:
             raise RuntimeError(f"DATABASE_URL does not answer ({urlsplit(url).hostname})")
         return url, None
     try:
-        server = embedded.EmbeddedPostgres.start(tmp / "postgres")
+        server = embedded.EmbeddedPostgres.start(server_dir(tmp / "postgres"))
         return server.url(), server
     except Exception:
         return _postgres_container()
+
+
+def server_dir(link: Path) -> Path:
+    """A fresh folder for embedded server data, reached through the symlink `link`. As root the
+    embedded PostgreSQL runs as another user, who must traverse every folder above its data,
+    and each pytest session that starts makes /tmp/pytest-of-<user> private again (mode 700):
+    so the data lives outside it, and is removed when the test run exits."""
+    base = Path(tempfile.gettempdir()) / f"smart-router-tests-{os.getuid()}"
+    base.mkdir(mode=0o711, exist_ok=True)
+    real = Path(tempfile.mkdtemp(prefix=f"{link.name}-", dir=base))
+    atexit.register(shutil.rmtree, real, ignore_errors=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(real, target_is_directory=True)
+    return link
 
 
 def _nats_container() -> tuple[str, object]:
@@ -172,7 +189,7 @@ class ControlledPostgres:
     start: what "the database is down" looks like to the ledger. Its URL stays the same."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+        self.data_dir = server_dir(data_dir)
         self.server: embedded.EmbeddedPostgres | None = None
 
     def start(self) -> str:

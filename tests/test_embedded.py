@@ -42,7 +42,8 @@ def test_embedded_nats_is_the_environments_pinned_binary(tmp_path):
 
 
 def test_embedded_postgres_dies_with_the_process_that_started_it(tmp_path):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "pg")],
+    parent = subprocess.Popen([sys.executable, "-c", PARENT,
+                               str(harness.server_dir(tmp_path / "pg"))],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         postmaster = int(parent.stdout.readline())
@@ -56,7 +57,7 @@ def test_embedded_postgres_dies_with_the_process_that_started_it(tmp_path):
 
 
 def test_an_orphan_postgres_is_stopped_and_never_reused(tmp_path):
-    data_dir = tmp_path / "pg"
+    data_dir = harness.server_dir(tmp_path / "pg")
     started = subprocess.run([sys.executable, "-c", PG_CTL_ORPHAN, str(data_dir)],
                              capture_output=True, text=True, timeout=60, check=True)
     orphan = harness.process_identity(int(started.stdout.split()[-1]))

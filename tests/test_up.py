@@ -50,11 +50,12 @@ def stopped_if_failing(up: subprocess.Popen):
     try:
         yield up
     except BaseException:
-        ctrl_c(up)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        if up.poll() is None:
+            ctrl_c(up)
+            try:
+                up.wait(60)
+            except subprocess.TimeoutExpired:
+                up.kill()
         raise
 
 
@@ -126,7 +127,7 @@ def assert_stops_cleanly(up: subprocess.Popen, log: Path, tree: set[tuple[int, i
 
 
 def test_up_serves_restarts_a_dead_service_and_stops_cleanly(fresh_env, tmp_path):
-    data, log = tmp_path / "data", tmp_path / "up.log"
+    data, log = harness.server_dir(tmp_path / "data"), tmp_path / "up.log"
 
     with stopped_if_failing(start_up(fresh_env, data, log)) as up:
         wait_healthy(fresh_env, up, log)
@@ -155,7 +156,7 @@ def test_up_serves_restarts_a_dead_service_and_stops_cleanly(fresh_env, tmp_path
 
 
 def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_path):
-    data = tmp_path / "data"
+    data = harness.server_dir(tmp_path / "data")
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     with stopped_if_failing(start_up(fresh_env, data, first_log)) as killed:
