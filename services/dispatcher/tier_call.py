@@ -14,11 +14,8 @@ from dataclasses import dataclass
 
 from shared.config import Limits, ModelRef, Tier
 from shared.messages import Answer, Attempt, Envelope
-from shared.pricing import Pricer
+from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import ProviderError, Providers
-
-# Rough tokens per character, for the pre-call budget check only; costs use real usage.
-CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -40,6 +37,7 @@ class TierCaller:
         request = envelope.request
         max_tokens = request.max_tokens or self._limits.default_max_tokens
         messages = [m.model_dump() for m in request.chat]
+        input_bound = worst_case_input_tokens(m["content"] for m in messages)
         for round_no in range(self._limits.provider_retries + 1):
             waits: list[float] = []
             for ref in tier.models:
@@ -48,7 +46,7 @@ class TierCaller:
                 if remaining <= 0:
                     return TierResult(attempts, None)
                 spent = envelope.cost_usd + sum(a.cost_usd for a in attempts)
-                if self._over_budget(ref, request.max_cost_usd, spent, request.total_chars,
+                if self._over_budget(ref, request.max_cost_usd, spent, input_bound,
                                      max_tokens):
                     attempts.append(self._attempt(n, envelope.hop, ref, tier, "skipped",
                                                   "budget: the call could exceed max_cost_usd"))
@@ -92,11 +90,14 @@ class TierCaller:
             await asyncio.sleep(max(pause, 0))
         return TierResult(attempts, None)
 
-    def _over_budget(self, ref: ModelRef, max_cost: float | None, spent: float, chars: int,
-                     max_tokens: int) -> bool:
+    def _over_budget(self, ref: ModelRef, max_cost: float | None, spent: float,
+                     input_bound: int, max_tokens: int) -> bool:
+        """Whether this call could take the request past max_cost_usd: its worst case (every
+        input token the bound allows, every output token max_tokens allows) on top of what the
+        request already spent. Costs recorded afterwards use the real usage."""
         if max_cost is None:
             return False
-        worst = self._pricer.cost(ref, chars // CHARS_PER_TOKEN + 1, max_tokens)
+        worst = self._pricer.cost(ref, input_bound, max_tokens)
         return spent + worst > max_cost
 
     @staticmethod

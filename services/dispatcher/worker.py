@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 service = Service("dispatcher")
 broker, cfg = service.broker, service.config
+Pricer.check(cfg)  # no configured model may cost a guessed $0
 providers = Providers(connections=cfg.pipeline.dispatcher_concurrency)
 providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
 caller = TierCaller(

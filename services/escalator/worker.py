@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 service = Service("escalator")
 broker, cfg = service.broker, service.config
+Pricer.check(cfg)  # no configured model may cost a guessed $0
 scorer = Scorer(cfg.escalation)
 pricer = Pricer(cfg.pricing)
 judge = (Judge(cfg.escalation.judge, Providers(), pricer)
