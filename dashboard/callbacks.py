@@ -3,7 +3,7 @@ redraw the page. One callback reads one snapshot, so every figure shown is from 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dash import Dash, Input, Output, no_update
@@ -65,9 +65,10 @@ def render(snapshot: Snapshot) -> dict[str, Any]:
         "content_hidden": empty,
         "updated": f"since {summary['since']}, updated {datetime.now(UTC):%H:%M:%S} UTC",
         "cards": cards(summary),
-        "cost_over_time": charts.cost_over_time(snapshot.daily),
-        "model_share": charts.model_share(summary["by_model"]),
-        "tier_share": charts.tier_share(summary["by_tier"]),
+        "cost_over_time": charts.cost_over_time(
+            snapshot.daily, date.fromisoformat(summary["since"]), summary["window_days"]),
+        "model_share": charts.model_share(snapshot.by_model),
+        "tier_share": charts.tier_share(snapshot.by_tier),
         "tenants": tables.tenant_table(summary["by_tenant"]),
         "projection": tables.projection_table(summary["projection"]),
         "recent": tables.recent_table(snapshot.recent),

@@ -11,7 +11,9 @@ def cards(summary: dict) -> list[html.Div]:
     latency = summary["latency_ms"]
     return [
         card("total-requests", "Requests", fmt.count(summary["requests"]),
-             f"{fmt.count(summary['ok'])} answered, {fmt.count(summary['errors'])} failed"),
+             f"{fmt.count(summary['ok'])} answered"),
+        card("failed-requests", "Failed", fmt.count(summary["errors"]),
+             "no answer: not in the model and tier charts"),
         card("total-cost", "Cost", fmt.money(summary["cost_usd"]), "what the router paid"),
         card("baseline-cost", "Baseline cost", fmt.money(summary["baseline_cost_usd"]),
              "always the top tier"),

@@ -33,10 +33,9 @@ def layout(refresh_s: float) -> html.Div:
         html.Main(id="content", hidden=True, children=[
             html.Section(id="cards", className="cards"),
             html.Div(className="grid", children=[
-                panel("Cost per day", graph("cost-over-time"),
-                      wide=True),
-                panel("Requests by model", graph("model-share")),
-                panel("Requests by tier", graph("tier-share")),
+                panel("Cost per day", graph("cost-over-time"), wide=True),
+                panel("Answered requests by model", graph("model-share")),
+                panel("Answered requests by tier", graph("tier-share")),
                 panel("Spend by tenant", html.Div(id="tenant-table")),
                 panel("A month at scale, with this window's mix",
                       html.Div(id="projection-table")),

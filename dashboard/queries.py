@@ -1,5 +1,5 @@
 """What one refresh reads: the cost summary that router.v1.stats and `smart-router stats` also
-return, plus the dashboard's own two queries. Each reads the daily roll-ups or walks an index
+return, plus the dashboard's own three queries. Each reads the daily roll-ups or walks an index
 (at most 50 rows of `requests`), so a refresh costs the same with a thousand or a billion rows."""
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ FROM daily_usage WHERE day >= %(since)s
 GROUP BY day ORDER BY day
 """
 
+# The mix of answered requests, by model and by tier, from the same roll-up. A failed request
+# has no model (and sometimes no tier): it is counted on its own card, not as a model called "".
+ANSWERED_MIX = """
+SELECT model_used, tier, GROUPING(tier) = 1 AS by_model, sum(requests)::bigint AS requests,
+       sum(cost_usd) AS cost_usd
+FROM daily_usage WHERE day >= %(since)s AND status = 'ok'
+GROUP BY GROUPING SETS ((model_used), (tier)) ORDER BY requests DESC
+"""
+
 # The newest requests: a walk down requests_by_time that stops after LIMIT rows. Prompt text is
 # only there when the operator asked the ledger to keep it; even then, only its start is shown.
 RECENT_REQUESTS = """
@@ -38,6 +47,8 @@ ORDER BY finished_at DESC LIMIT %(limit)s
 class Snapshot:
     summary: dict  # shared.stats.summary(): totals, breakdowns, latency, projection
     daily: list[dict]  # per day: requests, cost_usd, baseline_cost_usd
+    by_model: list[dict]  # answered requests per model, most first: requests, cost_usd
+    by_tier: list[dict]  # answered requests per tier, most first: requests, cost_usd
     recent: list[dict]  # the newest requests of the window, newest first
 
 
@@ -47,9 +58,12 @@ async def read_snapshot(conn: psycopg.AsyncConnection, days: int) -> Snapshot:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(DAILY_COST, {"since": since})
         daily = await cur.fetchall()
+        await cur.execute(ANSWERED_MIX, {"since": since})
+        mix = await cur.fetchall()
         await cur.execute(RECENT_REQUESTS, {
             "since": datetime.combine(since, time(), UTC), "limit": RECENT_LIMIT,
             "preview": PROMPT_PREVIEW_CHARS,
         })
         recent = await cur.fetchall()
-    return Snapshot(summary, daily, recent)
+    return Snapshot(summary, daily, by_model=[row for row in mix if row["by_model"]],
+                    by_tier=[row for row in mix if not row["by_model"]], recent=recent)

@@ -6,6 +6,10 @@ from dash import html
 
 from . import format as fmt
 
+# Free-text columns are cut to a width, with an ellipsis; the whole text is the cell's tooltip
+# and is still what a copy takes. The prompt takes whatever width the other columns leave.
+CLIPPED = {"Request": "clip", "Tenant": "clip", "Model": "clip clip-wide", "Prompt": "fill"}
+
 
 def tenant_table(by_tenant: list[dict]) -> html.Table:
     return table(
@@ -49,7 +53,13 @@ def recent_table(recent: list[dict]) -> html.Table:
 
 
 def table(columns: list[str], rows: list[list[str]]) -> html.Table:
+    classes = [CLIPPED.get(name) for name in columns]
     return html.Table(className="table", children=[
         html.Thead(html.Tr([html.Th(name) for name in columns])),
-        html.Tbody([html.Tr([html.Td(cell) for cell in cells]) for cells in rows]),
+        html.Tbody([html.Tr([cell_of(text, css) for text, css in zip(cells, classes, strict=True)])
+                    for cells in rows]),
     ])
+
+
+def cell_of(text: str, css: str | None) -> html.Td:
+    return html.Td(text, className=css, title=text) if css else html.Td(text)

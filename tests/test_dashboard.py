@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import psycopg
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from dashboard import seed
+from dashboard import charts, seed
 from services.ledger.writer import Batch, LedgerWriter
 from shared import db
 from shared.config import config
@@ -33,6 +35,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--no-first-run"]
 WAIT_MS = 20_000
 STORED_PROMPT = "What is the capital of France?"
+LONG_PROMPT = "Summarise the attached quarterly report in three bullet points " * 4
+# UPDATE_SCREENSHOT=1 makes the figures test save the page as the README shows it.
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
 # The page's default window: the last 30 UTC days, today included.
 SINCE = "((now() AT TIME ZONE 'UTC')::date - 29)::timestamp AT TIME ZONE 'UTC'"
 
@@ -109,20 +114,62 @@ def start_dashboard(tmp_path: Path) -> Iterator:
         running.stop_all()
 
 
-async def record_request(database_url: str) -> RequestEvent:
+@pytest.fixture
+async def first_day_database(empty_database: str) -> str:
+    await write_requests(empty_database, first_day_requests())
+    return empty_database
+
+
+def first_day_requests() -> list[RequestEvent]:
+    """The ledger's first day: answered requests on every tier with the widest values a row holds
+    (uuid ids, a 64-character tenant, the longest error code, a kept prompt longer than the
+    preview), and failed requests, which have no model, and before classification no tier."""
+    long_tenant = "t" * 64
+    return [
+        request_event(tier="simple", start_tier="simple", difficulty="simple",
+                      model_used="claude-haiku-4-5", provider="anthropic", escalated=False,
+                      attempts=1, cost_usd=0.0004, escalation_cost_usd=0.0),
+        request_event(tier="medium", start_tier="medium", model_used="llama-3.3-70b-versatile",
+                      provider="groq", escalated=False, attempts=1, tenant=long_tenant,
+                      cost_usd=0.0009, escalation_cost_usd=0.0),
+        request_event(prompt_text=LONG_PROMPT, prompt_chars=len(LONG_PROMPT), tenant=long_tenant),
+        request_event(status="error", error_code="no_provider_available", tier="medium",
+                      model_used=None, provider=None, escalated=False, cost_usd=0.0,
+                      baseline_cost_usd=0.0, escalation_cost_usd=0.0, emulated=False,
+                      tenant=long_tenant),
+        request_event(status="error", error_code="invalid_request", difficulty=None,
+                      start_tier=None, tier=None, model_used=None, provider=None,
+                      escalated=False, attempts=0, input_tokens=0, output_tokens=0,
+                      cost_usd=0.0, baseline_cost_usd=0.0, escalation_cost_usd=0.0,
+                      emulated=False),
+    ]
+
+
+def request_event(**fields) -> RequestEvent:
+    """A request answered just now, escalated from medium to complex, its prompt kept: any field
+    can be replaced."""
     now = time.time()
-    event = RequestEvent(
-        request_id=f"browser-{uuid.uuid4().hex[:8]}", received_at=now - 1.2, finished_at=now,
-        tenant="browser-test", source="online", status="ok", difficulty="medium",
-        classifier_backend="local", classifier_confidence=0.8, start_tier="medium",
-        tier="complex", model_used="gpt-4o", provider="openai", escalated=True, attempts=2,
-        input_tokens=640, output_tokens=410, cost_usd=0.0031, baseline_cost_usd=0.0048,
-        escalation_cost_usd=0.0004, latency_ms=1180.0, provider_latency_ms=1100.0,
-        emulated=True, prompt_sha256="0" * 64, prompt_chars=len(STORED_PROMPT),
-        prompt_text=STORED_PROMPT,
-    )
+    return RequestEvent(**{
+        "request_id": uuid.uuid4().hex, "received_at": now - 1.2, "finished_at": now,
+        "tenant": "browser-test", "source": "online", "status": "ok", "difficulty": "medium",
+        "classifier_backend": "local", "classifier_confidence": 0.8, "start_tier": "medium",
+        "tier": "complex", "model_used": "gpt-4o", "provider": "openai", "escalated": True,
+        "attempts": 2, "input_tokens": 640, "output_tokens": 410, "cost_usd": 0.0031,
+        "baseline_cost_usd": 0.0048, "escalation_cost_usd": 0.0004, "latency_ms": 1180.0,
+        "provider_latency_ms": 1100.0, "emulated": True, "prompt_sha256": "0" * 64,
+        "prompt_chars": len(STORED_PROMPT), "prompt_text": STORED_PROMPT, **fields,
+    })
+
+
+async def write_requests(database_url: str, events: list[RequestEvent]) -> None:
+    """Through the ledger's own writer, so the roll-ups the page reads are the real ones."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await LedgerWriter(conn).write(Batch(requests=[event]))
+        await LedgerWriter(conn).write(Batch(requests=events))
+
+
+async def record_request(database_url: str) -> RequestEvent:
+    event = request_event(request_id=f"browser-{uuid.uuid4().hex[:8]}")
+    await write_requests(database_url, [event])
     return event
 
 
@@ -216,7 +263,83 @@ async def test_the_page_shows_the_ledger_figures(ledger_database, start_dashboar
     # The page keeps refreshing (every second here) without a console error.
     updated = await browser_page.locator("#updated-at").inner_text()
     await expect(browser_page.locator("#updated-at")).not_to_have_text(updated, timeout=WAIT_MS)
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        await save_screenshot(browser_page)
     assert console.errors == []
+
+
+async def save_screenshot(browser_page: Page) -> None:
+    """The README's picture: the seeded week in the 7-day window, down to the first rows of the
+    recent requests (all 50 would make the file large and tell nothing more)."""
+    since = (datetime.now(UTC).date() - timedelta(days=6)).isoformat()
+    await browser_page.get_by_label("7 days").check()
+    await expect(browser_page.locator("#updated-at")).to_contain_text(f"since {since}")
+    await expect(browser_page.locator("#cost-over-time .xtick")).to_have_count(7)  # redrawn
+    width, recent_top = await browser_page.locator("#recent-table").evaluate(
+        "el => [document.documentElement.clientWidth, el.getBoundingClientRect().top + scrollY]")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    await browser_page.screenshot(path=SCREENSHOT, full_page=True, clip={
+        "x": 0, "y": 0, "width": width, "height": recent_top + 240})
+
+
+async def test_the_first_day_is_drawn_and_the_table_fits(first_day_database, start_dashboard,
+                                                         page):
+    """One day of traffic: the cost chart draws that day, dated; failures are a figure of their
+    own, not a model or a tier; at 1400 px the newest requests fit, Status column included."""
+    browser_page, console = page
+    await browser_page.set_viewport_size({"width": 1400, "height": 1000})
+    await browser_page.goto(start_dashboard(first_day_database))
+    await expect(browser_page.locator("#content")).to_be_visible(timeout=WAIT_MS)
+    await expect(browser_page.locator("#failed-requests")).to_have_text("2")
+
+    bars = browser_page.locator("#cost-over-time .barlayer .point path")
+    await expect(bars).to_have_count(2)  # the day's baseline and its routed cost
+    for i in range(2):
+        box = await bars.nth(i).bounding_box()
+        assert box and box["width"] >= 8 and box["height"] >= 1, box
+    today = datetime.now(UTC).date()
+    ticks = await browser_page.locator("#cost-over-time .xtick text").all_text_contents()
+    assert f"{today:%b} {today.day}" in ticks
+    assert all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", tick) for tick in ticks), ticks
+
+    models = browser_page.locator("#model-share .ytick text")
+    await expect(models).to_have_count(3)  # each chart is drawn on its own
+    assert sorted(await models.all_text_contents()) == [
+        "claude-haiku-4-5", "gpt-4o", "llama-3.3-70b-versatile"]
+    await expect(browser_page.locator("#tier-share .legend .traces")).to_have_count(3)
+    assert await slice_colours(browser_page) == {
+        tier: rgb(colour) for tier, colour in charts.TIER_COLOURS.items()}
+    for chart in ("#model-share", "#tier-share"):
+        assert "(none)" not in await browser_page.locator(f"{chart} text").all_text_contents()
+
+    table = browser_page.locator("#recent-table")
+    width, visible_width = await table.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert width <= visible_width, (width, visible_width)
+    headers = await table.locator("th").all_text_contents()
+    status = table.locator(f"td:nth-child({headers.index('Status') + 1})")
+    assert sorted(await status.all_text_contents()) == [
+        "invalid_request", "no_provider_available", "ok", "ok", "ok"]
+    table_box = await table.bounding_box()
+    for i in range(await status.count()):
+        cell = status.nth(i)
+        box = await cell.bounding_box()
+        assert box["x"] + box["width"] <= table_box["x"] + table_box["width"], (i, box)
+        assert await cell.evaluate("el => el.scrollWidth <= el.clientWidth"), i  # not cut
+    assert console.errors == []
+
+
+async def slice_colours(browser_page: Page) -> dict[str, str]:
+    """The tier donut's legend: each tier's name and the fill of its swatch."""
+    return await browser_page.locator("#tier-share .legend .traces").evaluate_all(
+        """items => Object.fromEntries(items.map(item => [
+            item.querySelector('.legendtext').textContent,
+            item.querySelector('.legendpoints path').style.fill]))""")
+
+
+def rgb(colour: str) -> str:
+    """#27ab83 as the browser reports a fill: rgb(39, 171, 131)."""
+    red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
 
 
 async def test_an_empty_ledger_shows_the_empty_state(empty_database, start_dashboard, page):
