@@ -4,43 +4,84 @@ streams of results, with --json); logs and progress go to stderr."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import importlib.metadata
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import nats.errors
 import typer
 
-from shared import db, logs, subjects
+from shared import jsonl, logs, subjects
 from shared.config import settings
 
 from . import client
+from .errors import CommandFailed
+from .plain_help import PlainHelpCommand
 
 app = typer.Typer(
     name="smart-router",
-    help="Routes LLM prompts to the cheapest model tier that answers them well.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
+command = functools.partial(app.command, cls=PlainHelpCommand)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One compact JSON document on stdout.")]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for the answer.")]
+Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="How long to wait for the answer.")]
 
 
 def main() -> None:
     logs.configure(settings().log_level, settings().log_format)
-    app()
+    app(prog_name="smart-router")  # the same name in help when run as `python -m smart_router.cli`
 
 
-def _run(work: Coroutine[Any, Any, int | None]) -> None:
-    """Run a command; a failure is one clear line on stderr and a non-zero exit, no traceback."""
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"smart-router {importlib.metadata.version('smart-router')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Routes LLM prompts to the cheapest model tier that answers them well."""
+
+
+@contextlib.contextmanager
+def _one_line_errors(unreachable: int = 2) -> Iterator[None]:
+    """A failure is one line on stderr and a non-zero exit, never a traceback: 1 when the answer
+    is a failure (CommandFailed), `unreachable` when NATS cannot be reached, 2 when the command
+    could not run (timeout, bad input), 130 on Ctrl-C."""
     try:
+        yield
+    except CommandFailed as exc:
+        _fail(exc, 1)
+    except ConnectionError as exc:
+        _fail(exc, unreachable)
+    except (TimeoutError, RuntimeError, ValueError, OSError, nats.errors.Error) as exc:
+        _fail(exc, 2)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _fail(exc: BaseException, code: int) -> None:
+    typer.echo(f"error: {str(exc) or type(exc).__name__}", err=True)
+    raise typer.Exit(code) from None
+
+
+def _run(work: Coroutine[Any, Any, int | None], unreachable: int = 2) -> None:
+    """Run a command's coroutine; its result is the exit code."""
+    with _one_line_errors(unreachable):
         code = asyncio.run(work)
-    except (ConnectionError, TimeoutError, RuntimeError, ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     raise typer.Exit(code or 0)
 
 
@@ -49,29 +90,39 @@ def _emit(document: Any, compact: bool) -> None:
                else json.dumps(document, indent=2, ensure_ascii=False))
 
 
-@app.command()
+@command()
 def up(
-    data_dir: Annotated[Path, typer.Option(help="Embedded NATS/PostgreSQL data.")] = Path(".data"),
-    config: Annotated[Path | None, typer.Option(help="Router TOML (merged over defaults).")] = None,
+    data_dir: Annotated[Path, typer.Option(
+        metavar="DIR", help="Where the embedded NATS and PostgreSQL keep their data.")]
+    = Path(".data"),
+    config: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Router TOML, merged over the defaults.")] = None,
 ) -> None:
-    """Run the whole stack here: NATS, PostgreSQL, the four services (Ctrl-C stops it)."""
+    """Run the whole stack on this machine. NATS, PostgreSQL, the four services and the
+    dashboard; Ctrl-C stops it."""
     from .stack import Stack
 
     _run(Stack(data_dir=data_dir.resolve(), config_path=config).run())
 
 
-@app.command()
+@command()
 def ask(
-    prompt: str,
-    tier: Annotated[str | None, typer.Option(help="Pin the starting tier.")] = None,
-    max_tier: Annotated[str | None, typer.Option(help="Highest tier to escalate to.")] = None,
-    tenant: Annotated[str | None, typer.Option()] = None,
-    max_tokens: Annotated[int | None, typer.Option()] = None,
-    max_cost_usd: Annotated[float | None, typer.Option()] = None,
+    prompt: Annotated[str, typer.Argument(help="The prompt to send.")],
+    tier: Annotated[str | None, typer.Option(help="Start at this tier, not the classifier's.")]
+    = None,
+    max_tier: Annotated[str | None, typer.Option(
+        metavar="TIER", help="Escalate no higher than this tier.")] = None,
+    tenant: Annotated[str | None, typer.Option(
+        metavar="NAME", help="Who the cost is booked to in the ledger.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        metavar="N", help="Cap on the answer's length, in tokens.")] = None,
+    max_cost_usd: Annotated[float | None, typer.Option(
+        metavar="USD", help="Budget for the whole request, escalations included.")] = None,
     timeout: Timeout = 90.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Send one online request on router.v1.chat and print the reply JSON."""
+    """Send one request and print the reply JSON. It goes on router.v1.chat; exit 1 on an
+    error reply."""
     request = {"prompt": prompt, "tier": tier, "max_tier": max_tier, "tenant": tenant,
                "max_tokens": max_tokens, "max_cost_usd": max_cost_usd}
 
@@ -89,14 +140,19 @@ def ask(
     _run(work())
 
 
-@app.command()
+@command()
 def submit(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of requests.")],
-    job: Annotated[str | None, typer.Option(help="Job id (default: from the file).")] = None,
-    wait: Annotated[bool, typer.Option(help="Print each result (JSONL) as it arrives.")] = False,
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", exists=True, dir_okay=False, help="JSONL, one request per line.")],
+    job: Annotated[str | None, typer.Option(
+        metavar="ID", help="Job id (default: from the file's name and content).")] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Then print each new request's result (JSONL) as it arrives.")] = False,
     timeout: Timeout = 600.0,
 ) -> None:
-    """Publish one job per line to router.v1.jobs; re-submitting a file runs nothing twice."""
+    """Send a JSONL file of requests as a batch job. One job per line on router.v1.jobs;
+    re-submitting a file runs nothing twice. Bad lines and duplicate request_ids are reported
+    by line number; exit 1 when a line is bad or nothing could be sent."""
 
     def progress(done: int, total: int) -> None:
         if done % 500 == 0 or done == total:
@@ -106,16 +162,15 @@ def submit(
         nc = await client.connect(settings().nats_url)
         try:
             submission = await client.submit(nc, file, job, progress)
-            for problem in submission.invalid:
-                typer.echo(f"line {problem['line']}: {problem['error']}", err=True)
-            if not wait:
+            _report_lines(submission)
+            if wait:
+                typer.echo(json.dumps(submission.summary()), err=True)
+            else:
                 _emit(submission.summary(), compact=True)
-                return 1 if submission.invalid else 0
-            typer.echo(json.dumps(submission.summary()), err=True)
-            async with asyncio.timeout(timeout):
-                async for result in client.results(nc, submission.job_id,
-                                                   expect=set(submission.request_ids)):
-                    _emit(result, compact=True)
+            if not submission.request_ids:
+                raise CommandFailed(f"{file} has no request to send")
+            if wait and not await _print_results(nc, submission, timeout):
+                return 1
         finally:
             await nc.close()
         return 1 if submission.invalid else 0
@@ -123,31 +178,76 @@ def submit(
     _run(work())
 
 
-@app.command()
+def _report_lines(submission: client.Submission) -> None:
+    for problem in submission.invalid:
+        typer.echo(f"line {problem['line']}: {problem['error']}", err=True)
+    for duplicate in submission.duplicate_lines:
+        typer.echo(f"line {duplicate['line']}: request_id {duplicate['request_id']!r} was sent "
+                   "before (dedup window): not run again", err=True)
+
+
+async def _print_results(nc: client.Client, submission: client.Submission,
+                         timeout: float) -> bool:
+    """Print the job's results until each newly sent request has one; False when a duplicate
+    line has no result under this job (its request_id was first sent by another job)."""
+    expected, seen = set(submission.fresh), set()
+    try:
+        async with asyncio.timeout(timeout):
+            async for result in client.results(nc, submission.job_id, expect=expected):
+                seen.add(result.get("request_id"))
+                _emit(result, compact=True)
+    except TimeoutError:
+        raise TimeoutError(
+            f"{len(expected - seen)} of {len(expected)} results still missing after {timeout:g} s;"
+            f" `smart-router results {submission.job_id}` prints them when they come") from None
+    elsewhere = [d["line"] for d in submission.duplicate_lines if d["request_id"] not in seen]
+    if elsewhere:
+        typer.echo(f"no result under job {submission.job_id} for {len(elsewhere)} duplicate "
+                   f"line(s) ({_numbers(elsewhere)}): their request_ids were first sent by "
+                   "another job, or are still running", err=True)
+    return not elsewhere
+
+
+def _numbers(values: list[int], shown: int = 10) -> str:
+    listed = ", ".join(map(str, values[:shown]))
+    return listed if len(values) <= shown else f"{listed} and {len(values) - shown} more"
+
+
+@command()
 def results(
-    job: str,
-    follow: Annotated[bool, typer.Option(help="Keep printing new results.")] = False,
+    job: Annotated[str, typer.Argument(help="The job id `submit` printed.")],
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Keep printing new results until Ctrl-C.")] = False,
 ) -> None:
-    """Print a job's results from router.v1.results.<job>, one JSON object per line."""
+    """Print a batch job's results, one JSON object per line. They come from
+    router.v1.results.<job>; exit 1 for a job with no results."""
 
     async def work() -> None:
         nc = await client.connect(settings().nats_url)
         try:
+            if not await client.stored_results(nc, job):
+                if not follow:
+                    raise CommandFailed(f"unknown job {job!r}: no results under "
+                                        f"{subjects.results(job)}")
+                typer.echo(f"no results for job {job!r} yet; waiting (Ctrl-C stops)", err=True)
             async for result in client.results(nc, job, follow=follow):
                 _emit(result, compact=True)
         finally:
             await nc.close()
 
+    with _one_line_errors():
+        client.check_id(job, "job id")
     _run(work())
 
 
-@app.command()
+@command()
 def stats(
-    days: Annotated[int, typer.Option(help="Window, in days (today included).")] = 30,
+    days: Annotated[int, typer.Option(metavar="N", help="Window, in days (today included).")]
+    = 30,
     timeout: Timeout = 10.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Cost summary from the ledger (router.v1.stats): the dashboard's figures."""
+    """Costs and savings from the ledger. The dashboard's figures, from router.v1.stats."""
 
     async def work() -> int:
         nc = await client.connect(settings().nats_url)
@@ -166,7 +266,7 @@ def stats(
     _run(work())
 
 
-@app.command()
+@command()
 def health(as_json: JsonFlag = False) -> None:
     """Which services are up (exit 1 when one is down)."""
 
@@ -184,39 +284,45 @@ def health(as_json: JsonFlag = False) -> None:
                 typer.echo(f"{name:<12} {state}")
         return 0 if report["ok"] else 1
 
-    _run(work())
+    _run(work(), unreachable=1)
 
 
-@app.command()
+@command()
 def classify(
     prompt: Annotated[str | None, typer.Argument(help="One prompt (or use --input).")] = None,
     input_file: Annotated[Path | None, typer.Option(
-        "--input", exists=True, dir_okay=False, help="JSONL with a `prompt` per line.")] = None,
+        "--input", metavar="FILE", exists=True, dir_okay=False,
+        help="JSONL with a `prompt` per line.")] = None,
     backend: Annotated[str | None, typer.Option(
-        help="Use only this backend: ollama, local or rules.")] = None,
+        metavar="NAME", help="Use only this backend (ollama, local or rules); exit 1 when it "
+        "does not answer.")] = None,
 ) -> None:
-    """The classifier alone: one JSON object per prompt (difficulty, confidence, backend,
-    latency_ms) on stdout."""
+    """Classify prompts here, without the router. One JSON object per prompt on stdout
+    (difficulty, confidence, backend, latency_ms). Without --backend, the configured chain;
+    Ollama is skipped when nothing listens at OLLAMA_HOST."""
     from .classify import classify_lines
 
     if (prompt is None) == (input_file is None):
         raise typer.BadParameter("give a PROMPT or --input FILE.jsonl")
-    lines = (input_file.read_text().splitlines() if input_file
-             else [json.dumps({"prompt": prompt})])
+    with _one_line_errors():
+        lines = (jsonl.read_lines(input_file) if input_file
+                 else [(1, json.dumps({"prompt": prompt}))])
     _run(classify_lines(lines, backend, lambda result: _emit(result, compact=True)))
 
 
-@app.command(name="eval")
+@command(name="eval")
 def evaluate(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                         help="Labelled JSONL: prompt, label, lang.")],
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", exists=True, dir_okay=False,
+        help="Labelled JSONL: prompt, label, optional lang.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Accuracy of the local classifier on a labelled set, per language, with latency, memory
+    """Measure the local classifier on a labelled set. Accuracy per language, latency, memory
     and the effect of the cost/quality knob."""
     from .classify import evaluate_file
 
-    report = evaluate_file(file)
+    with _one_line_errors():
+        report = evaluate_file(file)
     if as_json:
         _emit(report, compact=True)
     else:
@@ -225,22 +331,25 @@ def evaluate(
         typer.echo(render_report(report))
 
 
-@app.command(name="eval-escalation")
+@command(name="eval-escalation")
 def eval_escalation(
     file: Annotated[Path | None, typer.Argument(
-        exists=True, dir_okay=False,
+        metavar="FILE", exists=True, dir_okay=False,
         help="Labelled answers (JSONL: prompt, answer, finish_reason, label weak|good).")] = None,
     emulator: Annotated[str | None, typer.Option(
+        metavar="URL",
         help="Instead, ask the emulator at this URL: its market of models answers --prompts.")]
     = None,
     prompts: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False, help="JSONL of prompts for --emulator.")] = None,
+        metavar="FILE", exists=True, dir_okay=False, help="JSONL of prompts for --emulator.")]
+    = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Precision and recall of the escalator's "weak" verdict."""
     from .escalation import evaluate
 
-    report = asyncio.run(evaluate(file, emulator, prompts))
+    with _one_line_errors():
+        report = asyncio.run(evaluate(file, emulator, prompts))
     if as_json:
         _emit(report, compact=True)
     else:
@@ -249,22 +358,25 @@ def eval_escalation(
         typer.echo(render(report))
 
 
-@app.command()
+@command()
 def bench(
     mode: Annotated[str, typer.Option(
         help="online (request-reply), batch (jobs), mixed (both), or ledger (write rate).")]
     = "online",
-    requests: Annotated[int, typer.Option(help="Requests to send.")] = 2000,
-    concurrency: Annotated[int, typer.Option(help="Online requests in flight at most.")] = 200,
+    requests: Annotated[int, typer.Option(metavar="N", help="Requests to send.")] = 2000,
+    concurrency: Annotated[int, typer.Option(
+        metavar="N", help="Online requests in flight at most.")] = 200,
     rate: Annotated[float | None, typer.Option(
+        metavar="PER_SECOND",
         help="Online arrivals per second (open loop) instead of back-to-back callers.")] = None,
-    emulator: Annotated[str | None, typer.Option(help="The provider emulator's URL.")] = None,
+    emulator: Annotated[str | None, typer.Option(
+        metavar="URL", help="The provider emulator's URL.")] = None,
     provider_latency_ms: Annotated[float | None, typer.Option(
-        help="Set the emulator's latency for the run (needs --emulator).")] = None,
+        metavar="MS", help="Set the emulator's latency for the run (needs --emulator).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Load benchmark against the running stack; prints throughput, latency percentiles, the
-    router's overhead and the ledger's lag."""
+    """Load-test the running stack. Prints throughput, latency percentiles, the router's
+    overhead and the ledger's lag."""
     from .bench.run import run
 
     _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms), as_json))
@@ -274,9 +386,11 @@ async def _bench(work: Coroutine[Any, Any, dict], as_json: bool) -> None:
     _emit(await work, compact=as_json)
 
 
-@app.command()
+@command()
 def migrate(as_json: JsonFlag = False) -> None:
-    """Apply the ledger's schema migrations to DATABASE_URL (safe to re-run)."""
+    """Apply the ledger's schema migrations to DATABASE_URL. Safe to re-run."""
+    from shared import db  # psycopg: only this command needs it
+
     applied = db.migrate(settings().database_url)
     if as_json:
         _emit({"applied": applied}, compact=True)

@@ -13,17 +13,49 @@ from pathlib import Path
 
 import nats
 from nats.aio.client import Client
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, PubAck
+from nats.js.errors import NoStreamResponseError, NotFoundError
 
-from shared import health, subjects
+from shared import health, jsonl, subjects
+from shared.messages import TOKEN_RE
+
+CONNECT_TIMEOUT_S = 2.0
+# A command is short-lived: one retry, soon, then a clear error. nats-py's own default retries for
+# minutes (allow_reconnect=False does not stop the first connect from retrying: 61 tries, 120 s).
+RECONNECT_ATTEMPTS = 1
+RECONNECT_WAIT_S = 0.25
 
 
 async def connect(url: str) -> Client:
+    """A connection that fails fast and quietly: nats-py's default error callback logs a
+    traceback for every failed attempt; here the last error goes into one message instead."""
+    last_error: list[BaseException] = []
+
+    async def remember(exc: BaseException) -> None:
+        last_error[:] = [exc]
+
     try:
-        return await nats.connect(url, connect_timeout=3, max_reconnect_attempts=2)
+        return await nats.connect(
+            servers=[u.strip() for u in url.split(",")], error_cb=remember,
+            connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=RECONNECT_ATTEMPTS,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+        )
     except Exception as exc:
-        raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from None
+        cause = last_error[0] if last_error else exc
+        raise ConnectionError(f"cannot reach NATS at {url} ({_reason(cause)}): "
+                              "is the router running (`smart-router up`)?") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def check_id(value: str, what: str) -> str:
+    """Job and request ids become NATS subject tokens: a bad one would read or write elsewhere."""
+    if not TOKEN_RE.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}: use 1-128 letters, digits, '_' or '-'")
+    return value
 
 
 async def request(nc: Client, subject: str, payload: dict, timeout: float) -> dict:
@@ -39,14 +71,23 @@ async def request(nc: Client, subject: str, payload: dict, timeout: float) -> di
 @dataclass
 class Submission:
     job_id: str
-    submitted: int = 0
-    duplicates: int = 0
-    invalid: list[dict] = field(default_factory=list)
-    request_ids: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)  # every line sent, in file order
+    fresh: list[str] = field(default_factory=list)  # the ones JetStream took as new
+    duplicate_lines: list[dict] = field(default_factory=list)  # {line, request_id}: not run again
+    invalid: list[dict] = field(default_factory=list)  # {line, error}: not sent
+
+    @property
+    def submitted(self) -> int:
+        return len(self.fresh)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_lines)
 
     def summary(self) -> dict:
         return {"job_id": self.job_id, "submitted": self.submitted,
-                "duplicates": self.duplicates, "invalid": self.invalid}
+                "duplicates": self.duplicates, "duplicate_lines": self.duplicate_lines,
+                "invalid": self.invalid}
 
 
 def job_id_for(path: Path, content: bytes) -> str:
@@ -65,42 +106,75 @@ async def submit(
     """Publish one job per line to router.v1.jobs with Nats-Msg-Id = request_id.
 
     Each line's job_id is set to the job's; a line without request_id gets one from its line
-    number. Lines that are not JSON objects are reported, not sent.
+    number. Lines that are not valid requests are reported with their number, not sent; lines
+    whose request_id JetStream has seen within its dedup window are reported as duplicates.
     """
     content = await asyncio.to_thread(path.read_bytes)
-    submission = Submission(job_id or job_id_for(path, content))
+    submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, content))
+    jobs: list[tuple[int, dict]] = []
+    first_line: dict[str, int] = {}
+    for line_no, line in jsonl.numbered_lines(content, str(path)):
+        try:
+            job = _job(line, submission.job_id, line_no, first_line)
+        except ValueError as exc:
+            submission.invalid.append({"line": line_no, "error": str(exc)})
+            continue
+        first_line[job["request_id"]] = line_no
+        jobs.append((line_no, job))
+    submission.request_ids = [job["request_id"] for _, job in jobs]
     js = nc.jetstream()
-    lines = content.decode().splitlines()
     gate = asyncio.Semaphore(in_flight)
+    done = 0
 
     async def publish(line_no: int, job: dict) -> None:
+        nonlocal done
         async with gate:
-            ack = await js.publish(subjects.JOBS, json.dumps(job).encode(),
-                                   headers={subjects.MSG_ID: job["request_id"]})
+            ack = await _publish(js, job)
         if ack.duplicate:
-            submission.duplicates += 1
+            submission.duplicate_lines.append({"line": line_no, "request_id": job["request_id"]})
         else:
-            submission.submitted += 1
-        progress(submission.submitted + submission.duplicates, len(lines))
+            submission.fresh.append(job["request_id"])
+        done += 1
+        progress(done, len(jobs))
 
-    tasks = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            job = json.loads(line)
-        except ValueError:
-            job = None
-        if not isinstance(job, dict):
-            submission.invalid.append({"line": line_no, "error": "not a JSON object"})
-            continue
-        job["job_id"] = submission.job_id
-        if not isinstance(job.get("request_id"), str):
-            job["request_id"] = f"{submission.job_id}-{line_no}"
-        submission.request_ids.append(job["request_id"])
-        tasks.append(publish(line_no, job))
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*(publish(line_no, job) for line_no, job in jobs))
+    submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
+
+
+def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> dict:
+    """One line as a job of this batch, or a ValueError saying what is wrong with it."""
+    try:
+        job = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(job, dict):
+        raise ValueError("not a JSON object")
+    job["job_id"] = job_id
+    request_id = job.setdefault("request_id", f"{job_id}-{line_no}")
+    if not isinstance(request_id, str) or not TOKEN_RE.fullmatch(request_id):
+        raise ValueError("request_id must be 1-128 letters, digits, '_' or '-'")
+    if request_id in first_line:
+        raise ValueError(f"request_id {request_id!r} is already on line {first_line[request_id]}")
+    return job
+
+
+async def _publish(js: JetStreamContext, job: dict) -> PubAck:
+    try:
+        return await js.publish(subjects.JOBS, json.dumps(job).encode(),
+                                headers={subjects.MSG_ID: job["request_id"]})
+    except NoStreamResponseError:
+        raise ConnectionError(f"no stream stores {subjects.JOBS}: is the router running?") from None
+
+
+async def stored_results(nc: Client, job_id: str) -> int:
+    """How many results the job has in the results stream (0 for a job never seen)."""
+    subject = subjects.results(job_id)
+    try:
+        info = await nc.jetstream().stream_info(subjects.RESULTS_STREAM, subjects_filter=subject)
+    except NotFoundError:
+        raise ConnectionError("the results stream does not exist: has the router run?") from None
+    return (info.state.subjects or {}).get(subject, 0)
 
 
 async def results(
@@ -108,18 +182,15 @@ async def results(
     idle_timeout: float = 5.0,
 ) -> AsyncIterator[dict]:
     """The job's results, oldest first, one per request_id. Stops when the stream has no more,
-    or with `expect` when every expected request_id has its result; `follow` never stops."""
-    js = nc.jetstream()
-    subject = subjects.results(job_id)
-    waiting = follow or expect is not None
-    try:
-        info = await js.stream_info(subjects.RESULTS_STREAM, subjects_filter=subject)
-    except NotFoundError:
-        raise ConnectionError("the results stream does not exist: has the router run?") from None
-    if not waiting and not (info.state.subjects or {}).get(subject):
+    or with a non-empty `expect` when every expected request_id has its result; `follow` never
+    stops. A lost connection ends it with nats.errors.ConnectionClosedError, never a hang."""
+    pending = set(expect or ())
+    waiting = follow or bool(pending)
+    if not waiting and not await stored_results(nc, job_id):
         return
     seen: set[str] = set()
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    sub = await nc.jetstream().subscribe(subjects.results(job_id), ordered_consumer=True,
+                                         deliver_policy=DeliverPolicy.ALL)
     try:
         while True:
             try:
@@ -127,12 +198,14 @@ async def results(
             except nats.errors.TimeoutError:
                 return
             result = json.loads(msg.data)
-            if result.get("request_id") not in seen:
-                seen.add(result.get("request_id"))
+            request_id = result.get("request_id")
+            if request_id not in seen:
+                seen.add(request_id)
                 yield result
-            if expect is not None and expect <= seen:
-                return
-            if not waiting and msg.metadata.num_pending == 0:
+            pending.discard(request_id)
+            if follow:
+                continue
+            if (not pending) if expect else msg.metadata.num_pending == 0:
                 return
     finally:
         await sub.unsubscribe()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from services.escalator.evaluate import report_labelled, report_market
 from services.escalator.scoring import Scorer
+from shared import jsonl
 from shared.config import config
 from shared.providers import Providers
 
@@ -19,7 +19,7 @@ async def evaluate(file: Path | None, emulator: str | None, prompts: Path | None
     settings = config()
     scorer = Scorer(settings.escalation)
     if emulator is None:
-        rows = _jsonl(file or ANSWERS)
+        rows = jsonl.read_objects(file or ANSWERS)
         return {"source": str(file or ANSWERS),
                 **report_labelled(scorer, rows, settings.escalation.threshold)}
     base = emulator.rstrip("/")
@@ -27,7 +27,7 @@ async def evaluate(file: Path | None, emulator: str | None, prompts: Path | None
                             "GROQ_BASE_URL": base, "OPENAI_API_KEY": "emulated",
                             "ANTHROPIC_API_KEY": "emulated", "GROQ_API_KEY": "emulated"}.items():
         os.environ[variable] = value
-    texts = [row["prompt"] for row in _jsonl(prompts or PROMPTS)]
+    texts = [row["prompt"] for row in jsonl.read_objects(prompts or PROMPTS)]
     return {"source": f"emulator {base}, {len(texts)} prompts",
             **await report_market(scorer, texts, settings, Providers())}
 
@@ -55,7 +55,3 @@ def render(report: dict) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

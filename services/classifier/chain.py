@@ -56,9 +56,16 @@ class RulesBackend:
         return rules.classify(text)
 
 
+class NoVerdict(Exception):
+    """No backend answered, and the keyword rules were told not to stand in."""
+
+
 class Classifier:
     def __init__(self, config: ClassifierConfig, providers: Providers | None = None,
-                 local: LocalModel | None = None) -> None:
+                 local: LocalModel | None = None, rules_fallback: bool = True) -> None:
+        """`rules_fallback=False` is for asking one backend alone (`classify --backend`): its
+        silence is then an error, not a verdict from another backend."""
+        self._rules_fallback = rules_fallback
         self._backends: list[Backend] = []
         for name in config.backends:
             if name == "ollama":
@@ -97,4 +104,6 @@ class Classifier:
             verdict = await backend.classify(text)
             if verdict is not None:
                 return verdict
+        if not self._rules_fallback:
+            raise NoVerdict(f"no answer from {', '.join(b.name for b in self._backends)}")
         return rules.classify(text)

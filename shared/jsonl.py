@@ -1,0 +1,46 @@
+"""JSON Lines files, split on "\\n" only.
+
+`str.splitlines()` also breaks on U+0085, U+2028, U+2029 and other characters that JSON allows
+raw inside a string, so a prompt holding one would be cut in two. A trailing "\\r" (a file saved
+with CRLF) is dropped; blank lines are skipped but still counted, so line numbers match an editor's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def numbered_lines(content: bytes, source: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) for each non-blank line of UTF-8 `content` (a BOM is ignored)."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip():
+            yield number, line
+
+
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    return list(numbered_lines(path.read_bytes(), str(path)))
+
+
+def read_objects(path: Path, problem: Callable[[dict], str | None] = lambda row: None
+                 ) -> list[dict]:
+    """Every non-blank line as a JSON object; the first line that is not one, or that `problem`
+    finds wrong, stops the reading with its line number."""
+    rows = []
+    for number, line in read_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {number}: invalid JSON ({exc.msg} at column "
+                             f"{exc.colno})") from None
+        wrong = "not a JSON object" if not isinstance(row, dict) else problem(row)
+        if wrong:
+            raise ValueError(f"{path}, line {number}: {wrong}")
+        rows.append(row)
+    return rows
