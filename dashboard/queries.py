@@ -1,6 +1,7 @@
 """What one refresh reads: the cost summary that router.v1.stats and `smart-router stats` also
-return, plus the dashboard's own three queries. Each reads the daily roll-ups or walks an index
-(at most 50 rows of `requests`), so a refresh costs the same with a thousand or a billion rows."""
+return and its cost per day (shared.stats), plus the dashboard's own two queries. Each reads the
+daily roll-ups or walks an index (at most 50 rows of `requests`), so a refresh costs the same
+with a thousand or a billion rows."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ from shared import stats
 
 RECENT_LIMIT = 50
 PROMPT_PREVIEW_CHARS = 120
-
-# Cost per UTC day, from the roll-up the ledger keeps (one row per day and breakdown).
-DAILY_COST = """
-SELECT day, sum(requests)::bigint AS requests, sum(cost_usd) AS cost_usd,
-       sum(baseline_cost_usd) AS baseline_cost_usd
-FROM daily_usage WHERE day >= %(since)s
-GROUP BY day ORDER BY day
-"""
 
 # The mix of answered requests, by model and by tier, from the same roll-up. A failed request
 # has no model (and sometimes no tier): it is counted on its own card, not as a model called "".
@@ -46,7 +39,7 @@ ORDER BY finished_at DESC LIMIT %(limit)s
 @dataclass(frozen=True)
 class Snapshot:
     summary: dict  # shared.stats.summary(): totals, breakdowns, latency, projection
-    daily: list[dict]  # per day: requests, cost_usd, baseline_cost_usd
+    daily: list[dict]  # shared.stats.daily(): per day, requests and the summary's figures
     by_model: list[dict]  # answered requests per model, most first: requests, cost_usd
     by_tier: list[dict]  # answered requests per tier, most first: requests, cost_usd
     recent: list[dict]  # the newest requests of the window, newest first
@@ -55,9 +48,8 @@ class Snapshot:
 async def read_snapshot(conn: psycopg.AsyncConnection, days: int) -> Snapshot:
     summary = await stats.summary(conn, days)
     since = date.fromisoformat(summary["since"])  # the summary's window, to the day
+    daily = await stats.daily(conn, since)  # cost per day by the summary's savings rule
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(DAILY_COST, {"since": since})
-        daily = await cur.fetchall()
         await cur.execute(ANSWERED_MIX, {"since": since})
         mix = await cur.fetchall()
         await cur.execute(RECENT_REQUESTS, {

@@ -1,10 +1,16 @@
 """The cost summary: what router.v1.stats answers, `smart-router stats` prints and the dashboard
-shows. One function reads the daily roll-ups, so all three show the same figures."""
+shows. One function reads the daily roll-ups, so all three show the same figures.
+
+Savings have one definition, used for the totals, every breakdown, every day and the projection:
+the routed cost and the baseline cost of the same answered requests (status ok). A failed
+request has no answer to price at the baseline, so its cost is not set against one; it is shown
+on its own, as what was spent on failed requests, and `spent_usd` is the whole bill.
+"""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -59,19 +65,13 @@ def _totals(rows: list[dict]) -> dict:
     requests = sum(r["requests"] for r in rows)
     ok = [r for r in rows if r["status"] == "ok"]
     ok_requests = sum(r["requests"] for r in ok)
-    cost = sum((r["cost_usd"] for r in rows), Decimal(0))
-    baseline = sum((r["baseline_cost_usd"] for r in rows), Decimal(0))
     escalated = sum(r["escalated"] for r in rows)
-    saved = baseline - cost
     return {
         "requests": requests,
         "ok": ok_requests,
         "errors": requests - ok_requests,
         "emulated_requests": sum(r["requests"] for r in rows if r["emulated"]),
-        "cost_usd": float(cost),
-        "baseline_cost_usd": float(baseline),
-        "saved_usd": float(saved),
-        "savings_pct": _pct(saved, baseline),
+        **_savings(rows),
         "escalated": escalated,
         "escalation_rate": escalated / ok_requests if ok_requests else 0.0,
         "escalation_cost_usd": float(sum((r["escalation_cost_usd"] for r in rows), Decimal(0))),
@@ -83,32 +83,44 @@ def _totals(rows: list[dict]) -> dict:
     }
 
 
-def _group(rows: list[dict], key: str) -> list[dict]:
-    groups: dict[str, dict] = {}
+def _savings(rows: list[dict]) -> dict:
+    """The one definition of savings (see the module's docstring), for any set of roll-up rows."""
+    cost = baseline = failed_cost = Decimal(0)
     for r in rows:
-        name = r[key] or "(none)"
-        g = groups.setdefault(name, {key: name, "requests": 0, "escalated": 0,
-                                     "cost_usd": Decimal(0), "baseline_cost_usd": Decimal(0)})
-        g["requests"] += r["requests"]
-        g["escalated"] += r["escalated"]
-        g["cost_usd"] += r["cost_usd"]
-        g["baseline_cost_usd"] += r["baseline_cost_usd"]
-    out = []
-    for g in sorted(groups.values(), key=lambda g: -g["requests"]):
-        saved = g["baseline_cost_usd"] - g["cost_usd"]
-        out.append(g | {"cost_usd": float(g["cost_usd"]),
-                        "baseline_cost_usd": float(g["baseline_cost_usd"]),
-                        "saved_usd": float(saved),
-                        "savings_pct": _pct(saved, g["baseline_cost_usd"])})
-    return out
+        if r["status"] == "ok":
+            cost += r["cost_usd"]
+            baseline += r["baseline_cost_usd"]
+        else:
+            failed_cost += r["cost_usd"]
+    saved = baseline - cost
+    return {
+        "cost_usd": float(cost),
+        "baseline_cost_usd": float(baseline),
+        "saved_usd": float(saved),
+        "savings_pct": _pct(saved, baseline),
+        "failed_cost_usd": float(failed_cost),
+        "spent_usd": float(cost + failed_cost),
+    }
+
+
+def _group(rows: list[dict], key: str) -> list[dict]:
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r[key] or "(none)", []).append(r)
+    out = [
+        {key: name, "requests": sum(r["requests"] for r in members),
+         "escalated": sum(r["escalated"] for r in members), **_savings(members)}
+        for name, members in groups.items()
+    ]
+    return sorted(out, key=lambda g: -g["requests"])
 
 
 def _projection(totals: dict) -> list[dict]:
-    """The original README's table: a month at each scale with the observed mix and tokens,
-    against sending every request to the baseline (top-tier) model."""
+    """The original README's table: a month of answered requests at each scale with the observed
+    mix and tokens, against sending every one of them to the baseline (top-tier) model."""
     if not totals["ok"]:
         return []
-    cost_each = Decimal(totals["cost_usd"]) / totals["requests"]
+    cost_each = Decimal(totals["cost_usd"]) / totals["ok"]
     baseline_each = Decimal(totals["baseline_cost_usd"]) / totals["ok"]
     return [
         {
@@ -119,6 +131,26 @@ def _projection(totals: dict) -> list[dict]:
         }
         for scale in PROJECTION_SCALES
     ]
+
+
+async def daily(conn: psycopg.AsyncConnection, since: date) -> list[dict]:
+    """Requests and savings per UTC day since `since`, by the same definition as the totals."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_DAILY, {"since": since})
+        rows = await cur.fetchall()
+    days: dict[date, list[dict]] = {}
+    for r in rows:
+        days.setdefault(r["day"], []).append(r)
+    return [{"day": day, "requests": sum(r["requests"] for r in members), **_savings(members)}
+            for day, members in days.items()]
+
+
+_DAILY = """
+SELECT day, status, sum(requests)::bigint AS requests, sum(cost_usd) AS cost_usd,
+       sum(baseline_cost_usd) AS baseline_cost_usd
+FROM daily_usage WHERE day >= %(since)s
+GROUP BY day, status ORDER BY day
+"""
 
 
 def _percentiles(histogram: list[tuple[int, int]]) -> dict:

@@ -9,8 +9,10 @@ def stats(s: dict) -> str:
         f"last {s['window_days']} days (since {s['since']}): {s['requests']:,} requests, "
         f"{s['ok']:,} answered, {s['errors']:,} errors, {s['dead_letters']:,} dead letters"
         + (f", {s['emulated_requests']:,} EMULATED" if s["emulated_requests"] else ""),
-        f"cost ${s['cost_usd']:.4f}   baseline ${s['baseline_cost_usd']:.4f}   "
+        f"answered: cost ${s['cost_usd']:.4f}   baseline ${s['baseline_cost_usd']:.4f}   "
         f"saved ${s['saved_usd']:.4f} ({s['savings_pct']:.1f}%)",
+        f"spent on failed requests ${s['failed_cost_usd']:.4f}   "
+        f"spent in all ${s['spent_usd']:.4f}",
         f"escalated {s['escalated']:,} ({s['escalation_rate']:.1%}), "
         f"costing ${s['escalation_cost_usd']:.4f}",
         f"latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}",
@@ -22,7 +24,7 @@ def stats(s: dict) -> str:
         out += [f"  {g[name]:<26} {g['requests']:>9,} {g['cost_usd']:>10.4f} "
                 f"{g['saved_usd']:>10.4f} {g['savings_pct']:>6.1f}%" for g in s[key]]
     if s["projection"]:
-        out += ["", "a month at this mix       actual        always the top tier   saving"]
+        out += ["", "a month of answers        actual        always the top tier   saving"]
         out += [f"  {p['requests_per_month']:>9,} requests  ${p['cost_usd']:>10,.2f}   "
                 f"${p['baseline_cost_usd']:>12,.2f}   ${p['saved_usd']:>10,.2f}"
                 for p in s["projection"]]

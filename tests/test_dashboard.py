@@ -179,23 +179,27 @@ async def expected_figures(database_url: str) -> dict:
         totals = await (await conn.execute(f"""
             SELECT count(*), count(*) FILTER (WHERE status = 'ok'),
                    count(*) FILTER (WHERE emulated), count(*) FILTER (WHERE escalated),
-                   sum(cost_usd), sum(baseline_cost_usd), sum(escalation_cost_usd),
+                   sum(cost_usd) FILTER (WHERE status = 'ok'),
+                   sum(baseline_cost_usd) FILTER (WHERE status = 'ok'),
+                   sum(cost_usd) FILTER (WHERE status <> 'ok'), sum(escalation_cost_usd),
                    percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms)
                        FILTER (WHERE status = 'ok'),
                    (SELECT count(*) FROM dead_letters WHERE at >= {SINCE})
             FROM requests WHERE finished_at >= {SINCE}""")).fetchone()
         tenants = await (await conn.execute(f"""
-            SELECT coalesce(nullif(tenant, ''), '(none)'), sum(cost_usd) FROM requests
+            SELECT coalesce(nullif(tenant, ''), '(none)'),
+                   coalesce(sum(cost_usd) FILTER (WHERE status = 'ok'), 0) FROM requests
             WHERE finished_at >= {SINCE} GROUP BY 1""")).fetchall()
-    requests, ok, emulated, escalated, cost, baseline, escalation_cost, latency, dead = totals
+    (requests, ok, emulated, escalated, cost, baseline, failed_cost, escalation_cost, latency,
+     dead) = totals
     return {
         "requests": requests, "ok": ok, "emulated": emulated, "escalated": escalated,
-        "cost": cost, "baseline": baseline, "saved": baseline - cost,
+        "cost": cost, "baseline": baseline, "saved": baseline - cost, "failed_cost": failed_cost,
         "savings_pct": (baseline - cost) / baseline * 100,
         "escalation_rate_pct": Decimal(escalated) / ok * 100,
         "escalation_cost": escalation_cost, "latency": latency, "dead_letters": dead,
         "tenants": dict(tenants),
-        "saved_at_1m": (baseline / ok - cost / requests) * 1_000_000,
+        "saved_at_1m": (baseline - cost) / ok * 1_000_000,  # answered requests only
     }
 
 
@@ -223,13 +227,14 @@ async def test_the_page_shows_the_ledger_figures(ledger_database, start_dashboar
     await browser_page.goto(start_dashboard(database_url))
     await expect(browser_page.locator("#content")).to_be_visible(timeout=WAIT_MS)
     shown = {name: await browser_page.locator(f"#{name}").inner_text() for name in (
-        "total-requests", "total-cost", "baseline-cost", "total-savings", "savings-pct",
-        "escalation-rate", "escalation-cost", "latency-p50", "latency-p95", "latency-p99",
-        "dead-letters")}
+        "total-requests", "total-cost", "failed-cost", "baseline-cost", "total-savings",
+        "savings-pct", "escalation-rate", "escalation-cost", "latency-p50", "latency-p95",
+        "latency-p99", "dead-letters")}
 
     assert shown["total-requests"] == f"{want['requests']:,}"
     assert shown["dead-letters"] == f"{want['dead_letters']:,}"
     assert_shown(shown["total-cost"], want["cost"], 4)
+    assert_shown(shown["failed-cost"], want["failed_cost"], 4)
     assert_shown(shown["baseline-cost"], want["baseline"], 4)
     assert_shown(shown["total-savings"], want["saved"], 4)
     assert_shown(shown["escalation-cost"], want["escalation_cost"], 4)

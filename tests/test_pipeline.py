@@ -147,13 +147,16 @@ async def test_stats_agree_with_the_ledger(stack, nc, conn):
 
     stats = await client.request(nc, subjects.STATS, {}, timeout=5)
 
+    # Savings are over answered requests; what failed ones cost is a figure of its own.
     cur = await conn.execute(
-        "SELECT count(*), coalesce(sum(cost_usd), 0), coalesce(sum(baseline_cost_usd), 0)"
-        " FROM requests"
+        "SELECT count(*), coalesce(sum(cost_usd) FILTER (WHERE status = 'ok'), 0),"
+        " coalesce(sum(baseline_cost_usd) FILTER (WHERE status = 'ok'), 0),"
+        " coalesce(sum(cost_usd) FILTER (WHERE status <> 'ok'), 0) FROM requests"
     )
-    requests, cost, baseline = await cur.fetchone()
+    requests, cost, baseline, failed_cost = await cur.fetchone()
     assert stats["requests"] == requests
     assert stats["cost_usd"] == pytest.approx(float(cost), abs=1e-9)
+    assert stats["failed_cost_usd"] == pytest.approx(float(failed_cost), abs=1e-9)
     assert stats["baseline_cost_usd"] == pytest.approx(float(baseline), abs=1e-9)
     assert stats["saved_usd"] == pytest.approx(float(baseline - cost), abs=1e-9)
     assert [p["requests_per_month"] for p in stats["projection"]] == [10_000, 100_000, 1_000_000]
