@@ -110,6 +110,7 @@ class LedgerConfig(_Strict):
     batch_size: int = Field(ge=1)
     batch_timeout_s: float = Field(gt=0)
     retention_days: int = Field(ge=1)
+    stuck_after_s: float = Field(gt=0)
 
 
 class Price(_Strict):

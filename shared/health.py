@@ -1,5 +1,9 @@
 """Heartbeats: every service instance writes one to a KV bucket whose entries expire, so a
-service with no fresh heartbeat is down. `smart-router health` and router.v1.health read it."""
+service with no fresh heartbeat is down. `smart-router health` and router.v1.health read it.
+
+The ledger's beat also carries its writers and its consumer's backlog: a ledger that beats but
+commits nothing while events wait is stuck, and the snapshot says so (not ok).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,33 @@ STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 
 
 @dataclass
+class WriterState:
+    """One ledger writer: idle, writing, waiting_for_database or failed, since when."""
+
+    state: str = "idle"
+    since: float = field(default_factory=time.time)
+    batches: int = 0
+
+    def become(self, state: str) -> None:
+        self.state, self.since = state, time.time()
+
+
+@dataclass
+class LedgerProgress:
+    """The ledger's writers, its consumer's backlog (read from JetStream every beat) and its
+    last commit. `oldest_unacked_at` is when the oldest event not yet acked was stored."""
+
+    stuck_after_s: float
+    writers: list[WriterState]
+    last_commit_at: float | None = None
+    pending: int | None = None
+    redelivered: int | None = None
+    ack_pending: int | None = None
+    oldest_unacked_at: float | None = None
+    backlog_read_at: float | None = None
+
+
+@dataclass
 class Counters:
     """What an instance has done since it started; shown by `health` to spot a stuck one."""
 
@@ -27,6 +58,7 @@ class Counters:
     failed: int = 0
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
+    ledger: LedgerProgress | None = None  # the ledger's instances only
 
 
 def instance_key(service: str) -> str:
@@ -64,4 +96,49 @@ async def snapshot(kv: KeyValue) -> dict:
         service = services.setdefault(beat["service"], {"up": False, "instances": []})
         service["up"] = True
         service["instances"].append(beat)
-    return {"ok": all(s["up"] for s in services.values()), "services": services, "at": now}
+    ledger = services["ledger"]
+    ledger["backlog"] = ledger_backlog(ledger["instances"], now)
+    problem = ledger_stuck(ledger["backlog"])
+    ledger["stuck"] = problem is not None
+    problems = [f"{name} is down: no fresh heartbeat" for name, s in services.items()
+                if not s["up"]] + ([problem] if problem else [])
+    return {"ok": not problems, "services": services, "problems": problems, "at": now}
+
+
+def ledger_backlog(instances: list[dict], now: float) -> dict | None:
+    """The ledger consumer's backlog, as the instance that read it last saw it, and the last
+    commit of any instance (or, before the first, the earliest start)."""
+    beats = [i for i in instances if i.get("ledger")]
+    if not beats:
+        return None
+    latest = max((b["ledger"] for b in beats), key=lambda p: p["backlog_read_at"] or 0)
+    commits = [b["ledger"]["last_commit_at"] for b in beats if b["ledger"]["last_commit_at"]]
+    last_commit = max(commits) if commits else None
+    quiet_since = last_commit or min(b["started_at"] for b in beats)
+    oldest = latest["oldest_unacked_at"]
+    return {
+        "pending": latest["pending"], "redelivered": latest["redelivered"],
+        "ack_pending": latest["ack_pending"],
+        "oldest_unacked_age_s": None if oldest is None else round(now - oldest, 1),
+        "last_commit_at": last_commit,
+        "no_commit_for_s": round(now - quiet_since, 1),
+        "stuck_after_s": min(b["ledger"]["stuck_after_s"] for b in beats),
+        "writers": [w["state"] for b in beats for w in b["ledger"]["writers"]],
+    }
+
+
+def ledger_stuck(backlog: dict | None) -> str | None:
+    """Why the ledger is stuck, if it is: events wait, and neither a commit nor the oldest
+    waiting event is more recent than stuck_after_s (the age of the oldest event keeps a ledger
+    that was merely idle until a moment ago from counting as stuck)."""
+    if backlog is None:
+        return None
+    waiting = (backlog["pending"] or 0) + (backlog["ack_pending"] or 0)
+    oldest = backlog["oldest_unacked_age_s"]
+    idle_for = backlog["no_commit_for_s"] if oldest is None else min(
+        backlog["no_commit_for_s"], oldest)
+    if not waiting or idle_for < backlog["stuck_after_s"]:
+        return None
+    writers = ", ".join(sorted(set(backlog["writers"])))
+    return (f"ledger is stuck: no commit for {backlog['no_commit_for_s']:.0f} s while "
+            f"{waiting:,} events wait (writers: {writers})")

@@ -268,7 +268,8 @@ def stats(
 
 @command()
 def health(as_json: JsonFlag = False) -> None:
-    """Which services are up (exit 1 when one is down)."""
+    """Which services are up, and the ledger's backlog (exit 1 when a service is down or the
+    ledger is stuck: events wait and none was committed for `ledger.stuck_after_s`)."""
 
     async def work() -> int:
         nc = await client.connect(settings().nats_url)
@@ -278,10 +279,22 @@ def health(as_json: JsonFlag = False) -> None:
             await nc.close()
         if as_json:
             _emit(report, compact=True)
-        else:
-            for name, service in report["services"].items():
-                state = f"up ({len(service['instances'])})" if service["up"] else "DOWN"
-                typer.echo(f"{name:<12} {state}")
+            return 0 if report["ok"] else 1
+        for name, service in report["services"].items():
+            state = f"up ({len(service['instances'])})" if service["up"] else "DOWN"
+            if service.get("stuck"):
+                state += ", STUCK"
+            backlog = service.get("backlog")
+            if backlog:
+                last = ("never" if backlog["last_commit_at"] is None
+                        else f"{backlog['no_commit_for_s']:.0f} s ago")
+                state += (f"  {backlog['pending'] or 0:,} pending, "
+                          f"{backlog['ack_pending'] or 0:,} unacked, "
+                          f"{backlog['redelivered'] or 0:,} redelivered; last commit {last}; "
+                          f"writers {', '.join(backlog['writers'])}")
+            typer.echo(f"{name:<12} {state}")
+        for problem in report.get("problems", []):
+            typer.echo(problem)
         return 0 if report["ok"] else 1
 
     _run(work(), unreachable=1)

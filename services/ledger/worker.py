@@ -3,39 +3,39 @@ each batch in one transaction and acks only after commit; answers router.v1.stat
 the messages that crash-looped a stage.
 
 JetStream pushes events to a callback that only gathers them (batcher.py); `ledger.writers`
-writers, each with its own connection, take whole batches, so one is parsed while PostgreSQL
-commits another. When PostgreSQL is down a writer retries its batch until the database returns,
-keeping the batch's messages alive; the queue fills, deliveries stop, JetStream holds the rest,
-and the ledger catches up afterwards. Duplicates from redelivery are ignored by the tables'
-unique keys.
+writers (batch_writer.py), each with its own connection, take whole batches, so one is parsed
+while PostgreSQL commits another. When PostgreSQL is down a writer retries its batch until the
+database returns, keeping the batch's messages alive; the queue fills, deliveries stop,
+JetStream holds the rest, and the ledger catches up afterwards. Duplicates from redelivery are
+ignored by the tables' unique keys; an event PostgreSQL cannot store becomes a dead letter.
+
+The writers run under supervision: if one fails for any other reason, the process stops and
+exits non-zero (__main__), so its supervisor restarts it instead of it taking events and writing
+none. Its heartbeat carries the writers' states and the consumer's backlog (backlog.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 
 import psycopg
 import structlog
-from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import db, outcomes, stats, subjects, topology
 from shared.errors import ErrorCode
-from shared.messages import (
-    AttemptEvent,
-    DeadLetterEvent,
-    ErrorBody,
-    ErrorReply,
-    RequestEvent,
-    describe_validation_error,
-)
+from shared.health import LedgerProgress
+from shared.messages import ErrorBody, ErrorReply, describe_validation_error
 from shared.runtime import Service
 
+from . import backlog
+from .batch_writer import BatchWriter
 from .batcher import Batcher
-from .writer import Batch, LedgerWriter
+from .writer import first_line
 
 log = structlog.get_logger(__name__)
 
@@ -43,55 +43,25 @@ service = Service("ledger")
 broker, cfg = service.broker, service.config
 database_url = service.settings.database_url
 RETENTION_EVERY_S = 3600.0
-RECONNECT_MAX_WAIT_S = 10.0
 STOP_WAIT_S = 10.0
 
 
-class Writer:
-    """Writes whole batches over its own connection, remade after the database comes back."""
+@dataclass
+class Supervision:
+    """Why the writers stopped, if one failed; __main__ exits non-zero when set."""
 
-    def __init__(self) -> None:
-        self.writer: LedgerWriter | None = None
-        self.conn: psycopg.AsyncConnection | None = None
-
-    async def run(self, batches: asyncio.Queue[list[Msg]]) -> None:
-        while True:
-            messages = await batches.get()
-            try:
-                service.counters.in_flight += len(messages)
-                await self.write(_parse(messages), messages)
-                await asyncio.gather(*(m.ack() for m in messages))
-                service.counters.handled += len(messages)
-            finally:
-                service.counters.in_flight -= len(messages)
-                batches.task_done()
-
-    async def write(self, batch: Batch, messages: list[Msg]) -> None:
-        wait = 0.5
-        while True:
-            try:
-                if self.writer is None:
-                    self.conn = await db.connect(database_url)
-                    self.writer = LedgerWriter(self.conn)
-                await self.writer.write(batch)
-                return
-            except psycopg.OperationalError as exc:
-                log.warning("ledger.database_unavailable", retry_in_s=wait,
-                            reason=str(exc).splitlines()[0], pending=len(messages))
-                await self.close()
-                await _keep_alive(messages)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, RECONNECT_MAX_WAIT_S)
-
-    async def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                await self.conn.close()
-        self.conn, self.writer = None, None
+    failure: str | None = None
 
 
+consumer = topology.ledger_consumer(cfg.pipeline, cfg.ledger)
 batcher = Batcher(cfg.ledger.batch_size, cfg.ledger.batch_timeout_s, depth=cfg.ledger.writers)
-writers = [Writer() for _ in range(cfg.ledger.writers)]
+progress = LedgerProgress(stuck_after_s=cfg.ledger.stuck_after_s, writers=[])
+writers = [BatchWriter(database_url, progress, service.counters,
+                       keepalive_every_s=consumer.ack_wait_s / 3)
+           for _ in range(cfg.ledger.writers)]
+progress.writers = [w.state for w in writers]
+service.counters.ledger = progress
+supervision = Supervision()
 tasks: list[asyncio.Task] = []
 subscription = None
 # For router.v1.stats: separate connections, so a slow summary never holds up a batch.
@@ -111,14 +81,28 @@ async def prepare_database() -> None:
 @service.app.after_startup
 async def start_consuming() -> None:
     global subscription
-    tasks.extend(asyncio.create_task(w.run(batcher.batches)) for w in writers)
-    tasks.append(asyncio.create_task(batcher.close_late_batches()))
-    consumer = topology.ledger_consumer(cfg.pipeline, cfg.ledger)
+    tasks.append(asyncio.create_task(_supervise()))
     subscription = await service.jetstream.subscribe(
         consumer.filter_subject, queue=consumer.name, stream=consumer.stream,
         cb=batcher.add, manual_ack=True,
     )
+    service.background(backlog.watch(service.jetstream, consumer, progress))
     service.background(_retention_forever())
+
+
+async def _supervise() -> None:
+    """The writers and the batch closer live and die together: one that fails (it has logged
+    its batch) stops the process, which exits 1."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for writer in writers:
+                group.create_task(writer.run(batcher.batches))
+            group.create_task(batcher.close_late_batches())
+    except* Exception as failed:
+        supervision.failure = "; ".join(f"{type(e).__name__}: {first_line(e)}"
+                                        for e in failed.exceptions)
+        log.error("ledger.stopping", reason=supervision.failure, exit_code=1)
+        service.app.exit()
 
 
 @service.app.on_shutdown
@@ -127,9 +111,10 @@ async def finish_and_close() -> None:
     if subscription is not None:
         with contextlib.suppress(Exception):  # else the broker's drain waits for it
             await subscription.unsubscribe()
-    await batcher.flush()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(batcher.batches.join(), STOP_WAIT_S)
+    if supervision.failure is None:  # else no writer is left to take them
+        await batcher.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(batcher.batches.join(), STOP_WAIT_S)
     for task in tasks:
         task.cancel()
     for writer in writers:
@@ -187,40 +172,6 @@ async def _dead_letter_exhausted(body: bytes) -> None:
     await outcomes.dead_letter(broker, unsettled, reason,
                                store_prompt=cfg.ledger.store_prompt_text)
     await service.jetstream.delete_msg(advisory.stream, advisory.stream_seq)
-
-
-_EVENT_TYPES: dict[str, type[BaseModel]] = {
-    subjects.REQUEST_EVENTS: RequestEvent,
-    subjects.ATTEMPT_EVENTS: AttemptEvent,
-    subjects.DEAD_LETTER_EVENTS: DeadLetterEvent,
-}
-
-
-def _parse(messages: list[Msg]) -> Batch:
-    """Events by kind. An unreadable event is itself recorded as a dead letter, not dropped."""
-    batch = Batch()
-    lists = {RequestEvent: batch.requests, AttemptEvent: batch.attempts,
-             DeadLetterEvent: batch.dead_letters}
-    for m in messages:
-        kind = _EVENT_TYPES.get(m.subject)
-        try:
-            if kind is None:
-                raise ValueError(f"no event type for subject {m.subject}")
-            lists[kind].append(kind.model_validate_json(m.data))
-        except (ValidationError, ValueError) as exc:
-            log.warning("ledger.unreadable_event", subject=m.subject,
-                        seq=m.metadata.sequence.stream)
-            batch.dead_letters.append(DeadLetterEvent(
-                subject=m.subject, stream_seq=m.metadata.sequence.stream,
-                deliveries=m.metadata.num_delivered, reason=f"unreadable event: {exc}"[:500],
-                body_bytes=len(m.data), at=m.metadata.timestamp.timestamp(),
-            ))
-    return batch
-
-
-async def _keep_alive(messages: list[Msg]) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.gather(*(m.in_progress() for m in messages))
 
 
 async def _retention_forever() -> None:

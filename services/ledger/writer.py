@@ -3,10 +3,14 @@
 Rows are COPied into temporary tables, then inserted with ON CONFLICT DO NOTHING, so a redelivered
 event is ignored by its unique key; only the rows that were really new are added to the daily
 roll-ups, in the same statement, so the roll-ups can never count a request twice.
+
+A batch PostgreSQL refuses for its data is split in two until each refused event stands alone
+(`write_isolating`): the rest commit, and the caller dead-letters the refused ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -14,22 +18,14 @@ import psycopg
 
 from shared.messages import AttemptEvent, DeadLetterEvent, RequestEvent
 
-REQUEST_COLUMNS = (
-    "request_id", "received_at", "finished_at", "tenant", "source", "job_id", "status",
-    "error_code", "difficulty", "classifier_backend", "classifier_confidence", "start_tier",
-    "tier", "model_used", "provider", "escalated", "attempts", "input_tokens", "output_tokens",
-    "cost_usd", "baseline_cost_usd", "escalation_cost_usd", "latency_ms", "provider_latency_ms",
-    "emulated", "prompt_sha256", "prompt_chars", "prompt_text",
-)
-ATTEMPT_COLUMNS = (
-    "request_id", "attempt", "hop", "at", "tenant", "model", "provider", "tier", "outcome",
-    "reason", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "emulated",
-)
-DEAD_LETTER_COLUMNS = (
-    "subject", "stream_seq", "deliveries", "reason", "request_id", "body_bytes", "at",
-)
+from . import columns
+
+REQUEST_COLUMNS = tuple(columns.REQUESTS)
+ATTEMPT_COLUMNS = tuple(columns.ATTEMPTS)
+DEAD_LETTER_COLUMNS = tuple(columns.DEAD_LETTERS)
 _TIMESTAMPS = {"received_at", "finished_at", "at"}
-_FIELD_OF = {"attempt": "n"}  # column -> event field, where the names differ
+REASON_MAX_CHARS = 500
+KEY_MAX_CHARS = 120  # 4 bytes a character at most: within columns.KEY_TEXT_MAX_BYTES
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS requests_in (LIKE requests INCLUDING DEFAULTS)
@@ -87,14 +83,75 @@ ON CONFLICT (subject, stream_seq) DO NOTHING
 """
 
 
+Event = RequestEvent | AttemptEvent | DeadLetterEvent
+
+
 @dataclass
 class Batch:
     requests: list[RequestEvent] = field(default_factory=list)
     attempts: list[AttemptEvent] = field(default_factory=list)
     dead_letters: list[DeadLetterEvent] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> Batch:
+        batch = cls()
+        for event in events:
+            {RequestEvent: batch.requests, AttemptEvent: batch.attempts,
+             DeadLetterEvent: batch.dead_letters}[type(event)].append(event)
+        return batch
+
     def __len__(self) -> int:
         return len(self.requests) + len(self.attempts) + len(self.dead_letters)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an event was read: what its dead letter records if it cannot be stored."""
+
+    subject: str
+    stream_seq: int
+    deliveries: int
+    body_bytes: int
+    at: float
+
+    def dead_letter(self, reason: str, request_id: str | None = None) -> DeadLetterEvent:
+        """A dead letter for the message; reason and key made storable, whatever they hold."""
+        return DeadLetterEvent(
+            subject=columns.clean(self.subject, KEY_MAX_CHARS), stream_seq=self.stream_seq,
+            deliveries=self.deliveries, reason=columns.clean(reason, REASON_MAX_CHARS),
+            request_id=None if request_id is None else columns.clean(request_id, KEY_MAX_CHARS),
+            body_bytes=self.body_bytes, at=self.at,
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    event: Event
+    origin: Origin
+    replaced: bool = False  # the event is the dead letter of an unreadable or impossible one
+
+    def dead_letter(self, reason: str) -> DeadLetterEvent:
+        return self.origin.dead_letter(reason, getattr(self.event, "request_id", None))
+
+
+@dataclass(frozen=True)
+class Refused:
+    entry: Entry
+    reason: str
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL (or the conversion of a value for it) refused the data, not the connection:
+    no retry would help, splitting the batch will. Anything else is either the database being
+    away (retried) or a bug (raised)."""
+    return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError,
+                            psycopg.errors.ProgramLimitExceeded, ValueError, OverflowError))
+
+
+def is_connection_problem(exc: BaseException) -> bool:
+    """Worth waiting for: the database is down, restarting, out of space, or rolled us back."""
+    return (isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+            and not is_data_error(exc))
 
 
 class LedgerWriter:
@@ -102,12 +159,32 @@ class LedgerWriter:
         self._conn = conn
         self._staged = False
 
+    async def write_isolating(self, entries: Sequence[Entry]) -> list[Refused]:
+        """Commit every entry PostgreSQL accepts; return the ones it refuses, each with why.
+
+        A refused batch is halved until the offending events stand alone: one bad event in n
+        costs about 2·log2(n) transactions, and the good ones still commit.
+        """
+        if not entries:
+            return []
+        try:
+            await self.write(Batch.of(e.event for e in entries))
+            return []
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(entries) == 1:
+                return [Refused(entries[0], f"refused by PostgreSQL: {first_line(exc)}")]
+        middle = len(entries) // 2
+        return [*await self.write_isolating(entries[:middle]),
+                *await self.write_isolating(entries[middle:])]
+
     async def write(self, batch: Batch) -> None:
+        if not self._staged:  # outside the batch's transaction: a rollback must not drop them
+            await self._conn.execute(STAGING)
+            self._staged = True
         async with self._conn.transaction(), self._conn.cursor() as cur:
-            if not self._staged:
-                await cur.execute(STAGING)
-                self._staged = True
-            for table, columns, rows, insert in (
+            for table, names, rows, insert in (
                 ("requests_in", REQUEST_COLUMNS, batch.requests, INSERT_REQUESTS),
                 ("attempts_in", ATTEMPT_COLUMNS, batch.attempts, INSERT_ATTEMPTS),
                 ("dead_letters_in", DEAD_LETTER_COLUMNS, batch.dead_letters,
@@ -115,15 +192,21 @@ class LedgerWriter:
             ):
                 if not rows:
                     continue
-                async with cur.copy(f"COPY {table} ({_cols(columns)}) FROM STDIN") as copy:
+                async with cur.copy(f"COPY {table} ({_cols(names)}) FROM STDIN") as copy:
                     for row in rows:
-                        await copy.write_row(_values(row, columns))
+                        await copy.write_row(_values(row, names))
                 await cur.execute(insert)
 
 
-def _values(event, columns: tuple[str, ...]) -> tuple:
+def first_line(exc: BaseException) -> str:
+    """An error's message without psycopg's DETAIL and CONTEXT lines (which quote values)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _values(event: Event, names: tuple[str, ...]) -> tuple:
     data = event.__dict__
     return tuple(
-        datetime.fromtimestamp(data[c], UTC) if c in _TIMESTAMPS else data[_FIELD_OF.get(c, c)]
-        for c in columns
+        datetime.fromtimestamp(data[c], UTC) if c in _TIMESTAMPS
+        else data[columns.FIELD_OF.get(c, c)]
+        for c in names
     )

@@ -1,0 +1,146 @@
+"""One of the ledger's writers: takes whole batches off the batcher's queue and commits each in
+one transaction over its own connection, then acks its messages.
+
+- PostgreSQL unavailable: the batch is retried, with exponential backoff and without limit (the
+  events are the record), over a new connection; the messages are kept alive meanwhile.
+- PostgreSQL refuses an event for its data: the batch is bisected, the event becomes a dead
+  letter with the reason, the rest commit (writer.LedgerWriter.write_isolating).
+- Anything else is a bug: the batch is logged (size, subjects, sequences; never its contents)
+  and the exception raised, so the ledger's supervision stops the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import psycopg
+import structlog
+from nats.aio.msg import Msg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_never,
+    wait_exponential,
+)
+
+from shared.health import Counters, LedgerProgress, WriterState
+
+from . import intake
+from .writer import Batch, LedgerWriter, first_line, is_connection_problem
+
+log = structlog.get_logger(__name__)
+
+RECONNECT_FIRST_WAIT_S = 0.5
+RECONNECT_MAX_WAIT_S = 10.0
+CONNECT_TIMEOUT_S = 5
+T = TypeVar("T")
+
+
+class BatchWriter:
+    def __init__(self, database_url: str, progress: LedgerProgress, counters: Counters,
+                 keepalive_every_s: float) -> None:
+        self.state = WriterState()
+        self._database_url = database_url
+        self._progress = progress
+        self._counters = counters
+        self._keepalive_every_s = keepalive_every_s
+        self._conn: psycopg.AsyncConnection | None = None
+        self._writer: LedgerWriter | None = None
+        self._batch: list[Msg] = []
+
+    async def run(self, batches: asyncio.Queue[list[Msg]]) -> None:
+        while True:
+            self._batch = await batches.get()
+            self.state.become("writing")
+            self._counters.in_flight += len(self._batch)
+            try:
+                await self.commit(self._batch)
+            except Exception:
+                self.state.become("failed")
+                log.exception("ledger.batch_failed", **describe(self._batch))
+                raise
+            finally:
+                self._counters.in_flight -= len(self._batch)
+                batches.task_done()
+            self.state.become("idle")
+
+    async def commit(self, messages: list[Msg]) -> None:
+        """Store every message's event, or its dead letter, then ack them all."""
+        entries = intake.read(messages)
+        async with _kept_alive(messages, self._keepalive_every_s):
+            refused = await self._with_database(lambda w: w.write_isolating(entries))
+            if refused:
+                for r in refused:
+                    log.warning("ledger.dead_letter", subject=r.entry.origin.subject,
+                                seq=r.entry.origin.stream_seq, reason=r.reason)
+                letters = Batch(dead_letters=[r.entry.dead_letter(r.reason) for r in refused])
+                await self._with_database(lambda w: w.write(letters))
+        self.state.batches += 1
+        self._progress.last_commit_at = time.time()
+        await asyncio.gather(*(m.ack() for m in messages))
+        dead = sum(e.replaced for e in entries) + len(refused)
+        self._counters.handled += len(messages) - dead
+        self._counters.failed += dead
+
+    async def _with_database(self, work: Callable[[LedgerWriter], Awaitable[T]]) -> T:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_connection_problem),
+            wait=wait_exponential(multiplier=RECONNECT_FIRST_WAIT_S, max=RECONNECT_MAX_WAIT_S),
+            stop=stop_never, before_sleep=self._database_unavailable, reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await work(await self._connected())
+        raise AssertionError("tenacity stops only by returning or raising")
+
+    async def _connected(self) -> LedgerWriter:
+        if self._writer is None:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self._writer = LedgerWriter(self._conn)
+            self.state.become("writing")
+        return self._writer
+
+    async def _database_unavailable(self, retry: RetryCallState) -> None:
+        exc = retry.outcome.exception() if retry.outcome else None
+        log.warning("ledger.database_unavailable",
+                    retry_in_s=retry.next_action.sleep if retry.next_action else None,
+                    reason=first_line(exc) if exc else "", pending=len(self._batch))
+        self.state.become("waiting_for_database")
+        await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn, self._writer = None, None
+
+
+def describe(messages: list[Msg]) -> dict:
+    """A batch for the logs: how many, which subjects, which stream sequences; no contents."""
+    seqs = [m.metadata.sequence.stream for m in messages]
+    return {"size": len(messages), "subjects": sorted({m.subject for m in messages}),
+            "seq_first": min(seqs, default=None), "seq_last": max(seqs, default=None)}
+
+
+@contextlib.asynccontextmanager
+async def _kept_alive(messages: list[Msg], every_s: float) -> AsyncIterator[None]:
+    """While the batch is in hand (a slow commit, a database outage), tell JetStream it is
+    being worked on, so it is not redelivered to another writer."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):  # a lost tick only risks a harmless duplicate
+                await asyncio.gather(*(m.in_progress() for m in messages))
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        ticker.cancel()
