@@ -12,6 +12,7 @@ import secrets
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -51,6 +52,12 @@ async def row_counts(conn: psycopg.AsyncConnection, job: str) -> tuple[int, int]
         " (SELECT count(*) FROM attempts WHERE request_id LIKE %(prefix)s)",
         {"job": job, "prefix": f"{job}-%"})
     return await cur.fetchone()
+
+
+async def health(env: dict[str, str], *args: str) -> tuple[int, str]:
+    done = await asyncio.to_thread(subprocess.run, [*CLI, "health", *args], env=env,
+                                   capture_output=True, text=True, timeout=30)
+    return done.returncode, done.stdout
 
 
 # --- the ledger's own checks, before PostgreSQL ---------------------------------------------
@@ -185,24 +192,14 @@ async def test_forged_events_are_dead_letters_and_the_events_around_them_commit(
         await harness.rows_when_ready(
             conn, "SELECT 1 FROM requests WHERE job_id = %s", (name,), at_least=expected[0])
         assert await row_counts(conn, name) == expected
-    await refused_at_least(stack.processes.env, len(bad))
+    await health_until(stack.processes.env, lambda _, report: sum(  # health counts them
+        i["failed"] for i in report["services"]["ledger"]["instances"]) >= len(bad), 10)
     # The forged copies did not overwrite or add to the genuine request's row.
     cur = await conn.execute("SELECT tenant, attempts, cost_usd FROM requests"
                              " WHERE request_id = %s", (request.request_id,))
     tenant, attempts, cost = await cur.fetchone()
     assert (tenant, attempts) == (request.tenant, request.attempts)
     assert float(cost) == pytest.approx(request.cost_usd, abs=1e-9)
-
-
-async def refused_at_least(env: dict[str, str], count: int, timeout_s: float = 10.0) -> None:
-    """Health counts the events the ledger refused (its beat comes every 2 s)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            _, out = await health(env, "--json")
-            instances = json.loads(out)["services"]["ledger"]["instances"]
-            if sum(i["failed"] for i in instances) >= count:
-                return
-            await asyncio.sleep(0.5)
 
 
 async def test_after_a_nul_tenant_the_next_request_is_recorded(stack, nc, conn):
@@ -217,12 +214,6 @@ async def test_after_a_nul_tenant_the_next_request_is_recorded(stack, nc, conn):
 
 
 # --- health -----------------------------------------------------------------------------------
-
-async def health(env: dict[str, str], *args: str) -> tuple[int, str]:
-    done = await asyncio.to_thread(subprocess.run, [*CLI, "health", *args], env=env,
-                                   capture_output=True, text=True, timeout=30)
-    return done.returncode, done.stdout
-
 
 async def test_health_reports_the_ledgers_writers_and_backlog(stack):
     code, out = await health(stack.processes.env, "--json")
@@ -251,47 +242,48 @@ async def test_a_ledger_that_cannot_commit_is_reported_stuck(stack, nc, tmp_path
     processes = harness.Processes(env, tmp_path)
     try:
         processes.start("ledger")
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await harness.rows_when_ready(  # the ledger has migrated its new database
-                conn, "SELECT 1 FROM pg_tables WHERE tablename = 'daily_latency'", (),
-                wait_s=60)
+        pid = processes.procs["ledger"].pid
+        await health_until(env, lambda _, report: any(
+            i["pid"] == pid for i in report["services"]["ledger"]["instances"]), timeout_s=60)
         postgres.stop()
         job = f"stuck-{uuid.uuid4().hex[:8]}"
         expected = await harness.publish_ledger_events(nc, job, 50)
 
-        code, out = await poll_health(env, until_code=1, timeout_s=60)
-        lines = out.splitlines()
-        assert any("ledger is stuck: no commit for" in line for line in lines), out
-        assert "waiting_for_database" in out
-        code, out = await health(env, "--json")
-        report = json.loads(out)
-        assert code == 1 and not report["ok"] and report["services"]["ledger"]["stuck"]
-        assert report["services"]["ledger"]["up"]  # it beats: stuck, not down
-        assert processes.procs["ledger"].poll() is None
+        code, report = await health_until(
+            env, lambda _, report: report["services"]["ledger"]["stuck"], timeout_s=60)
+        assert code == 1 and not report["ok"] and report["services"]["ledger"]["up"]
+        assert report["problems"][0].startswith("ledger is stuck: no commit for")
+        code, out = await health(env)
+        assert code == 1
+        stuck = [line for line in out.splitlines() if line.startswith("ledger is stuck")]
+        assert len(stuck) == 1 and "waiting_for_database" in stuck[0], out
+        assert processes.procs["ledger"].poll() is None  # it waits; it does not die
 
         postgres.start()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await harness.rows_when_ready(conn, "SELECT 1 FROM requests WHERE job_id = %s",
                                           (job,), at_least=expected[0], wait_s=60)
-        await poll_health(env, until_code=0, timeout_s=30)
+        await health_until(env, lambda code, _: code == 0, timeout_s=30)
     finally:
         processes.stop_all()
         stack.processes.start("ledger")
         postgres.stop()
 
 
-async def poll_health(env: dict[str, str], until_code: int, timeout_s: float) -> tuple[int, str]:
-    """`smart-router health` until it exits with `until_code` (each run takes a fresh look)."""
-    out = ""
+async def health_until(env: dict[str, str], wanted: Callable[[int, dict], bool],
+                       timeout_s: float) -> tuple[int, dict]:
+    """`smart-router health --json` until its exit code and report are as wanted."""
+    report: dict = {}
     try:
         async with asyncio.timeout(timeout_s):
             while True:
-                code, out = await health(env)
-                if code == until_code:
-                    return code, out
+                code, out = await health(env, "--json")
+                report = json.loads(out)
+                if wanted(code, report):
+                    return code, report
                 await asyncio.sleep(0.5)
     except TimeoutError:
-        raise AssertionError(f"health never exited {until_code}; last said:\n{out}") from None
+        raise AssertionError(f"health never got there; last said:\n{report}") from None
 
 
 @pytest.mark.faults
