@@ -69,8 +69,9 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     killed `up` (or test run) leaves no orphans behind. Elsewhere it does nothing. It runs after
     Popen's user switch, which would otherwise clear it.
 
-    The servers also run in a session of their own: a terminal's Ctrl-C goes to its whole
-    foreground process group, and a server that quits at once breaks its clients' shutdown."""
+    The servers (and initdb) also run in a session of their own: a terminal's Ctrl-C goes to its
+    whole foreground process group, and a server that quits at once breaks its clients'
+    shutdown; `up` decides the order."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
@@ -106,7 +107,8 @@ def nats_server_binary() -> str:
 
 def binary_version(binary: str) -> str:
     """'2.15.1' from `nats-server: v2.15.1`, as the binary reports itself."""
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                         start_new_session=True).stdout
     found = re.search(r"(\d+\.\d+\.\d+)", out)
     return found.group(1) if found else out.strip()
 
@@ -309,7 +311,7 @@ def _initdb(data_dir: Path, user: pwd.struct_passwd | None) -> None:
     done = subprocess.run(
         [str(_bin("initdb")), "-D", str(data_dir), "--auth=trust", "--auth-local=trust",
          "--encoding=utf8", "-U", "postgres"],
-        capture_output=True, text=True, timeout=120, **_run_as(user),
+        capture_output=True, text=True, timeout=120, start_new_session=True, **_run_as(user),
     )
     if done.returncode != 0:
         raise RuntimeError(f"initdb failed in {data_dir}:\n{done.stderr[-2000:]}")

@@ -84,10 +84,12 @@ class Stack:
 
     async def _start(self) -> None:
         # Not in a worker thread: a child's parent-death signal fires when the *thread* that
-        # forked it ends, and the servers must live as long as `up`.
+        # forked it ends, and the servers must live as long as `up`. The migration runs here
+        # too, so that a Ctrl-C (acted on after these few seconds) never stops PostgreSQL
+        # under a migration left running in a thread.
         self.env["NATS_URL"] = self._nats_url()
         self.env["DATABASE_URL"] = self._database_url()
-        applied = await asyncio.to_thread(db.migrate, self.env["DATABASE_URL"])
+        applied = db.migrate(self.env["DATABASE_URL"])
         log.info("up.migrated", applied=applied or "already current")
         if self.config_path is not None:
             self.env["ROUTER_CONFIG"] = str(self.config_path.resolve())

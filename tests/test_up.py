@@ -82,6 +82,12 @@ def ledger_requests(env: dict[str, str]) -> int:
     return json.loads(done.stdout)["requests"] if done.returncode == 0 else 0
 
 
+def stats_error(env: dict[str, str]) -> str:
+    done = subprocess.run([*CLI, "stats", "--json"], env=env, capture_output=True, text=True,
+                          timeout=30)
+    return f"stats exited {done.returncode}: {done.stderr[-2000:]}"
+
+
 def eventually(check, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -184,6 +190,7 @@ def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_
         assert second_log.read_text().count("postgres.orphan_stopped") == 1
         # The first run's request is in the ledger, written then or caught up from JetStream
         # now (a batch a killed ledger had fetched comes back after the consumer's ack wait).
-        assert eventually(lambda: ledger_requests(fresh_env) >= 1, timeout_s=60)
+        assert eventually(lambda: ledger_requests(fresh_env) >= 1, timeout_s=60), stats_error(
+            fresh_env)
 
     assert_stops_cleanly(again, second_log, tree)
