@@ -93,10 +93,10 @@ class BatchWriter:
             wait=wait_exponential(multiplier=RECONNECT_FIRST_WAIT_S, max=RECONNECT_MAX_WAIT_S),
             stop=stop_never, before_sleep=self._database_unavailable, reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await work(await self._connected())
-        raise AssertionError("tenacity stops only by returning or raising")
+        return await retrying(self._on_connection, work)
+
+    async def _on_connection(self, work: Callable[[LedgerWriter], Awaitable[T]]) -> T:
+        return await work(await self._connected())
 
     async def _connected(self) -> LedgerWriter:
         if self._writer is None:
