@@ -109,7 +109,8 @@ FROM (
 
 _REQUESTS = f"""
 INSERT INTO requests_in ({", ".join(writer.REQUEST_COLUMNS)})
-SELECT d.request_id, d.finished_at - d.latency_ms * interval '1 millisecond', d.finished_at,
+SELECT d.request_id, d.request_id,
+       d.finished_at - d.latency_ms * interval '1 millisecond', d.finished_at,
        d.tenant, d.source, d.job_id, d.status, d.error_code, d.difficulty,
        CASE WHEN d.difficulty IS NOT NULL THEN 'local' END,
        CASE WHEN d.difficulty IS NOT NULL THEN 0.55 + 0.45 * d.u_conf END,
@@ -141,7 +142,7 @@ LEFT JOIN LATERAL (
 # a failed request's only attempt is a provider error that cost nothing.
 _ATTEMPTS = f"""
 INSERT INTO attempts_in ({", ".join(writer.ATTEMPT_COLUMNS)})
-SELECT d.request_id, a.n, a.n,
+SELECT d.request_id || '.' || a.n, d.request_id, d.request_id, a.n, a.n,
        d.finished_at - d.latency_ms * (1 - 0.9 * a.n / d.attempts) * interval '1 millisecond',
        d.tenant, m.model, m.provider, m.tier, a.outcome, a.reason,
        a.input_tokens, a.output_tokens,

@@ -62,13 +62,18 @@ async def _serve(
     outcome = completion.verdict if action == "ok" else action
     state.stats.record(wire.provider, chat.model, outcome)
     pacing = state.pacing()
+    malformed = action == "malformed"
     if chat.stream:
-        return await _stream(http, wire, chat, completion, pacing, action == "malformed")
-    await _pause(pacing.total_s(completion.completion_tokens))
-    response = wire.respond(chat, completion)
-    if action == "malformed" and isinstance(response.body, bytes):
-        cut = response.body[: len(response.body) // 2]
-        return web.Response(body=cut, content_type="application/json")
+        response = await _stream(http, wire, chat, completion, pacing, malformed)
+    else:
+        await _pause(pacing.total_s(completion.completion_tokens))  # a client gone: no bill
+        response = wire.respond(chat, completion)
+        if malformed and isinstance(response.body, bytes):
+            response = web.Response(body=response.body[: len(response.body) // 2],
+                                    content_type="application/json")
+    if not malformed and completion.report_usage:  # what the client can be billed for
+        state.stats.charge(wire.provider, chat.model, completion.prompt_tokens,
+                           completion.completion_tokens)
     return response
 
 

@@ -27,15 +27,25 @@ class Stats:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self.in_flight = 0
+        # What a provider bills: answers it finished sending with their usage, per model.
+        self.charged: dict[tuple[str, str], Counter[str]] = {}
 
     def record(self, provider: str, model: str, outcome: str) -> None:
         self.counts[provider, model, outcome] += 1
+
+    def charge(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> None:
+        bill = self.charged.setdefault((provider, model), Counter())
+        bill.update(calls=1, input_tokens=input_tokens, output_tokens=output_tokens)
 
     def snapshot(self) -> dict[str, Any]:
         nested: dict[str, dict[str, dict[str, int]]] = {}
         for (provider, model, outcome), count in sorted(self.counts.items()):
             nested.setdefault(provider, {}).setdefault(model, {})[outcome] = count
-        return {"total": self.counts.total(), "in_flight": self.in_flight, "counts": nested}
+        charged: dict[str, dict[str, dict[str, int]]] = {}
+        for (provider, model), bill in sorted(self.charged.items()):
+            charged.setdefault(provider, {})[model] = dict(bill)
+        return {"total": self.counts.total(), "in_flight": self.in_flight, "counts": nested,
+                "charged": charged}
 
 
 class EmulatorState:
@@ -56,6 +66,7 @@ class EmulatorState:
     def reset(self) -> None:
         self.use(self.startup)
         self.stats.counts.clear()
+        self.stats.charged.clear()
 
     def pick_fault(self, provider: str, model: str, prompt: str) -> FaultRule | None:
         """The first rule that matches, has calls left and wins its draw, if any."""

@@ -98,6 +98,7 @@ class PipelineConfig(_Strict):
     results_max_bytes: int = Field(ge=1 << 20)
     events_max_bytes: int = Field(ge=1 << 20)
     hops_max_bytes: int = Field(ge=1 << 20)
+    requests_max_bytes: int = Field(ge=1 << 20)
 
     def retry_delay(self, delivery: int) -> float:
         """Delay before redelivering a message whose handler failed on its n-th delivery."""

@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     DEAD_LETTER = "dead_letter"
     OVERLOADED = "overloaded"
+    DUPLICATE_REQUEST = "duplicate_request"
     INTERNAL = "internal_error"
 
 

@@ -136,6 +136,13 @@ class _Internal(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class Claim(_Internal):
+    """An idempotency key a request holds (shared/idempotency.py): where its reply is kept."""
+
+    key: str
+    fingerprint: str
+
+
 class Origin(_Internal):
     """Where the answer goes: an online caller's inbox, or a batch job's results subject."""
 
@@ -145,6 +152,7 @@ class Origin(_Internal):
     job_id: str | None = None
     # Where the classifier that admitted an online request hears it is done (admission control).
     done_subject: str | None = None
+    claim: Claim | None = None
 
 
 class Classification(_Internal):
@@ -155,8 +163,10 @@ class Classification(_Internal):
 
 
 class Attempt(_Internal):
-    """One call to one model. The ledger keys it on (request_id, n)."""
+    """One call to one model. `call_id` is new for every call really made, so a call repeated
+    after a crash is an attempt of its own in the ledger, which keys attempts on it."""
 
+    call_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     n: int
     hop: int
     model: str
@@ -262,11 +272,22 @@ class ChatReply(BaseModel):
 
 
 class RequestEvent(_Internal):
-    """The ledger's row for one request, success or failure."""
+    """The ledger's row for one request, success or failure. It is keyed on `trace_id` (one per
+    intake): a refused reuse of a caller's request_id is a row of its own."""
 
+    trace_id: str
     request_id: str
     received_at: float
     finished_at: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_events(cls, data: Any) -> Any:
+        """An event from before trace ids (a rolling upgrade, a replayed stream) is keyed on its
+        request_id, as it was then."""
+        if isinstance(data, dict) and "trace_id" not in data and "request_id" in data:
+            data = {**data, "trace_id": data["request_id"]}
+        return data
     tenant: str | None = None
     source: Literal["online", "batch"]
     job_id: str | None = None
@@ -295,7 +316,17 @@ class RequestEvent(_Internal):
 
 
 class AttemptEvent(Attempt):
+    trace_id: str
     request_id: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_events(cls, data: Any) -> Any:
+        """An event from before call ids is keyed as it was then: request and attempt number."""
+        if isinstance(data, dict) and "request_id" in data:
+            data = {"trace_id": data["request_id"],
+                    "call_id": f"{data['request_id']}.{data.get('n')}", **data}
+        return data
     tenant: str | None = None
     at: float
 

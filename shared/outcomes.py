@@ -17,10 +17,11 @@ import structlog
 from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ValidationError
 
-from shared import payload, subjects
+from shared import idempotency, payload, subjects
 from shared.errors import ErrorCode
 from shared.messages import (
     TOKEN_RE,
+    Attempt,
     AttemptEvent,
     DeadLetterEvent,
     Envelope,
@@ -37,21 +38,24 @@ DEFAULT_JOB_ID = "default"
 
 
 async def deliver(broker: NatsBroker, origin: Origin, reply: BaseModel, *, msg_id: str) -> None:
-    """The reply to an online caller's inbox, or a batch result (deduped on msg_id). A reply
-    too large to send is replaced by an error reply that says so."""
+    """The reply to an online caller's inbox, or a batch result (deduped on msg_id), kept under
+    the request's idempotency key if it holds one. A reply too large to send is replaced by an
+    error reply that says so."""
+    if origin.claim is not None:  # first, so a retry that arrives after the reply finds it
+        await idempotency.store_reply(broker, origin.claim, msg_id, reply.model_dump(mode="json"))
     body = reply.model_dump_json().encode()
     try:
-        await _send_reply(broker, origin, body, msg_id)
+        await send_reply(broker, origin, body, msg_id)
     except payload.TooLarge as exc:
         log.error("reply.too_large", size=exc.size, limit=exc.limit)
         error = ErrorReply(request_id=getattr(reply, "request_id", None), job_id=origin.job_id,
                            error=ErrorBody(code=ErrorCode.PROMPT_TOO_LARGE, message=str(exc)))
-        await _send_reply(broker, origin, error.model_dump_json().encode(), msg_id)
+        await send_reply(broker, origin, error.model_dump_json().encode(), msg_id)
     if origin.done_subject:  # the classifier that admitted it counts it out
         await broker.publish(msg_id.encode(), origin.done_subject)
 
 
-async def _send_reply(broker: NatsBroker, origin: Origin, body: bytes, msg_id: str) -> None:
+async def send_reply(broker: NatsBroker, origin: Origin, body: bytes, msg_id: str) -> None:
     if origin.kind == "online":
         if origin.reply_to:  # a plain publish with no reply subject has nobody to answer
             await payload.publish(broker, body, origin.reply_to,
@@ -66,11 +70,14 @@ async def _send_reply(broker: NatsBroker, origin: Origin, body: bytes, msg_id: s
     )
 
 
-async def publish_event(broker: NatsBroker, event: RequestEvent | AttemptEvent) -> None:
+async def publish_event(broker: NatsBroker, event: RequestEvent | AttemptEvent, *,
+                        verdict: bool = False) -> None:
+    """An event for the ledger, deduplicated on its key: a request's trace, an attempt's call
+    (and, once more, the escalator's verdict on a call's answer)."""
     if isinstance(event, RequestEvent):
-        subject, msg_id = subjects.REQUEST_EVENTS, f"r.{event.request_id}"
+        subject, msg_id = subjects.REQUEST_EVENTS, f"r.{event.trace_id}"
     else:
-        subject, msg_id = subjects.ATTEMPT_EVENTS, f"a.{event.request_id}.{event.n}"
+        subject, msg_id = subjects.ATTEMPT_EVENTS, f"{'v' if verdict else 'a'}.{event.call_id}"
     headers = {subjects.MSG_ID: msg_id}
     body = event.model_dump_json().encode()
     if isinstance(event, RequestEvent) and event.prompt_text:
@@ -81,16 +88,20 @@ async def publish_event(broker: NatsBroker, event: RequestEvent | AttemptEvent) 
     await payload.publish(broker, body, subject, headers=headers, stream=subjects.EVENTS_STREAM)
 
 
-async def record_attempts(broker: NatsBroker, envelope: Envelope) -> None:
-    """The ledger's rows for the calls of the envelope's current hop."""
+async def record_attempts(broker: NatsBroker, envelope: Envelope, attempts: list[Attempt], *,
+                          verdict: bool = False) -> None:
+    """The ledger's rows for calls of this envelope's request. The dispatcher records each call
+    as soon as it returns, before anything after it can fail; the escalator records its
+    verdict on an answer (`weak`) as an update of the same row."""
     now = time.time()
     await asyncio.gather(*(
         publish_event(
             broker,
-            AttemptEvent(**a.model_dump(), request_id=envelope.request_id,
-                         tenant=envelope.request.tenant, at=now),
+            AttemptEvent(**a.model_dump(), trace_id=envelope.trace_id,
+                         request_id=envelope.request_id, tenant=envelope.request.tenant, at=now),
+            verdict=verdict,
         )
-        for a in envelope.attempts if a.hop == envelope.hop
+        for a in attempts
     ))
 
 
@@ -100,6 +111,7 @@ def request_event(
     """The ledger row of an envelope; the reply's figures are computed from the same fields."""
     sha, chars = fingerprint(envelope.request.prompt_text)
     return RequestEvent(
+        trace_id=envelope.trace_id,
         request_id=envelope.request_id,
         received_at=envelope.received_at,
         finished_at=time.time(),
@@ -148,12 +160,15 @@ async def fail(
 
 
 def rejection_event(
-    *, request_id: str, origin: Origin, body: bytes, received_at: float
+    *, trace_id: str, request_id: str, origin: Origin, body: bytes, received_at: float,
+    tenant: str | None = None,
 ) -> RequestEvent:
     """The ledger row of a request refused before classification; it hashes the raw body."""
     sha, chars = fingerprint(body.decode("utf-8", "replace"))
     return RequestEvent(
+        trace_id=trace_id,
         request_id=request_id,
+        tenant=tenant,
         received_at=received_at,
         finished_at=time.time(),
         source=origin.kind,
@@ -249,8 +264,8 @@ def _job_ending(message: Unsettled) -> _Ending:
     trace_id = job_trace_id(message.stream_seq)
     request_id, job_id = salvage_ids(message.body)
     origin = Origin(kind="batch", job_id=job_id or DEFAULT_JOB_ID)
-    row = rejection_event(request_id=request_id or trace_id, origin=origin, body=message.body,
-                          received_at=time.time())
+    row = rejection_event(trace_id=trace_id, request_id=request_id or trace_id, origin=origin,
+                          body=message.body, received_at=time.time())
     return _Ending(origin, row, trace_id)
 
 

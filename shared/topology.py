@@ -176,6 +176,9 @@ def buckets(pipeline: PipelineConfig) -> list[KeyValueConfig]:
     return [
         KeyValueConfig(bucket=subjects.HOPS_BUCKET, ttl=HOP_DEDUP_WINDOW_S, history=1,
                        max_bytes=pipeline.hops_max_bytes, replicas=pipeline.stream_replicas),
+        KeyValueConfig(bucket=subjects.REQUESTS_BUCKET, ttl=pipeline.dedup_window_s, history=1,
+                       max_bytes=pipeline.requests_max_bytes,
+                       replicas=pipeline.stream_replicas),
         KeyValueConfig(bucket=subjects.HEALTH_BUCKET, ttl=15, history=1,
                        max_bytes=HEALTH_MAX_BYTES, replicas=pipeline.stream_replicas),
     ]

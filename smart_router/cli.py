@@ -189,7 +189,8 @@ def _report_lines(submission: client.Submission) -> None:
 async def _print_results(nc: client.Client, submission: client.Submission,
                          timeout: float) -> bool:
     """Print the job's results until each newly sent request has one; False when a duplicate
-    line has no result under this job (its request_id was first sent by another job)."""
+    line has no result under this job (it was sent by an earlier run and its result has aged
+    out of the results stream, or it is still running)."""
     expected, seen = set(submission.fresh), set()
     try:
         async with asyncio.timeout(timeout):
@@ -203,8 +204,8 @@ async def _print_results(nc: client.Client, submission: client.Submission,
     elsewhere = [d["line"] for d in submission.duplicate_lines if d["request_id"] not in seen]
     if elsewhere:
         typer.echo(f"no result under job {submission.job_id} for {len(elsewhere)} duplicate "
-                   f"line(s) ({_numbers(elsewhere)}): their request_ids were first sent by "
-                   "another job, or are still running", err=True)
+                   f"line(s) ({_numbers(elsewhere)}): sent by an earlier run whose results "
+                   "have aged out, or still running", err=True)
     return not elsewhere
 
 

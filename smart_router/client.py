@@ -103,11 +103,12 @@ async def submit(
     progress: Callable[[int, int], None],
     in_flight: int = 256,
 ) -> Submission:
-    """Publish one job per line to router.v1.jobs with Nats-Msg-Id = request_id.
+    """Publish one job per line to router.v1.jobs with Nats-Msg-Id = <job_id>.<request_id>.
 
     Each line's job_id is set to the job's; a line without request_id gets one from its line
     number. Lines that are not valid requests are reported with their number, not sent; lines
-    whose request_id JetStream has seen within its dedup window are reported as duplicates.
+    whose id JetStream has seen within its dedup window (the same file sent again) are reported
+    as duplicates. Ids are scoped by job: two jobs never collide.
     """
     content = await asyncio.to_thread(path.read_bytes)
     submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, content))
@@ -159,10 +160,17 @@ def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> di
     return job
 
 
+def job_msg_id(job_id: str, request_id: str) -> str:
+    """A job's JetStream dedup id: scoped by its job, so the same request_id in two jobs runs
+    in both."""
+    return f"{job_id}.{request_id}"
+
+
 async def _publish(js: JetStreamContext, job: dict) -> PubAck:
     try:
         return await js.publish(subjects.JOBS, json.dumps(job).encode(),
-                                headers={subjects.MSG_ID: job["request_id"]})
+                                headers={subjects.MSG_ID: job_msg_id(job["job_id"],
+                                                                     job["request_id"])})
     except NoStreamResponseError:
         raise ConnectionError(f"no stream stores {subjects.JOBS}: is the router running?") from None
 

@@ -51,7 +51,7 @@ async def assert_exactly_once(nc, conn, submission: client.Submission, timeout_s
 
 async def attempt_rows(conn, job_id: str) -> int:
     cur = await conn.execute(
-        "SELECT count(*) FROM attempts a JOIN requests r USING (request_id) WHERE r.job_id = %s",
+        "SELECT count(*) FROM attempts a JOIN requests r USING (trace_id) WHERE r.job_id = %s",
         (job_id,))
     return (await cur.fetchone())[0]
 
@@ -64,20 +64,27 @@ async def test_kill_9_during_a_batch_loses_and_repeats_nothing(stack, nc, conn, 
     while await stored_results(nc, submission.job_id) < JOBS // 5:  # noqa: ASYNC110 (polls)
         await asyncio.sleep(0.05)
 
+    in_hand = (await nc.jetstream().consumer_info(subjects.PIPELINE_STREAM, "dispatcher")
+               ).num_ack_pending
     stack.processes.kill(service)
     stack.processes.start(service)
     answers = await assert_exactly_once(nc, conn, submission, timeout_s=180)
 
     recorded = sum(len(a.get("attempts", ())) for a in answers)
     await rows_when_ready(
-        conn, "SELECT 1 FROM attempts a JOIN requests r USING (request_id) WHERE r.job_id = %s"
+        conn, "SELECT 1 FROM attempts a JOIN requests r USING (trace_id) WHERE r.job_id = %s"
         " HAVING count(*) >= %s", (submission.job_id, recorded))
-    assert await attempt_rows(conn, submission.job_id) == recorded
+    await asyncio.sleep(1)  # a repeated call's row may trail its request's
+    rows = await attempt_rows(conn, submission.job_id)
     calls = stack.emulator.control("GET", "stats")["total"] - calls_before
-    if service == "dispatcher":  # calls in flight at the kill had no record: they ran again
-        assert recorded <= calls <= recorded + 1000
+    if service == "dispatcher":
+        # The messages it held ran again: at most that many calls repeated (a margin of 20 for
+        # deliveries between the reading and the kill). Each repeat is recorded as an attempt of
+        # its own, except a call whose answer came back in the instant before the kill.
+        assert recorded <= calls <= recorded + in_hand + 20
+        assert recorded <= rows <= calls
     else:  # a redelivered message never pays for a call already made
-        assert calls == recorded
+        assert rows == recorded == calls
 
 
 async def test_a_nats_restart_during_a_batch_loses_no_job(stack, database_url, tmp_path,

@@ -25,7 +25,8 @@ def calls(stack) -> int:
 async def everyone_still_answers(nc) -> None:
     reply = await ask(nc, {"prompt": "What is 2 + 2?"})
     assert "error" not in reply, reply
-    assert (await client.service_health(nc))["ok"]
+    health = await client.service_health(nc)
+    assert health["ok"], health["problems"]
 
 
 async def test_a_megabyte_of_short_messages_is_refused_before_anything_is_published(

@@ -8,16 +8,18 @@ envelope and the escalator answers it). Batch jobs arrive on the ROUTER_JOBS str
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import structlog
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from shared import outcomes, payload, subjects
+from shared import idempotency, outcomes, payload, subjects
 from shared.errors import ErrorCode, RouterError
 from shared.messages import (
     ChatRequest,
+    Claim,
     Classification,
     Envelope,
     Origin,
@@ -106,6 +108,20 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
     request_id = request.request_id or trace_id
     if origin.kind == "batch":
         origin = origin.model_copy(update={"job_id": request.job_id or outcomes.DEFAULT_JOB_ID})
+    claim = idempotency.claim_for(request, origin)
+    if claim is not None:
+        try:
+            earlier = await idempotency.take(broker, claim, trace_id)
+        except APIError as exc:  # the bucket is full: no key can be honoured now
+            if origin.kind == "batch":
+                raise  # redelivered after a backoff
+            await _reject(body, origin, trace_id, received_at, _overloaded(exc),
+                          tenant=request.tenant)
+            return False
+        if earlier is not None and earlier.trace_id != trace_id:  # not our own redelivery
+            await _answer_reused_id(body, request, origin, trace_id, received_at, claim, earlier)
+            return False
+        origin = origin.model_copy(update={"claim": claim})
     verdict = await classifier.classify(request.prompt_text)
     start = pinned if pinned is not None else min(cfg.start_tier(verdict.difficulty), top)
     envelope = Envelope(
@@ -137,12 +153,47 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
     except payload.TooLarge as exc:
         error = RouterError(ErrorCode.PROMPT_TOO_LARGE, f"the request cannot travel: {exc}")
     except APIError as exc:  # the pipeline stream is full (its max_bytes) or refuses for now
-        error = RouterError(ErrorCode.OVERLOADED, f"the pipeline refused the request: "
-                            f"{exc.description}", cfg.pipeline.overloaded_retry_after_s)
+        error = _overloaded(exc)
+        if claim is not None:  # a passing refusal: the same id may be tried again
+            await idempotency.release(broker, claim)
+            origin = origin.model_copy(update={"claim": None})
     else:
         return True
-    await _reject(body, origin, trace_id, received_at, error)
+    await _reject(body, origin, trace_id, received_at, error, tenant=request.tenant)
     return False
+
+
+def _overloaded(exc: APIError) -> RouterError:
+    return RouterError(ErrorCode.OVERLOADED, f"the router's queues refuse the request for now: "
+                       f"{exc.description}", cfg.pipeline.overloaded_retry_after_s)
+
+
+async def _answer_reused_id(
+    body: bytes, request: ChatRequest, origin: Origin, trace_id: str, received_at: float,
+    claim: Claim, earlier: idempotency.Record,
+) -> None:
+    """A request_id seen within the window: the first reply again for the same request (no
+    provider call, nothing billed), `duplicate_request` for a different one."""
+    if earlier.fingerprint != claim.fingerprint:
+        await _reject(body, origin, trace_id, received_at, RouterError(
+            ErrorCode.DUPLICATE_REQUEST,
+            f"request_id '{request.request_id}' was used for a different request in the last "
+            f"{cfg.pipeline.dedup_window_s:.0f} s; give this request an id of its own"),
+            tenant=request.tenant)
+        return
+    reply = earlier.reply
+    if reply is None and origin.kind == "online":  # the first is still running: wait for it
+        reply = await idempotency.reply_when_done(
+            broker, claim, received_at + cfg.limits.request_timeout_s)
+    if reply is None:  # a batch duplicate: the first's result goes to the same job
+        log.info("request.duplicate_pending", request_id=request.request_id)
+        if origin.kind == "online":
+            await _reject(body, origin, trace_id, received_at, RouterError(
+                ErrorCode.TIMEOUT, "the first request with this request_id is still running"),
+                tenant=request.tenant)
+        return
+    log.info("request.replayed", request_id=request.request_id)
+    await outcomes.send_reply(broker, origin, json.dumps(reply).encode(), earlier.trace_id)
 
 
 def _tier_bounds(request: ChatRequest) -> tuple[int | None, int]:
@@ -165,8 +216,10 @@ def _tier_bounds(request: ChatRequest) -> tuple[int | None, int]:
 
 
 async def _reject(
-    body: bytes, origin: Origin, trace_id: str, received_at: float, error: RouterError
+    body: bytes, origin: Origin, trace_id: str, received_at: float, error: RouterError, *,
+    tenant: str | None = None,
 ) -> None:
+    """Answer with the error and record the refusal; `tenant` once the request is valid."""
     request_id, job_id = outcomes.salvage_ids(body)
     request_id = request_id or trace_id  # a redelivered job is rejected under the same id
     if origin.kind == "batch":
@@ -180,6 +233,6 @@ async def _reject(
         code=error.code,
         message=error.message,
         retry_after_s=error.retry_after_s,
-        event=outcomes.rejection_event(request_id=request_id, origin=origin, body=body,
-                                       received_at=received_at),
+        event=outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
+                                       body=body, received_at=received_at, tenant=tenant),
     )

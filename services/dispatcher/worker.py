@@ -57,6 +57,9 @@ async def dispatch(msg: NatsMessage) -> None:
     result = await _recorded(hops, key) if msg.raw_message.metadata.num_delivered > 1 else None
     if result is None:
         call = await caller.call(envelope, cfg.tiers[envelope.tier_index])
+        # The calls are paid: recorded before anything after them can fail. A redelivery
+        # after a crash here calls again, and those calls are attempts of their own.
+        await outcomes.record_attempts(broker, envelope, call.attempts)
         result = _bounded(HopResult(attempts=call.attempts, answer=call.answer))
         await _record(hops, key, result)
     scored = envelope.model_copy(
@@ -107,11 +110,10 @@ def _bounded(result: HopResult) -> HopResult:
 
 
 async def _give_up(envelope: Envelope, too_large: payload.TooLarge) -> None:
-    """The hop's result cannot travel on: record its calls and end the request with an error,
-    rather than redeliver it and pay for the same calls again."""
+    """The hop's result cannot travel on (its calls are recorded already): end the request with
+    an error, rather than redeliver it and pay for the same calls again."""
     log.error("hop.too_large", request_id=envelope.request_id, size=too_large.size,
               limit=too_large.limit)
-    await outcomes.record_attempts(broker, envelope)
     await outcomes.fail(
         broker,
         origin=envelope.origin,

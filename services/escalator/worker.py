@@ -49,7 +49,6 @@ async def on_score(_body: object) -> None:
 
 async def decide(envelope: Envelope) -> None:
     envelope = await _scored(envelope)
-    await outcomes.record_attempts(broker, envelope)
     answer = envelope.answer
     if answer is not None and not _is_weak(answer):
         await _succeed(envelope, answer)
@@ -75,6 +74,7 @@ async def _scored(envelope: Envelope) -> Envelope:
         addresses, call = await judge.addresses(
             envelope.request.prompt_text, answer.text, n=len(attempts) + 1,
             hop=envelope.hop, tier=served.tier)
+        await outcomes.record_attempts(broker, envelope, [call])  # paid: recorded at once
         attempts.append(call)
         if addresses is False:
             value, signals = CAPS["judge"], ["judge"]
@@ -85,6 +85,8 @@ async def _scored(envelope: Envelope) -> Envelope:
             if a.n == answer.attempt else a
             for a in attempts
         ]
+        weak = [a for a in attempts if a.n == answer.attempt]
+        await outcomes.record_attempts(broker, envelope, weak, verdict=True)
     best = envelope.best
     if best is None or (answer.score or 0) > (best.score or 0):
         best = answer

@@ -42,7 +42,8 @@ MONEY, REAL = Column("numeric"), Column("real")
 BOOLEAN, TIMESTAMP = Column("boolean"), Column("timestamp with time zone")
 
 REQUESTS = {
-    "request_id": KEY, "received_at": TIMESTAMP, "finished_at": TIMESTAMP, "tenant": KEY,
+    "trace_id": KEY, "request_id": KEY, "received_at": TIMESTAMP, "finished_at": TIMESTAMP,
+    "tenant": KEY,
     "source": TEXT, "job_id": KEY, "status": KEY, "error_code": TEXT, "difficulty": TEXT,
     "classifier_backend": TEXT, "classifier_confidence": REAL, "start_tier": TEXT, "tier": KEY,
     "model_used": KEY, "provider": TEXT, "escalated": BOOLEAN, "attempts": SMALLINT,
@@ -52,7 +53,8 @@ REQUESTS = {
     "prompt_chars": INTEGER, "prompt_text": TEXT,
 }
 ATTEMPTS = {
-    "request_id": KEY, "attempt": SMALLINT, "hop": SMALLINT, "at": TIMESTAMP, "tenant": TEXT,
+    "call_id": KEY, "trace_id": KEY, "request_id": KEY, "attempt": SMALLINT, "hop": SMALLINT,
+    "at": TIMESTAMP, "tenant": TEXT,
     "model": KEY, "provider": TEXT, "tier": TEXT, "outcome": TEXT, "reason": TEXT,
     "input_tokens": INTEGER, "output_tokens": INTEGER, "cost_usd": MONEY, "latency_ms": REAL,
     "emulated": BOOLEAN,

@@ -42,7 +42,7 @@ INSERT_REQUESTS = f"""
 WITH new AS (
     INSERT INTO requests ({_cols(REQUEST_COLUMNS)})
     SELECT {_cols(REQUEST_COLUMNS)} FROM requests_in
-    ON CONFLICT (request_id) DO NOTHING
+    ON CONFLICT (trace_id) DO NOTHING
     RETURNING *
 ), usage AS (
     INSERT INTO daily_usage AS d (
@@ -71,9 +71,14 @@ FROM new WHERE status = 'ok' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ON CONFLICT (day, tier, bucket) DO UPDATE SET count = l.count + excluded.count
 """
 
+# A call's row comes from the dispatcher when the call returns, and again from the escalator when
+# it judges the answer weak: the verdict wins, whichever arrives first.
 INSERT_ATTEMPTS = f"""
-INSERT INTO attempts ({_cols(ATTEMPT_COLUMNS)}) SELECT {_cols(ATTEMPT_COLUMNS)} FROM attempts_in
-ON CONFLICT (request_id, attempt) DO NOTHING
+INSERT INTO attempts AS a ({_cols(ATTEMPT_COLUMNS)})
+SELECT DISTINCT ON (call_id) {_cols(ATTEMPT_COLUMNS)} FROM attempts_in
+ORDER BY call_id, outcome = 'weak' DESC
+ON CONFLICT (call_id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason
+    WHERE excluded.outcome = 'weak'
 """
 
 INSERT_DEAD_LETTERS = f"""

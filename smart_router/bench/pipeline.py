@@ -31,6 +31,8 @@ LEDGER_WAIT_S = 120.0
 class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     overheads_ms: list[float] = field(default_factory=list)
+    # How long an `overloaded` refusal took: admission control must answer at once.
+    refused_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
@@ -39,6 +41,8 @@ class Tally:
         if "error" in reply:
             code = reply["error"]["code"]
             self.errors[code] = self.errors.get(code, 0) + 1
+            if code == "overloaded":
+                self.refused_ms.append(elapsed_ms)
             return
         self.latencies_ms.append(elapsed_ms)
         provider_ms = sum(a["latency_ms"] for a in reply["attempts"])
@@ -54,6 +58,7 @@ class Tally:
             "requests_per_s": round(answered / seconds, 1) if seconds else None,
             "latency_ms": _percentiles(self.latencies_ms),
             "router_overhead_ms": _percentiles(self.overheads_ms),
+            "overloaded_reply_ms": _percentiles(self.refused_ms),
             "finished_at": self.finished,
         }
 

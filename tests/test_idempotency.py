@@ -1,0 +1,112 @@
+"""A request_id is an idempotency key: the same request again is the first reply, with no
+provider call; another request under the same id is `duplicate_request`, recorded as its own
+ledger row and never billed to the first. Ids are scoped by tenant and, in batch, by job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from smart_router import client
+from tests.harness import ask, rows_when_ready
+
+
+def calls(stack) -> int:
+    return stack.emulator.control("GET", "stats")["total"]
+
+
+def new_id() -> str:
+    return f"idem-{uuid.uuid4().hex[:12]}"
+
+
+async def test_the_same_request_again_is_the_first_reply_without_a_call(stack, nc, conn):
+    request = {"prompt": "Name three primary colours.", "request_id": new_id(), "tenant": "acme"}
+    first = await ask(nc, request)
+    before = calls(stack)
+
+    again = await ask(nc, request)
+
+    assert "error" not in first, first
+    assert again == first
+    assert calls(stack) == before
+    rows = await rows_when_ready(
+        conn, "SELECT status, cost_usd FROM requests WHERE request_id = %s",
+        (request["request_id"],))
+    assert len(rows) == 1 and float(rows[0][1]) == pytest.approx(first["cost_usd"], abs=1e-9)
+
+
+async def test_another_request_under_the_same_id_is_refused_recorded_and_not_billed(
+        stack, nc, conn):
+    request_id = new_id()
+    first = await ask(nc, {"prompt": "What is the capital of Peru?", "request_id": request_id})
+    before = calls(stack)
+
+    other = await ask(nc, {"prompt": "Write a haiku about rain.", "request_id": request_id})
+
+    assert other["error"]["code"] == "duplicate_request", other
+    assert calls(stack) == before
+    rows = await rows_when_ready(
+        conn, "SELECT status, error_code, cost_usd FROM requests WHERE request_id = %s"
+        " ORDER BY status DESC", (request_id,), at_least=2)
+    assert [(s, c) for s, c, _ in rows] == [("ok", None), ("error", "duplicate_request")]
+    assert float(rows[0][2]) == pytest.approx(first["cost_usd"], abs=1e-9)
+    assert float(rows[1][2]) == 0
+
+
+async def test_fifty_requests_under_one_id_bill_only_the_one_that_ran(stack, nc, conn):
+    request_id = new_id()
+    prompts = [f"What is {i} plus {i + 1}?" for i in range(50)]
+
+    replies = await asyncio.gather(*(ask(nc, {"prompt": p, "request_id": request_id,
+                                              "tier": "complex"}) for p in prompts))
+
+    served = [r for r in replies if "error" not in r]
+    assert len(served) == 1
+    assert sorted(r["error"]["code"] for r in replies if "error" in r) == (
+        ["duplicate_request"] * 49)
+    rows = await rows_when_ready(conn, "SELECT sum(cost_usd), count(*) FROM requests"
+                                 " WHERE request_id = %s HAVING count(*) >= 50", (request_id,))
+    assert float(rows[0][0]) == pytest.approx(served[0]["cost_usd"], abs=1e-9)
+
+
+async def test_a_retry_while_the_first_runs_waits_for_its_reply(stack, nc, emulator):
+    emulator.faults(latency_ms=1500)
+    request = {"prompt": "Spell 'idempotent'.", "request_id": new_id()}
+    before = calls(stack)
+
+    first_task = asyncio.create_task(ask(nc, request))
+    await asyncio.sleep(0.5)
+    retry = await ask(nc, request)
+    first = await first_task
+
+    assert "error" not in first, first
+    assert retry == first
+    assert calls(stack) - before == len(first["attempts"])
+
+
+async def test_the_same_id_for_two_tenants_runs_for_both(stack, nc):
+    request_id = new_id()
+
+    a = await ask(nc, {"prompt": "Say yes.", "request_id": request_id, "tenant": "a"})
+    b = await ask(nc, {"prompt": "Say no.", "request_id": request_id, "tenant": "b"})
+
+    assert "error" not in a and "error" not in b, (a, b)
+
+
+async def test_the_same_id_in_two_batch_jobs_runs_in_both(stack, nc, tmp_path):
+    lines = [json.dumps({"prompt": "Count to three.", "request_id": "shared-line"})]
+    results = {}
+    for job in (f"job-a-{uuid.uuid4().hex[:6]}", f"job-b-{uuid.uuid4().hex[:6]}"):
+        path = tmp_path / f"{job}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        submission = await client.submit(nc, path, job, progress=lambda done, total: None)
+        assert submission.duplicates == 0 and submission.fresh == ["shared-line"]
+        async with asyncio.timeout(30):
+            async for result in client.results(nc, job, expect={"shared-line"}):
+                results[job] = result
+
+    assert len(results) == 2
+    assert all("error" not in r for r in results.values()), results
