@@ -16,6 +16,9 @@ from shared.config import Limits
 
 # FastStream's own headers (correlation_id, content-type) and the header block's framing.
 HEADER_RESERVE = 512
+# How long a JetStream publish waits for its storage receipt: FastStream's default (0.5 s) is
+# shorter than a burst of thousands of publishes takes here, and a lost receipt fails a request.
+RECEIPT_TIMEOUT_S = 5.0
 # Room in one envelope for everything but the request and two answers (the latest and the best
 # so far): classification, origin, attempts, ids.
 ENVELOPE_RESERVE = 65_536
@@ -47,6 +50,8 @@ async def publish(
 ) -> None:
     """`broker.publish`, refused with TooLarge when the server would refuse it."""
     check(broker.connection.max_payload, subject, body, headers)
+    if "stream" in options:
+        options.setdefault("timeout", RECEIPT_TIMEOUT_S)
     await broker.publish(body, subject, headers=headers, **options)  # type: ignore[arg-type]
 
 

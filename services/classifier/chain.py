@@ -96,7 +96,7 @@ class Classifier:
     def warm_up(self) -> None:
         """Load the models now, not on the first request."""
         for backend in self._backends:
-            if isinstance(backend, LocalBackend):
+            if isinstance(backend, LocalBackend | OllamaBackend):
                 backend.warm_up()
 
     async def _first_answer(self, text: str) -> Verdict:

@@ -43,10 +43,20 @@ class OllamaBackend:
         self._model = model
         self._timeout_s = timeout_s
         self._aside_until = 0.0
+        # Until one call has answered, only one request at a time asks (the others go to the
+        # next backend): a burst must not send hundreds of calls to an Ollama that is not there.
+        self._answered = False
+        self._probing = False
+
+    def warm_up(self) -> None:
+        """The SDK's import and client, now rather than on the first request's event loop."""
+        self._providers.prepare({"ollama"})
 
     async def classify(self, text: str) -> Verdict | None:
-        if time.monotonic() < self._aside_until:
+        if time.monotonic() < self._aside_until or self._probing:
             return None
+        probe = not self._answered
+        self._probing = probe
         messages = [{"role": "system", "content": INSTRUCTIONS},
                     {"role": "user", "content": f"<prompt>{excerpt(text)}</prompt>"}]
         try:
@@ -57,9 +67,14 @@ class OllamaBackend:
         except ProviderError as error:
             if error.kind in ("connection", "rejected"):
                 self._aside_until = time.monotonic() + STAND_ASIDE_S
+                self._answered = False
                 log.info("classifier.ollama_unavailable", reason=error.reason,
                          retry_in_s=STAND_ASIDE_S)
             return None
+        finally:
+            if probe:
+                self._probing = False
+        self._answered = True
         return _parse(completion.text)
 
 
