@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from nats.js.errors import NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
-SERVICES = ("classifier", "dispatcher", "escalator", "ledger")
+SERVICES = ("classifier", "dispatcher", "escalator", "ledger", "gateway")
 HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 
@@ -59,6 +59,7 @@ class Counters:
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
     ledger: LedgerProgress | None = None  # the ledger's instances only
+    url: str | None = None  # the gateway's instances only: where it serves HTTP
 
 
 def instance_key(service: str) -> str:

@@ -2,7 +2,8 @@
 
 It uses NATS and PostgreSQL at NATS_URL / DATABASE_URL when they answer and starts embedded ones
 under the data folder when they do not; it serves any provider that has no API key from the
-provider emulator (and says so loudly); then it runs the four services, restarts one that dies,
+provider emulator (and says so loudly); then it runs the five services (the HTTP gateway on
+127.0.0.1:8000, GATEWAY_PORT, among them), restarts one that dies,
 and on Ctrl-C stops everything it started: the services first, then NATS, then PostgreSQL.
 Children run in their own session (a terminal's Ctrl-C reaches `up` alone, which orders the
 shutdown) and die with it even if it is killed, so a second `up` after a crash starts clean; an
@@ -194,6 +195,8 @@ class Stack:
         _banner(
             "Smart Router is up.\n"
             f"  NATS      {self.env['NATS_URL']}\n"
+            f"  HTTP      http://127.0.0.1:{self.env.get('GATEWAY_PORT', '8000')}/v1 "
+            "(POST /v1/chat, OpenAI SDK base_url; docs at /docs)\n"
             f"  dashboard http://127.0.0.1:{self.env.get('DASHBOARD_PORT', '8050')}/\n"
             f'  try       {cli} ask "What is the capital of France?"\n'
             f"  health    {cli} health   |   costs: {cli} stats\n"

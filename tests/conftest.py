@@ -119,6 +119,7 @@ def stack(clean_nats: str, database_url: str, emulator_process: Emulator,
     """The four services as real processes, their SDKs pointed at the emulator."""
     env = {**os.environ, "NATS_URL": clean_nats, "DATABASE_URL": database_url,
            "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(harness.TEST_CONFIG),
+           "GATEWAY_PORT": "0",  # any free port: its heartbeat says which
            **harness.emulator_env(emulator_process.base)}
     processes = harness.Processes(env, tmp_path_factory.mktemp("logs"))
     for name in harness.SERVICES:

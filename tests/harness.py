@@ -30,7 +30,7 @@ import psycopg
 from smart_router import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("classifier", "dispatcher", "escalator", "ledger")
+SERVICES = ("classifier", "dispatcher", "escalator", "ledger", "gateway")
 TEST_CONFIG = ROOT / "tests" / "router-test.toml"
 
 

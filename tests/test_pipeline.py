@@ -167,4 +167,4 @@ async def test_health_lists_every_service_up(stack, nc):
 
     assert report["ok"] is True
     assert {name for name, s in report["services"].items() if s["up"]} == {
-        "classifier", "dispatcher", "escalator", "ledger"}
+        "classifier", "dispatcher", "escalator", "ledger", "gateway"}

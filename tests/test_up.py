@@ -34,6 +34,7 @@ def fresh_env() -> dict[str, str]:
     env["NATS_URL"] = f"nats://127.0.0.1:{embedded.free_port()}"
     env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/none"
     env["DASHBOARD_PORT"] = str(embedded.free_port())
+    env["GATEWAY_PORT"] = str(embedded.free_port())
     return env
 
 

@@ -1,0 +1,3 @@
+from .worker import service
+
+service.run()

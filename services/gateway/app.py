@@ -1,0 +1,203 @@
+"""The HTTP API: the seed's /v1/chat, /v1/health and /v1/stats, and OpenAI's
+/v1/chat/completions and /v1/models, each a thin translation onto a NATS request.
+
+/v1/chat passes the body to router.v1.chat untouched and the reply back untouched: the
+classifier validates it, so both doors refuse the same requests with the same messages, and the
+gateway spends no time re-encoding what the router already encoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from shared.config import RouterConfig
+from shared.errors import ErrorCode, RouterError
+from shared.health import Counters
+from shared.messages import ChatReply, ChatRequest, ErrorReply
+
+from . import errors, openai_api
+from .link import RouterLink, Unavailable
+
+JSON = "application/json"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorReply} for status in (400, 409, 413, 429, 500, 502, 503, 504)}
+
+
+class TooLarge(Exception):
+    pass
+
+
+def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastAPI:
+    app = FastAPI(
+        title="Smart Router",
+        summary="Routes each prompt to the cheapest model tier that answers it well.",
+        version="1",
+    )
+    limit = cfg.limits.max_request_bytes
+
+    @app.post("/v1/chat", responses={200: {"model": ChatReply}, **ERROR_RESPONSES},
+              summary="Route one prompt (the seed's API)")
+    async def chat(request: Request) -> Response:
+        """The body is a ChatRequest: `{"prompt": ...}` or `{"messages": [...]}` with the
+        router's optional fields. The reply adds the router's figures to the seed's fields."""
+        try:
+            body = await _body(request, limit)
+            with _counted(counters):
+                reply, raw = await link.chat(body)
+        except TooLarge:
+            return errors.router_error(_too_large(limit))
+        except RouterError as exc:
+            return errors.router_error(errors.error_reply(exc.code, exc.message))
+        except Unavailable as exc:
+            return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
+                                       errors.UNAVAILABLE)
+        if "error" in reply:
+            return errors.router_error(reply)
+        return Response(raw, media_type=JSON, headers={"x-request-id": reply["request_id"]})
+
+    @app.get("/v1/health", summary="Which services are up (503 when one is not)")
+    async def health() -> JSONResponse:
+        report = await link.health()
+        return JSONResponse(report, 200 if report["ok"] else errors.UNAVAILABLE)
+
+    @app.get("/v1/stats", summary="Costs and savings from the ledger")
+    async def stats(days: int = Query(30, ge=1, le=3660)) -> Response:
+        try:
+            summary, raw = await link.stats(days)
+        except RouterError as exc:
+            return errors.router_error(errors.error_reply(exc.code, exc.message))
+        except Unavailable as exc:
+            return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
+                                       errors.UNAVAILABLE)
+        if "error" in summary:
+            return errors.router_error(summary)
+        return Response(raw, media_type=JSON)
+
+    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES,
+              summary="OpenAI-compatible chat completion")
+    async def chat_completions(request: Request) -> Response:
+        """model `auto` routes; a tier name starts at that tier; a model id pins its tier.
+        The router's facts come in x-router-* headers. `Authorization: Bearer` is accepted
+        and not checked yet."""
+        param = None
+        try:
+            body = await _body(request, limit)
+            completion_request = openai_api.parse_completion_request(body)
+            param = "model"
+            router_body = openai_api.to_router_request(completion_request, cfg)
+            param = None
+            with _counted(counters):
+                reply, _ = await link.chat(json.dumps(router_body).encode())
+        except TooLarge:
+            return errors.openai_error(_too_large(limit))
+        except RouterError as exc:
+            return errors.openai_error(errors.error_reply(exc.code, exc.message), param=param)
+        except Unavailable as exc:
+            return errors.openai_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
+                                       errors.UNAVAILABLE)
+        if "error" in reply:
+            return errors.openai_error(reply)
+        headers = openai_api.router_headers(reply)
+        if completion_request.stream:
+            include_usage = bool(completion_request.stream_options
+                                 and completion_request.stream_options.include_usage)
+            return StreamingResponse(_events(reply, include_usage), media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        return JSONResponse(openai_api.completion(reply), headers=headers)
+
+    @app.get("/v1/models", summary="What `model` may name")
+    async def models() -> JSONResponse:
+        return JSONResponse(openai_api.model_list(cfg))
+
+    @app.get("/v1/models/{model_id}", summary="One entry of /v1/models")
+    async def model(model_id: str) -> JSONResponse:
+        for entry in openai_api.model_list(cfg)["data"]:
+            if entry["id"] == model_id:
+                return JSONResponse(entry)
+        return JSONResponse({"error": {"message": f"unknown model '{model_id}'",
+                                       "type": "invalid_request_error", "param": "model",
+                                       "code": "model_not_found"}}, 404)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _events(reply: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """The answer as OpenAI's server-sent chunks: role, content, finish, usage, [DONE]."""
+    created = int(time.time())
+    frames = [openai_api.chunk(reply, {"role": "assistant", "content": ""}, None, created),
+              openai_api.chunk(reply, {"content": reply["response"]}, None, created),
+              openai_api.chunk(reply, {}, openai_api.finish_reason(reply), created)]
+    if include_usage:
+        frames.append({**openai_api.chunk(reply, {}, None, created), "choices": [],
+                       "usage": openai_api.usage(reply)})
+    for frame in frames:
+        yield f"data: {json.dumps(frame)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to be over `limit` bytes (before it is all
+    read, when the client says its length)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise TooLarge
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return errors.error_reply(ErrorCode.PROMPT_TOO_LARGE,
+                              f"the request is over {limit} bytes (limits.max_request_bytes)")
+
+
+@contextlib.contextmanager
+def _counted(counters: Counters) -> Iterator[None]:
+    """What `health` shows of this copy: requests handled, failed, in flight."""
+    counters.in_flight += 1
+    try:
+        yield
+    except Exception:
+        counters.failed += 1
+        raise
+    else:
+        counters.handled += 1
+    finally:
+        counters.in_flight -= 1
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the request bodies the handlers read themselves (they take the
+    raw bytes, so FastAPI cannot see their models)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for path, model in (("/v1/chat", ChatRequest),
+                            ("/v1/chat/completions", openai_api.CompletionRequest)):
+            schema["paths"][path]["post"]["requestBody"] = {
+                "required": True, "content": {JSON: {"schema": _component(components, model)}}}
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _component(components: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
+    ref = "#/components/schemas/{model}"
+    model_schema = model.model_json_schema(ref_template=ref)
+    components.update(model_schema.pop("$defs", {}))
+    components[model.__name__] = model_schema
+    return {"$ref": ref.format(model=model.__name__)}

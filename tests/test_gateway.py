@@ -1,0 +1,261 @@
+"""The HTTP gateway as a process of its own in front of the running stack: the official OpenAI
+SDK pointed at it, and the seed's curl examples sent with httpx."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import openai
+import pytest
+
+from services.gateway import errors as gateway_errors
+from shared.config import load_config
+from smart_router import embedded
+from tests import harness
+from tests.harness import rows_when_ready
+
+CONFIG = load_config()
+TIERS = [t.name for t in CONFIG.tiers]
+TIER_MODELS = {t.name: {m.model for m in t.models} for t in CONFIG.tiers}
+SEED_FIELDS = {"response": str, "model_used": str, "difficulty_tag": str, "cost_usd": float,
+               "latency_ms": float, "escalated": bool}
+
+
+@pytest.fixture(scope="module")
+def gateway(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway process of the test's own, on a port of its own."""
+    port = embedded.free_port()
+    processes = harness.Processes({**stack.processes.env, "GATEWAY_PORT": str(port)},
+                                  tmp_path_factory.mktemp("gateway"))
+    processes.start("gateway", [sys.executable, "-m", "services.gateway"])
+    base = f"http://127.0.0.1:{port}"
+    harness.wait_for_http(f"{base}/v1/models")
+    yield base
+    processes.stop_all()
+
+
+@pytest.fixture
+async def sdk(gateway: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    # No retries: each test sees the first answer, and an error is raised at once.
+    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="any-key",
+                                  max_retries=0, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def http(gateway: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        yield client
+
+
+def ask(content: str) -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
+async def test_a_plain_completion_answers_in_openai_schema_with_the_routers_facts(sdk, conn):
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="auto", messages=ask("What is the capital of France?"))
+    completion = raw.parse()
+
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content.strip()
+    assert choice.finish_reason == "stop"
+    tier = raw.headers["x-router-tier"]
+    assert tier in TIERS and completion.model in TIER_MODELS[tier]
+    assert raw.headers["x-router-difficulty"] in ("simple", "medium", "complex")
+    assert raw.headers["x-router-escalated"] == "false"
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    assert completion.usage.total_tokens == (completion.usage.prompt_tokens
+                                             + completion.usage.completion_tokens)
+    request_id = raw.headers["x-request-id"]
+    assert completion.id == f"chatcmpl-{request_id}"
+
+    rows = await rows_when_ready(
+        conn, "SELECT model_used, cost_usd, input_tokens, output_tokens FROM requests"
+        " WHERE request_id = %s", (request_id,))
+    model_used, cost, input_tokens, output_tokens = rows[0]
+    assert model_used == completion.model
+    assert float(cost) == pytest.approx(float(raw.headers["x-router-cost-usd"]), abs=1e-9)
+    assert (input_tokens, output_tokens) == (completion.usage.prompt_tokens,
+                                             completion.usage.completion_tokens)
+
+
+async def test_content_parts_developer_messages_and_limits_reach_the_router(sdk):
+    completion = await sdk.chat.completions.create(
+        model="auto", max_completion_tokens=3, temperature=0.2, user="end-user-7",
+        metadata={"app": "tests"}, top_p=0.9, seed=1,  # ignored: sampling only
+        messages=[{"role": "developer", "content": "Be brief."},
+                  {"role": "user", "content": [{"type": "text", "text": "Explain how DNS "},
+                                               {"type": "text", "text": "resolution works"}]}])
+
+    # 3 tokens hold no answer: the served answer was cut, and says so.
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens <= 3 * len(TIERS)
+
+
+@pytest.mark.parametrize(("model", "tier", "models"), [
+    ("complex", "complex", TIER_MODELS["complex"]),
+    ("gpt-4o", "complex", {"gpt-4o"}),
+    ("smart-router", None, None),
+])
+async def test_the_model_names_a_tier_a_model_or_the_router(sdk, model, tier, models):
+    raw = await sdk.chat.completions.with_raw_response.create(model=model,
+                                                              messages=ask("hello there"))
+
+    if tier is not None:
+        assert raw.headers["x-router-tier"] == tier
+        assert raw.parse().model in models
+    else:
+        assert raw.headers["x-router-tier"] in TIERS
+
+
+async def test_models_list_names_the_router_its_tiers_and_models(sdk):
+    ids = [m.id async for m in sdk.models.list()]
+
+    assert ids[:2] == ["auto", "smart-router"]
+    assert set(TIERS) <= set(ids)
+    assert set().union(*TIER_MODELS.values()) <= set(ids)
+    assert len(ids) == len(set(ids))
+    assert (await sdk.models.retrieve("gpt-4o")).owned_by == "openai"
+    with pytest.raises(openai.NotFoundError):
+        await sdk.models.retrieve("no-such-model")
+
+
+@pytest.mark.parametrize(("options", "code", "param"), [
+    ({"model": "no-such-model"}, "invalid_request", "model"),
+    ({"messages": [{"role": "system", "content": "only a system message"}]},
+     "invalid_request", None),
+    ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
+     "invalid_request", None),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "invalid_request", None),
+    ({"n": 2}, "invalid_request", None),
+    ({"temperature": 7}, "invalid_request", None),
+    ({"extra_body": {"max_cost_usd": 1e-9}}, "budget_exceeded", None),
+])
+async def test_bad_requests_are_the_sdks_bad_request_error(sdk, options, code, param):
+    request = {"model": "auto", "messages": ask("Name a prime number."), **options}
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.chat.completions.create(**request)
+
+    assert caught.value.status_code == 400
+    assert caught.value.code == code and caught.value.param == param
+    assert caught.value.type == "invalid_request_error" and caught.value.message
+
+
+async def test_a_request_over_the_byte_limit_is_413(sdk):
+    too_long = "x" * (CONFIG.limits.max_request_bytes + 1)
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await sdk.chat.completions.create(model="auto", messages=ask(too_long))
+
+    assert caught.value.status_code == 413 and caught.value.code == "prompt_too_large"
+
+
+async def test_a_reused_request_id_is_the_sdks_conflict_error(sdk):
+    request_id = f"gw-{uuid.uuid4().hex}"
+    await sdk.chat.completions.create(model="auto", messages=ask("Name a prime number."),
+                                      extra_body={"request_id": request_id})
+
+    with pytest.raises(openai.ConflictError) as caught:
+        await sdk.chat.completions.create(model="auto", messages=ask("Name a colour."),
+                                          extra_body={"request_id": request_id})
+
+    assert caught.value.code == "duplicate_request"
+    assert caught.value.response.headers["x-should-retry"] == "false"
+
+
+async def test_no_provider_is_a_502_the_sdk_does_not_retry(sdk, emulator):
+    emulator.faults({"action": "rate_limit", "retry_after_s": 1})
+    calls_before = emulator.control("GET", "stats")["total"]
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        await sdk.with_options(max_retries=2).chat.completions.create(
+            model="simple", max_tokens=20, messages=ask("Name a prime number."))
+
+    assert caught.value.status_code == 502 and caught.value.code == "no_provider_available"
+    # One request's calls (every model of every tier, each round), not three requests':
+    # x-should-retry false stops the SDK's own retries.
+    calls = emulator.control("GET", "stats")["total"] - calls_before
+    one_request = (CONFIG.limits.provider_retries + 1) * sum(len(t.models) for t in CONFIG.tiers)
+    assert 0 < calls <= one_request
+
+
+def test_overloaded_is_429_with_retry_after():
+    reply = {"request_id": "r1", "error": {"code": "overloaded", "message": "busy",
+                                           "retry_after_s": 1.5}}
+
+    response = gateway_errors.openai_error(reply)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2" and response.headers["retry-after-ms"] == "1500"
+    assert response.headers["x-should-retry"] == "true"
+    assert json.loads(response.body)["error"] == {"message": "busy", "type": "rate_limit_error",
+                                                  "param": None, "code": "overloaded"}
+
+
+async def test_stream_true_gives_openai_chunks_and_usage(sdk):
+    stream = await sdk.chat.completions.create(
+        model="auto", messages=ask("What is the capital of France?"), stream=True,
+        stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert len({c.id for c in chunks}) == 1
+
+
+async def test_the_seeds_curl_examples_answer_the_seeds_fields(http, stack):
+    # curl -X POST http://localhost:8000/v1/chat -H "Content-Type: application/json"
+    #      -d '{"prompt": "What is the capital of France?"}'
+    response = await http.post("/v1/chat", json={"prompt": "What is the capital of France?"})
+
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    for name, kind in SEED_FIELDS.items():
+        assert isinstance(reply[name], kind), (name, reply[name])
+    assert reply["response"].strip()
+    assert reply["difficulty_tag"] in ("simple", "medium", "complex")
+    assert reply["model_used"] in TIER_MODELS[reply["tier"]]
+    assert response.headers["x-request-id"] == reply["request_id"]
+
+    health = await http.get("/v1/health")  # curl http://localhost:8000/v1/health
+    assert health.status_code == 200 and health.json()["ok"] is True
+    gateways = health.json()["services"]["gateway"]["instances"]
+    assert {i["url"] for i in gateways} >= {str(http.base_url).rstrip("/")}
+
+    stats = await http.get("/v1/stats")  # curl http://localhost:8000/v1/stats
+    assert stats.status_code == 200 and {"requests", "by_tier"} <= set(stats.json())
+    assert (await http.get("/v1/stats", params={"days": 0})).status_code == 422
+
+
+async def test_the_seeds_chat_refuses_bad_requests_with_the_routers_error(http):
+    for body, status, code in ((b'{"prompt": ""}', 400, "invalid_request"),
+                               (b'{"prompt": "hi", "colour": "red"}', 400, "invalid_request"),
+                               (b"not json", 400, "invalid_request"),
+                               (json.dumps({"prompt": "x" * CONFIG.limits.max_request_bytes})
+                                .encode(), 413, "prompt_too_large")):
+        response = await http.post("/v1/chat", content=body,
+                                   headers={"content-type": "application/json"})
+
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+
+
+async def test_the_docs_come_from_the_pydantic_models(http):
+    docs = await http.get("/docs")
+    schema = (await http.get("/openapi.json")).json()
+
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    components = schema["components"]["schemas"]
+    assert {"ChatRequest", "ChatReply", "ErrorReply", "CompletionRequest"} <= set(components)
+    assert set(SEED_FIELDS) <= set(components["ChatReply"]["properties"])
+    body = schema["paths"]["/v1/chat"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/ChatRequest"}
+    assert "prompt" in components["ChatRequest"]["properties"]
