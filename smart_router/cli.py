@@ -387,10 +387,25 @@ def bench(
         metavar="URL", help="The provider emulator's URL.")] = None,
     provider_latency_ms: Annotated[float | None, typer.Option(
         metavar="MS", help="Set the emulator's latency for the run (needs --emulator).")] = None,
+    via: Annotated[str, typer.Option(
+        help="nats, or http: the same online load through the HTTP gateway and over NATS in "
+        "one run, and the gateway's overhead.")] = "nats",
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="With --via http: streamed completions, and time to first token.")]
+    = False,
+    gateway: Annotated[str | None, typer.Option(
+        metavar="URL", help="The gateway for --via http (default http://127.0.0.1:GATEWAY_PORT, "
+        "8000).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Load-test the running stack. Prints throughput, latency percentiles, the router's
     overhead and the ledger's lag."""
+    if via not in ("nats", "http") or (stream and via != "http"):
+        raise typer.BadParameter("--via is nats or http; --stream needs --via http")
+    if via == "http":
+        from .bench import http
+
+        _run(_bench(http.run(gateway, mode, requests, concurrency, rate, stream), as_json))
     from .bench.run import run
 
     _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms), as_json))

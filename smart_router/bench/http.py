@@ -1,0 +1,155 @@
+"""`smart-router bench --via http [--stream]`: the same online load through the HTTP gateway and
+straight over NATS, in one run, so the gateway's own cost is the difference between the two.
+
+Both paths get the same prompts, rate and concurrency, after a warm-up over NATS that fills the
+classifier's cache for both alike. The HTTP path posts the seed's /v1/chat body; with --stream it
+asks /v1/chat/completions for server-sent events and also times the first content chunk (time to
+first token). Reported: throughput, end-to-end p50/p95/p99, TTFT with --stream, and the gateway's
+overhead (HTTP minus NATS, per percentile) with the share of NATS throughput the HTTP path keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from nats.aio.client import Client
+
+from shared.config import settings
+
+from .. import client
+from . import pipeline
+from .run import PROMPTS
+
+WARM_UP = 200
+
+
+async def run(gateway: str | None, mode: str, requests: int, concurrency: int,
+              rate: float | None, stream: bool) -> dict:
+    if mode != "online":
+        raise ValueError("--via http measures online requests: use --mode online")
+    gateway = gateway or f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8000')}"
+    prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
+    nc = await client.connect(settings().nats_url)
+    tenant = pipeline.new_tenant()
+    try:
+        runs = await compare(nc, gateway, prompts, requests, tenant, concurrency=concurrency,
+                             rate=rate, stream=stream)
+        last_answer = max(runs[path].pop("finished_at") for path in ("nats", "http"))
+        lag = await pipeline.ledger_lag(settings().database_url, tenant, runs.pop("sent"),
+                                        last_answer)
+    finally:
+        await nc.close()
+    return {"mode": "online", "via": "http", "stream": stream, "requests": requests,
+            "concurrency": concurrency, "rate": rate, "gateway": gateway, **runs, "ledger": lag}
+
+
+async def compare(nc: Client, gateway: str, prompts: list[str], count: int, tenant: str, *,
+                  concurrency: int, rate: float | None, stream: bool) -> dict:
+    pipeline.say(f"warm-up: {min(WARM_UP, count)} requests over NATS")
+    await pipeline.online(nc, prompts, min(WARM_UP, count), tenant, concurrency=concurrency,
+                          rate=None)
+    pipeline.say(f"NATS: {count} requests on router.v1.chat")
+    over_nats = await pipeline.online(nc, prompts, count, tenant, concurrency=concurrency,
+                                      rate=rate)
+    pipeline.say(f"HTTP: {count} requests to {gateway}")
+    over_http = await online_http(gateway, prompts, count, tenant, concurrency=concurrency,
+                                  rate=rate, stream=stream)
+    return {"nats": over_nats, "http": over_http,
+            "gateway_overhead": overhead(over_nats, over_http), "sent": count * 2 + min(
+                WARM_UP, count)}
+
+
+def overhead(over_nats: dict, over_http: dict) -> dict:
+    """What the HTTP hop adds: latency per percentile, and the throughput it keeps."""
+    added = {p: round(over_http["latency_ms"][p] - over_nats["latency_ms"][p], 2)
+             for p in over_nats["latency_ms"] if p in over_http["latency_ms"]}
+    kept = (over_http["requests_per_s"] / over_nats["requests_per_s"]
+            if over_http["requests_per_s"] and over_nats["requests_per_s"] else None)
+    return {"added_latency_ms": added,
+            "throughput_kept": round(kept, 3) if kept is not None else None}
+
+
+async def online_http(gateway: str, prompts: list[str], count: int, tenant: str, *,
+                      concurrency: int, rate: float | None, stream: bool) -> dict:
+    """`count` requests to the gateway, as `pipeline.online` sends them over NATS."""
+    tally, first_tokens_ms = pipeline.Tally(), []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=pipeline.REPLY_TIMEOUT_S)
+    async with aiohttp.ClientSession(gateway, connector=connector, timeout=timeout) as http:
+        send = _streamed(http, tenant, first_tokens_ms) if stream else _plain(http, tenant)
+        await _load(tally, send, prompts, count, concurrency, rate)
+    report = tally.report()
+    if stream:
+        report["time_to_first_token_ms"] = pipeline._percentiles(first_tokens_ms)
+    return report
+
+
+Send = Callable[[str], Awaitable[dict]]
+
+
+async def _load(tally: pipeline.Tally, send: Send, prompts: list[str], count: int,
+                concurrency: int, rate: float | None) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            sent = time.perf_counter()
+            try:
+                reply = await send(prompts[i % len(prompts)])
+            except Exception as exc:
+                tally.errors[type(exc).__name__] = tally.errors.get(type(exc).__name__, 0) + 1
+                return
+            tally.record(reply, (time.perf_counter() - sent) * 1000)
+
+    tally.started = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        if rate:
+            await asyncio.sleep(max(0.0, tally.started + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    tally.finished = time.perf_counter()
+
+
+def _plain(http: aiohttp.ClientSession, tenant: str) -> Send:
+    async def send(prompt: str) -> dict:
+        async with http.post("/v1/chat", json={"prompt": prompt, "tenant": tenant}) as response:
+            return await response.json(content_type=None)
+
+    return send
+
+
+def _streamed(http: aiohttp.ClientSession, tenant: str, first_tokens_ms: list[float]) -> Send:
+    """An SSE completion, as a reply the tally can read: the provider time is not in the
+    chunks, so the router's overhead is left out (attempts empty) for this path."""
+
+    async def send(prompt: str) -> dict:
+        body = {"model": "auto", "stream": True, "tenant": tenant,
+                "messages": [{"role": "user", "content": prompt}]}
+        sent, first = time.perf_counter(), None
+        async with http.post("/v1/chat/completions", json=body) as response:
+            if response.status != 200:
+                error = (await response.json(content_type=None))["error"]
+                return {"error": {"code": error["code"]}}
+            async for line in response.content:
+                frame = parse_sse(line)
+                if first is None and frame and frame["choices"] and \
+                        frame["choices"][0]["delta"].get("content"):
+                    first = (time.perf_counter() - sent) * 1000
+        if first is not None:
+            first_tokens_ms.append(first)
+        return {"attempts": []}
+
+    return send
+
+
+def parse_sse(line: bytes) -> dict | None:
+    """One `data:` line of the stream as JSON; None for [DONE] and blank lines."""
+    if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+        return None
+    return json.loads(line[6:])
