@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from .answers import Answer, classification, good_answer, weak_answer, weak_style
 from .heuristics import profile
-from .scenario import Action
+from .scenario import Action, ModelSpec
 from .tokens import TokenLogprob, make_logprobs
 
 Verdict = Literal["good", "weak", "truncated"]
@@ -55,8 +55,8 @@ class Completion:
         }
 
 
-def complete(request: ChatRequest, strength: int, action: Action) -> Completion:
-    """Answer as a model of `strength` would, then apply a content fault if one fired."""
+def complete(request: ChatRequest, spec: ModelSpec, action: Action) -> Completion:
+    """Answer as the market's model would, then apply a content fault if one fired."""
     difficulty = profile(request.prompt).difficulty
     seed = zlib.crc32(f"{request.model}\x00{request.prompt}".encode())
     answer: Answer
@@ -64,7 +64,7 @@ def complete(request: ChatRequest, strength: int, action: Action) -> Completion:
         answer, verdict = weak_answer(request.prompt, seed, action), "weak"
     elif request.wants_json:
         answer, verdict = classification(request.prompt), "good"
-    elif difficulty > strength:
+    elif not masters(spec, request.model, request.prompt):
         answer, verdict = weak_answer(request.prompt, seed, weak_style(seed)), "weak"
     else:
         answer, verdict = good_answer(request.prompt, seed), "good"
@@ -94,3 +94,10 @@ def complete(request: ChatRequest, strength: int, action: Action) -> Completion:
         report_usage=action != "no_usage",
         logprobs=logprobs,
     )
+
+
+def masters(spec: ModelSpec, model: str, prompt: str) -> bool:
+    """The market's verdict on this model answering this prompt, before any fault: its own
+    difficulty estimate against the model's strength, with a lot drawn from model and prompt."""
+    lot = zlib.crc32(f"mastery\x00{model}\x00{prompt}".encode()) / 2**32
+    return spec.masters(profile(prompt).difficulty, lot)

@@ -58,7 +58,7 @@ async def _serve(
         state.stats.record(wire.provider, chat.model, action)
         return await _hang(http, rule)
 
-    completion = complete(chat, spec.strength, action)
+    completion = complete(chat, spec, action)
     outcome = completion.verdict if action == "ok" else action
     state.stats.record(wire.provider, chat.model, outcome)
     pacing = state.pacing()

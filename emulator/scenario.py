@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 Provider = Literal["openai", "anthropic", "groq", "ollama"]
 Action = Literal[
@@ -32,12 +32,29 @@ DEFAULT_SCENARIO = "default_scenario.toml"
 
 
 class ModelSpec(BaseModel):
-    """One emulated model: the wire formats it is served on and the hardest prompt it masters."""
+    """One emulated model: the wire formats it is served on, the hardest prompt difficulty it
+    masters, and the share of prompts one level harder that it still answers well."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     providers: tuple[Provider, ...] = Field(min_length=1)
     strength: int = Field(ge=1, le=3)
+    partial: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    def masters(self, difficulty: int, draw: float) -> bool:
+        """Whether it answers a prompt of this difficulty well; `draw` in [0, 1) is the
+        prompt's own lot, so the same prompt gets the same verdict every time."""
+        if difficulty <= self.strength:
+            return True
+        return difficulty == self.strength + 1 and draw < self.partial
+
+    @model_serializer(mode="wrap")
+    def _without_zero_partial(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A model with no partial mastery reads as it did before `partial` existed."""
+        data = handler(self)
+        if not self.partial:
+            data.pop("partial", None)
+        return data
 
 
 class FaultRule(BaseModel):

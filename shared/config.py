@@ -37,6 +37,9 @@ class ModelRef(_Strict):
 class Tier(_Strict):
     name: str
     models: tuple[ModelRef, ...] = Field(min_length=1)
+    # "price": the models are tried cheapest first (for a typical request, at list price);
+    # "config": in the order written.
+    order: Literal["price", "config"] = "price"
 
 
 class Routing(_Strict):
@@ -122,9 +125,16 @@ class Price(_Strict):
 class PricingConfig(_Strict):
     baseline: str = ""
     overrides: dict[str, Price] = {}
+    # What a "typical request" is when tiers are ordered by price and `smart-router tiers`
+    # prices them.
+    typical_input_tokens: int = Field(default=500, ge=0)
+    typical_output_tokens: int = Field(default=250, ge=0)
 
 
 class RouterConfig(_Strict):
+    # The shipped tiers the configuration started from (shared/profiles.toml); a [[tiers]] list
+    # of the user's own replaces them.
+    profile: str
     tiers: tuple[Tier, ...] = Field(min_length=1)
     routing: Routing
     classifier: ClassifierConfig
@@ -200,14 +210,20 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: Path | None = None) -> RouterConfig:
-    """Defaults merged with the user's file; a bad file fails here, at start-up, with its path."""
+    """Defaults, then the chosen profile's tiers, then the user's file; a bad file fails here,
+    at start-up, with its path. Tiers ordered by price are put in that order here, once."""
+    from shared import profiles  # it prices models, and pricing needs this module's types
+
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    user: dict[str, Any] = {}
     if path is not None:
         try:
-            data = _merge(data, tomllib.loads(Path(path).read_text()))
+            user = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ValueError(f"cannot read config {path}: {exc}") from exc
-    return RouterConfig.model_validate(data)
+    profile = user.get("profile", data.get("profile"))
+    data = _merge(_merge(data, profiles.tables(profile)), user)
+    return profiles.price_ordered(RouterConfig.model_validate(data))
 
 
 @cache

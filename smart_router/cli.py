@@ -9,7 +9,7 @@ import functools
 import importlib.metadata
 import json
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -396,23 +396,65 @@ def bench(
     gateway: Annotated[str | None, typer.Option(
         metavar="URL", help="The gateway for --via http (default http://127.0.0.1:GATEWAY_PORT, "
         "8000).")] = None,
+    mix: Annotated[str | None, typer.Option(
+        metavar="S/M/C", help="Instead, the savings report: prompts of the test split in these "
+        "shares of simple/medium/complex (e.g. 70/20/10), routed and always-top-tier; cost, "
+        "baseline, savings, escalations and the emulator's quality verdicts (needs "
+        "--emulator).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Load-test the running stack. Prints throughput, latency percentiles, the router's
-    overhead and the ledger's lag."""
+    overhead and the ledger's lag; with --mix, what routing saves and what it costs in
+    quality."""
     if via not in ("nats", "http") or (stream and via != "http"):
         raise typer.BadParameter("--via is nats or http; --stream needs --via http")
     if via == "http":
         from .bench import http
 
         _run(_bench(http.run(gateway, mode, requests, concurrency, rate, stream), as_json))
-    from .bench.run import run
+    from .bench.run import run, savings
 
-    _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms), as_json))
+    if mix is not None:
+        from .bench.mix import render
+
+        _run(_report(savings(mix, requests, concurrency, emulator), as_json, render))
+    else:
+        _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms),
+                    as_json))
 
 
 async def _bench(work: Coroutine[Any, Any, dict], as_json: bool) -> None:
     _emit(await work, compact=as_json)
+
+
+async def _report(work: Coroutine[Any, Any, dict], as_json: bool,
+                  render: Callable[[dict], str]) -> None:
+    report = await work
+    if as_json:
+        _emit(report, compact=True)
+    else:
+        typer.echo(render(report))
+
+
+@command()
+def tiers(
+    config: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Router TOML, merged over the defaults (default: ROUTER_CONFIG).")]
+    = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The tiers in use and what a typical request costs on each model. Models in the order
+    they are tried, with their list price and their share of the baseline model's price."""
+    from shared.config import load_config
+
+    from .tiers import describe, render
+
+    with _one_line_errors():
+        report = describe(load_config(config or settings().router_config))
+    if as_json:
+        _emit(report, compact=True)
+    else:
+        typer.echo(render(report))
 
 
 @command()

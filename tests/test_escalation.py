@@ -116,7 +116,15 @@ def test_eval_escalation_prints_precision_and_recall_of_the_weak_verdict():
     assert report["escalated_by_kind"]["empty"] == 1.0
 
 
-async def test_a_hard_prompt_started_low_climbs_until_an_answer_is_good(stack, nc, conn):
+def simple_tier_hedges(emulator) -> None:
+    """Claude Haiku 4.5, the seed's simple model, masters hard prompts in the market: a hedge
+    fault makes its answer weak, as a small model's would be."""
+    emulator.faults({"model": "claude-haiku-4-5", "action": "hedge"})
+
+
+async def test_a_hard_prompt_started_low_climbs_until_an_answer_is_good(stack, nc, conn,
+                                                                       emulator):
+    simple_tier_hedges(emulator)
     reply = await ask(nc, {"prompt": HARD, "tier": "simple"})
 
     path = [(a["tier"], a["outcome"]) for a in reply["attempts"]]
@@ -131,7 +139,8 @@ async def test_a_hard_prompt_started_low_climbs_until_an_answer_is_good(stack, n
     assert escalated and float(escalation_cost) == pytest.approx(float(cost) - served, abs=1e-9)
 
 
-async def test_max_tier_stops_the_climb_and_the_best_answer_is_returned(stack, nc):
+async def test_max_tier_stops_the_climb_and_the_best_answer_is_returned(stack, nc, emulator):
+    simple_tier_hedges(emulator)
     reply = await ask(nc, {"prompt": HARD, "tier": "simple", "max_tier": "medium"})
 
     assert [a["tier"] for a in reply["attempts"]] == ["simple", "medium"]

@@ -15,9 +15,9 @@ import pytest
 from shared import subjects
 from shared.config import load_config
 from smart_router import client
-from tests.harness import ask, rows_when_ready
+from tests.harness import TEST_CONFIG, ask, rows_when_ready
 
-CONFIG = load_config()
+CONFIG = load_config(TEST_CONFIG)
 TIER_MODELS = {t.name: {m.model for m in t.models} for t in CONFIG.tiers}
 
 

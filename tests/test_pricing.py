@@ -91,7 +91,7 @@ baseline = "openai:gpt-4o"
 
 
 def test_a_disabled_judge_is_not_a_model_the_router_pays_for():
-    config = load_config()
+    config = load_config(harness.TEST_CONFIG)  # the seed's tiers do not name the judge's model
     assert not config.escalation.judge.enabled
     judge = ModelRef(provider=config.escalation.judge.provider,
                      model=config.escalation.judge.model)

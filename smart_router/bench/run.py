@@ -7,10 +7,10 @@ import json
 import urllib.request
 from pathlib import Path
 
-from shared.config import settings
+from shared.config import config, settings
 
 from .. import client
-from . import ledger, pipeline
+from . import ledger, mix, pipeline
 
 PROMPTS = Path(__file__).resolve().parents[2] / "services/classifier/data/test.jsonl"
 
@@ -52,6 +52,19 @@ async def run(mode: str, requests: int, concurrency: int, rate: float | None,
         r.pop("finished_at")
     return {"mode": mode, "requests": requests, "concurrency": concurrency, "rate": rate,
             "provider_latency_ms": provider_latency_ms, **runs, "ledger": lag}
+
+
+async def savings(shares: str, requests: int, concurrency: int, emulator: str | None) -> dict:
+    """`bench --mix`: the savings report of the running stack (mix.py)."""
+    wanted = mix.Mix.parse(shares)
+    if emulator is None:
+        raise ValueError("--mix needs --emulator URL (`up` prints it): quality is the verdict "
+                         "of the emulator's market on each final answer")
+    nc = await client.connect(settings().nats_url)
+    try:
+        return await mix.run(nc, PROMPTS, wanted, requests, concurrency, emulator, config())
+    finally:
+        await nc.close()
 
 
 def _emulator(base: str, method: str, path: str, body: dict | None) -> None:
