@@ -8,10 +8,18 @@ from typing import Any, Literal
 
 from .answers import Answer, classification, good_answer, weak_answer, weak_style
 from .heuristics import profile
+from .mistakes import (
+    confidently_wrong,
+    final_line,
+    is_verification,
+    truth,
+    verification,
+    wrong_value,
+)
 from .scenario import Action, ModelSpec
-from .tokens import TokenLogprob, make_logprobs
+from .tokens import TokenLogprob, make_logprobs, split_tokens
 
-Verdict = Literal["good", "weak", "truncated"]
+Verdict = Literal["good", "weak", "wrong", "truncated"]
 
 _CONFIDENT_LOGPROB = -0.2
 _UNSURE_LOGPROB = -2.0
@@ -62,14 +70,18 @@ def complete(request: ChatRequest, spec: ModelSpec, action: Action) -> Completio
     answer: Answer
     if action in ("hedge", "refuse", "empty"):
         answer, verdict = weak_answer(request.prompt, seed, action), "weak"
+    elif request.wants_json and is_verification(request.prompt):
+        answer, verdict = _text(verification(spec, request.model, request.prompt)), "good"
     elif request.wants_json:
         answer, verdict = classification(request.prompt), "good"
     elif not masters(spec, request.model, request.prompt):
         answer, verdict = weak_answer(request.prompt, seed, weak_style(seed)), "weak"
     else:
-        answer, verdict = good_answer(request.prompt, seed), "good"
+        answer, verdict = _sure_answer(spec, request.model, request.prompt, seed,
+                                       mistaken=action == "mistake")
 
-    mean_logprob = _CONFIDENT_LOGPROB if verdict == "good" else _UNSURE_LOGPROB
+    # A confident mistake sounds as sure as a right answer: its logprobs do not give it away.
+    mean_logprob = _UNSURE_LOGPROB if verdict == "weak" else _CONFIDENT_LOGPROB
     text, tokens, finish = answer.text, answer.tokens, "stop"
     limit = len(tokens) if request.max_tokens is None else request.max_tokens
     if action == "truncate":
@@ -94,6 +106,31 @@ def complete(request: ChatRequest, spec: ModelSpec, action: Action) -> Completio
         report_usage=action != "no_usage",
         logprobs=logprobs,
     )
+
+
+def _sure_answer(spec: ModelSpec, model: str, prompt: str, seed: int, *, mistaken: bool
+                 ) -> tuple[Answer, Verdict]:
+    """A confident answer; to a checkable prompt it ends with its final value, which is wrong
+    as often as the model's mistake rate makes it (always, under a "mistake" fault)."""
+    answer = good_answer(prompt, seed)
+    right = truth(prompt)
+    if right is None:
+        return answer, "good"
+    wrong = mistaken or confidently_wrong(spec, model, prompt)
+    line = final_line(wrong_value(prompt, model) if wrong else right)
+    return _text(f"{answer.text}\n\n{line}"), "wrong" if wrong else "good"
+
+
+def _text(text: str) -> Answer:
+    return Answer(text, split_tokens(text))
+
+
+def market_verdict(spec: ModelSpec, model: str, prompt: str) -> Literal["good", "weak", "wrong"]:
+    """How this model answers this prompt, unfaulted: well, out of its depth, or sure and
+    wrong."""
+    if not masters(spec, model, prompt):
+        return "weak"
+    return "wrong" if confidently_wrong(spec, model, prompt) else "good"
 
 
 def masters(spec: ModelSpec, model: str, prompt: str) -> bool:

@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 from pydantic import ValidationError
 
-from .completion import masters
+from .completion import market_verdict
 from .scenario import Scenario
 from .state import EmulatorState
 from .wire.base import json_response
@@ -59,8 +59,9 @@ def control_routes(state: EmulatorState) -> list[web.RouteDef]:
 
 
 def _verdict(scenario: Scenario, provider: str, model: str, prompt: str) -> str | None:
-    """"good" or "weak" as the model would answer unfaulted; None for a model not served there."""
+    """"good", "weak" or "wrong" (confidently) as the model would answer unfaulted; None for a
+    model not served there."""
     spec = scenario.models.get(model)
     if spec is None or provider not in spec.providers or not isinstance(prompt, str):
         return None
-    return "good" if masters(spec, model, prompt) else "weak"
+    return market_verdict(spec, model, prompt)

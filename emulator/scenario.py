@@ -23,6 +23,7 @@ Action = Literal[
     "refuse",
     "hedge",
     "empty",
+    "mistake",  # a confidently wrong final answer to a checkable prompt
     "malformed",
     "no_usage",
     "ok",
@@ -40,6 +41,9 @@ class ModelSpec(BaseModel):
     providers: tuple[Provider, ...] = Field(min_length=1)
     strength: int = Field(ge=1, le=3)
     partial: float = Field(default=0.0, ge=0.0, le=1.0)
+    # The share of checkable prompts at its own strength it answers confidently wrong
+    # (emulator/mistakes.py): doubled per level harder, halved per level easier.
+    mistakes: float = Field(default=0.0, ge=0.0, le=0.5)
 
     def masters(self, difficulty: int, draw: float) -> bool:
         """Whether it answers a prompt of this difficulty well; `draw` in [0, 1) is the
@@ -50,10 +54,11 @@ class ModelSpec(BaseModel):
 
     @model_serializer(mode="wrap")
     def _without_zero_partial(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """A model with no partial mastery reads as it did before `partial` existed."""
+        """A model with no partial mastery or mistakes reads as it did before they existed."""
         data = handler(self)
-        if not self.partial:
-            data.pop("partial", None)
+        for optional in ("partial", "mistakes"):
+            if not getattr(self, optional):
+                data.pop(optional, None)
         return data
 
 

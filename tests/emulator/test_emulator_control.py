@@ -34,8 +34,10 @@ async def test_get_scenario_returns_the_market(emulator: Emulator) -> None:
         async with http.get(f"{emulator.url}/_emulator/scenario") as response:
             scenario = await response.json()
 
-    assert scenario["models"]["gpt-4o"] == {"providers": ["openai"], "strength": 3}
-    assert scenario["models"]["phi3:mini"] == {"providers": ["ollama"], "strength": 1}
+    assert scenario["models"]["gpt-4o"] == {"providers": ["openai"], "strength": 3,
+                                            "mistakes": 0.02}
+    assert scenario["models"]["phi3:mini"] == {"providers": ["ollama"], "strength": 1,
+                                               "mistakes": 0.12}
     assert scenario["faults"] == []
     assert len(scenario["models"]) == 9
 
