@@ -11,7 +11,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -192,7 +199,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore")
 
+    # One URL or several, comma-separated (a cluster); user:password@ or token@ may sit in each.
     nats_url: str = "nats://127.0.0.1:4222"
+    # How this process proves who it is to NATS (see shared/connection.py): at most one of a
+    # user and password, a token, an nkey seed file or a .creds file (JWT).
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_nkey_seed: Path | None = None
+    nats_creds: Path | None = None
+    # TLS: a CA to trust, a client certificate and key (mutual TLS). tls:// URLs use TLS too.
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    # Where this process's reply inboxes live: a client identity may read only its own.
+    nats_inbox_prefix: str | None = None
+    # The tenant a client identity is (it asks on router.v1.chat.<tenant>), when auth is on.
+    router_tenant: str | None = None
+    # Whether a service declares the JetStream topology at start (a least-privilege service
+    # cannot: the setup identity does it once, see shared/nats_auth.py).
+    nats_declare: bool = True
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     router_config: Path | None = None
     log_level: str = "INFO"

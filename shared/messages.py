@@ -147,6 +147,9 @@ class Origin(_Internal):
     """Where the answer goes: an online caller's inbox, or a batch job's results subject."""
 
     kind: Literal["online", "batch"]
+    # The tenant the connection is vouched to be (its per-tenant subject), else the body's; a
+    # batch job's results subject is under it.
+    tenant: str | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
     job_id: str | None = None

@@ -8,6 +8,7 @@ on request_id, so a redelivered handler that runs this twice changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ async def send_reply(broker: NatsBroker, origin: Origin, body: bytes, msg_id: st
     await payload.publish(
         broker,
         body,
-        subjects.results(origin.job_id or DEFAULT_JOB_ID),
+        subjects.results(origin.tenant, origin.job_id or DEFAULT_JOB_ID),
         headers={subjects.MSG_ID: msg_id},
         stream=subjects.RESULTS_STREAM,
     )
@@ -191,6 +192,16 @@ def salvage_ids(body: bytes) -> tuple[str | None, str | None]:
     return _token(data.get("request_id")), _token(data.get("job_id"))
 
 
+def salvage_tenant(body: bytes) -> str | None:
+    """The tenant a body that failed validation names, for its results subject (hashed there
+    when it is not a safe token)."""
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("tenant"), str):
+            return data["tenant"][:64]
+    return None
+
+
 def _token(value: object) -> str | None:
     return value if isinstance(value, str) and TOKEN_RE.fullmatch(value) else None
 
@@ -223,8 +234,8 @@ async def dead_letter(
 ) -> None:
     """Record a message no delivery could settle, and tell its caller why when the message
     says who that is: a batch job's results subject, or an envelope's origin."""
-    ending = _job_ending(message) if message.subject == subjects.JOBS else _envelope_ending(
-        message, store_prompt)
+    is_job = message.stream == subjects.JOBS_STREAM
+    ending = _job_ending(message) if is_job else _envelope_ending(message, store_prompt)
     event = DeadLetterEvent(
         subject=message.subject,
         stream_seq=message.stream_seq,
@@ -263,7 +274,8 @@ def _job_ending(message: Unsettled) -> _Ending:
     """A job's caller reads its results subject, named by the job_id when the body has one."""
     trace_id = job_trace_id(message.stream_seq)
     request_id, job_id = salvage_ids(message.body)
-    origin = Origin(kind="batch", job_id=job_id or DEFAULT_JOB_ID)
+    origin = Origin(kind="batch", job_id=job_id or DEFAULT_JOB_ID,
+                    tenant=subjects.tenant_of(message.subject) or salvage_tenant(message.body))
     row = rejection_event(trace_id=trace_id, request_id=request_id or trace_id, origin=origin,
                           body=message.body, received_at=time.time())
     return _Ending(origin, row, trace_id)

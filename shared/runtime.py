@@ -28,7 +28,7 @@ from faststream.nats import JStream, NatsBroker, NatsMessage
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from shared import health, logs, outcomes, payload, subjects, topology
+from shared import connection, health, logs, outcomes, payload, subjects, topology
 from shared.config import RouterConfig, Settings, config, settings
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ class Service:
         self.counters = health.Counters()
         logs.configure(self.settings.log_level, self.settings.log_format, service=name)
         self.broker = NatsBroker(
-            self.settings.nats_url,
+            **connection.broker_options(self.settings),
             name=f"smart-router.{name}",
             logger=logging.getLogger(f"smart_router.{name}"),
             # FastStream logs every message at this level: keep it out of INFO at 1,000 msg/s.
@@ -79,10 +79,11 @@ class Service:
     async def _declare_topology(self) -> None:
         """Streams and consumers must exist with our settings before a subscriber binds, and a
         request at the configured limits must fit in the server's messages."""
-        nc = await _connect_patiently(self.settings.nats_url)
+        nc = await _connect_patiently(self.settings)
         try:
             payload.check_limits(self.config.limits, nc.max_payload)
-            await topology.declare(nc.jetstream(), self.config.pipeline, self.config.ledger)
+            if self.settings.nats_declare:
+                await topology.declare(nc.jetstream(), self.config.pipeline, self.config.ledger)
         finally:
             await nc.close()
 
@@ -122,7 +123,7 @@ class Service:
         kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
         self.background(health.beat_forever(kv, self.name, self.counters))
         self.background(self._exit_when_disconnected_too_long())
-        log.info("service.started", nats=_redact(self.settings.nats_url))
+        log.info("service.started", nats=connection.redact(self.settings.nats_url))
 
     async def _stop_background(self) -> None:
         self._stopping = True
@@ -215,22 +216,18 @@ async def _raw_body(msg: NatsMessage) -> bytes:
     return msg.body
 
 
-async def _connect_patiently(url: str) -> nats.NATS:
-    """At start-up NATS may still be coming up (compose, `up`): wait for it, saying so."""
+async def _connect_patiently(settings: Settings) -> nats.NATS:
+    """At start-up NATS may still be coming up (compose, `up`): wait for it, saying so. Refused
+    credentials are not a server coming up: they fail at once."""
     deadline = asyncio.get_running_loop().time() + CONNECT_RETRY_S
+    options = connection.nats_options(settings)
     while True:
         try:
-            return await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+            return await nats.connect(**options, connect_timeout=2, max_reconnect_attempts=0)
         except Exception as exc:
-            if asyncio.get_running_loop().time() > deadline:
+            if (asyncio.get_running_loop().time() > deadline
+                    or str(exc).removeprefix("nats: ").strip("'").lower() in UNRECOVERABLE):
                 raise
-            log.warning("nats.waiting", nats=_redact(url), reason=str(exc))
+            log.warning("nats.waiting", nats=connection.redact(settings.nats_url),
+                        reason=str(exc))
             await asyncio.sleep(1)
-
-
-def _redact(url: str) -> str:
-    """A URL for the logs, without a password or token in it."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,6 +1,9 @@
 """NATS subjects, streams and consumer names. The `router.v1.*` public ones are contracts (see
 DESIGN.md); `router.v1.pipeline.*` and the KV buckets are internal."""
 
+import hashlib
+import re
+
 CHAT = "router.v1.chat"
 JOBS = "router.v1.jobs"
 RESULTS_PREFIX = "router.v1.results"
@@ -32,8 +35,46 @@ HEALTH_BUCKET = "router_health"
 MSG_ID = "Nats-Msg-Id"
 
 
-def results(job_id: str) -> str:
-    return f"{RESULTS_PREFIX}.{job_id}"
+# A tenant as one subject token: a name of letters, digits, '_' and '-' (not starting with '_')
+# is itself; any other name is hashed, and no tenant at all is NO_TENANT. Permissions name
+# these tokens, so a client identity's subjects and inbox are its tenant's alone.
+TENANT_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NO_TENANT = "_none"
+
+
+def tenant_token(tenant: str | None) -> str:
+    if tenant is None:
+        return NO_TENANT
+    if TENANT_TOKEN_RE.fullmatch(tenant):
+        return tenant
+    return "_h" + hashlib.sha256(tenant.encode()).hexdigest()[:24]
+
+
+def results(tenant: str | None, job_id: str) -> str:
+    """A batch job's results subject: under its tenant, so a client reads only its own."""
+    return f"{RESULTS_PREFIX}.{tenant_token(tenant)}.{job_id}"
+
+
+def chat(tenant: str) -> str:
+    """Where a client identity asks: its tenant is vouched for by the server's permissions."""
+    return f"{CHAT}.{tenant_token(tenant)}"
+
+
+def jobs(tenant: str) -> str:
+    return f"{JOBS}.{tenant_token(tenant)}"
+
+
+def inbox_prefix(tenant: str) -> str:
+    """A client identity's reply inboxes: nobody else may subscribe under it."""
+    return f"_INBOX.{tenant_token(tenant)}"
+
+
+def tenant_of(subject: str) -> str | None:
+    """The tenant a per-tenant chat or jobs subject names; None on the shared subjects."""
+    for base in (CHAT, JOBS):
+        if subject.startswith(base + "."):
+            return subject[len(base) + 1:]
+    return None
 
 
 def done(instance: str) -> str:

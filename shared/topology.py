@@ -46,6 +46,8 @@ class PushConsumer:
     max_ack_pending: int
     ack_wait_s: float
     max_deliver: int
+    # More subjects it takes besides filter_subject (the per-tenant ones).
+    also: tuple[str, ...] = ()
 
     @property
     def deliver_subject(self) -> str:
@@ -61,7 +63,7 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=subjects.JOBS_STREAM,
-            subjects=[subjects.JOBS],
+            subjects=[subjects.JOBS, f"{subjects.JOBS}.*"],
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=pipeline.dedup_window_s,
             max_age=pipeline.events_max_age_s,
@@ -124,13 +126,14 @@ def push_consumers(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
 
 def _stages(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
     # A consumer's pending limit covers all copies of a service: leave room for several.
-    def stage(stream: str, name: str, subject: str, concurrency: int) -> PushConsumer:
+    def stage(stream: str, name: str, subject: str, concurrency: int,
+              also: tuple[str, ...] = ()) -> PushConsumer:
         return PushConsumer(stream, name, subject, 4 * concurrency, pipeline.ack_wait_s,
-                            pipeline.max_deliver)
+                            pipeline.max_deliver, also)
 
     return {
         "classifier": stage(subjects.JOBS_STREAM, "classifier", subjects.JOBS,
-                            pipeline.classifier_concurrency),
+                            pipeline.classifier_concurrency, also=(f"{subjects.JOBS}.*",)),
         "dispatcher": stage(subjects.PIPELINE_STREAM, "dispatcher", subjects.DISPATCH,
                             pipeline.dispatcher_concurrency),
         "escalator": stage(subjects.PIPELINE_STREAM, "escalator", subjects.SCORE,
@@ -153,7 +156,8 @@ def push_consumer_config(consumer: PushConsumer) -> ConsumerConfig:
         durable_name=consumer.name,
         deliver_subject=consumer.deliver_subject,
         deliver_group=consumer.name,
-        filter_subject=consumer.filter_subject,
+        filter_subject=None if consumer.also else consumer.filter_subject,
+        filter_subjects=[consumer.filter_subject, *consumer.also] if consumer.also else None,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=consumer.ack_wait_s,

@@ -127,10 +127,11 @@ def ask(
                "max_tokens": max_tokens, "max_cost_usd": max_cost_usd}
 
     async def work() -> int:
-        nc = await client.connect(settings().nats_url)
+        nc = await client.connect(settings())
         try:
             reply = await client.request(
-                nc, subjects.CHAT, {k: v for k, v in request.items() if v is not None}, timeout
+                nc, client.chat_subject(settings().router_tenant),
+                {k: v for k, v in request.items() if v is not None}, timeout
             )
         finally:
             await nc.close()
@@ -159,9 +160,10 @@ def submit(
             typer.echo(f"published {done}/{total}", err=True)
 
     async def work() -> int:
-        nc = await client.connect(settings().nats_url)
+        nc = await client.connect(settings())
         try:
-            submission = await client.submit(nc, file, job, progress)
+            submission = await client.submit(nc, file, job, progress,
+                                             tenant=settings().router_tenant)
             _report_lines(submission)
             if wait:
                 typer.echo(json.dumps(submission.summary()), err=True)
@@ -194,7 +196,8 @@ async def _print_results(nc: client.Client, submission: client.Submission,
     expected, seen = set(submission.fresh), set()
     try:
         async with asyncio.timeout(timeout):
-            async for result in client.results(nc, submission.job_id, expect=expected):
+            async for result in client.results(nc, submission.job_id, expect=expected,
+                                               tenant=settings().router_tenant):
                 seen.add(result.get("request_id"))
                 _emit(result, compact=True)
     except TimeoutError:
@@ -221,17 +224,18 @@ def results(
         "--follow", help="Keep printing new results until Ctrl-C.")] = False,
 ) -> None:
     """Print a batch job's results, one JSON object per line. They come from
-    router.v1.results.<job>; exit 1 for a job with no results."""
+    router.v1.results.<tenant>.<job>; exit 1 for a job with no results."""
 
     async def work() -> None:
-        nc = await client.connect(settings().nats_url)
+        nc = await client.connect(settings())
         try:
-            if not await client.stored_results(nc, job):
+            tenant = settings().router_tenant
+            if not await client.stored_results(nc, job, tenant):
                 if not follow:
                     raise CommandFailed(f"unknown job {job!r}: no results under "
-                                        f"{subjects.results(job)}")
+                                        f"{client.results_subject(job, tenant)}")
                 typer.echo(f"no results for job {job!r} yet; waiting (Ctrl-C stops)", err=True)
-            async for result in client.results(nc, job, follow=follow):
+            async for result in client.results(nc, job, follow=follow, tenant=tenant):
                 _emit(result, compact=True)
         finally:
             await nc.close()
@@ -251,7 +255,7 @@ def stats(
     """Costs and savings from the ledger. The dashboard's figures, from router.v1.stats."""
 
     async def work() -> int:
-        nc = await client.connect(settings().nats_url)
+        nc = await client.connect(settings())
         try:
             summary = await client.request(nc, subjects.STATS, {"days": days}, timeout)
         finally:
@@ -273,7 +277,7 @@ def health(as_json: JsonFlag = False) -> None:
     ledger is stuck: events wait and none was committed for `ledger.stuck_after_s`)."""
 
     async def work() -> int:
-        nc = await client.connect(settings().nats_url)
+        nc = await client.connect(settings())
         try:
             report = await client.service_health(nc)
         finally:

@@ -4,6 +4,7 @@ would make with nats-py (request on router.v1.chat, JetStream publish on router.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+from nats import nuid
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, PubAck
+from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
-from shared import health, jsonl, subjects
+from shared import connection, health, jsonl, subjects
+from shared.config import Settings
 from shared.messages import TOKEN_RE
 
 CONNECT_TIMEOUT_S = 2.0
@@ -25,25 +28,35 @@ CONNECT_TIMEOUT_S = 2.0
 # minutes (allow_reconnect=False does not stop the first connect from retrying: 61 tries, 120 s).
 RECONNECT_ATTEMPTS = 1
 RECONNECT_WAIT_S = 0.25
+HEALTH_TIMEOUT_S = 2.0
 
 
-async def connect(url: str) -> Client:
+async def connect(settings: Settings) -> Client:
     """A connection that fails fast and quietly: nats-py's default error callback logs a
-    traceback for every failed attempt; here the last error goes into one message instead."""
-    last_error: list[BaseException] = []
+    traceback for every failed attempt; here the cause goes into one message instead.
+    Servers, credentials and TLS come from the settings (shared/connection.py)."""
+    errors: list[BaseException] = []
 
     async def remember(exc: BaseException) -> None:
-        last_error[:] = [exc]
+        errors.append(exc)
 
+    options = connection.nats_options(settings)
     try:
         return await nats.connect(
-            servers=[u.strip() for u in url.split(",")], error_cb=remember,
+            **options, error_cb=remember,
             connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=RECONNECT_ATTEMPTS,
             reconnect_time_wait=RECONNECT_WAIT_S,
         )
     except Exception as exc:
-        cause = last_error[0] if last_error else exc
-        raise ConnectionError(f"cannot reach NATS at {url} ({_reason(cause)}): "
+        where = connection.redact(options["servers"])
+        # Over TLS a refusal may be followed by a broken pipe: the refusal is the cause.
+        refused = [e for e in errors if "authorization" in _reason(e).lower()]
+        if refused:
+            raise ConnectionError(f"NATS at {where} refused these credentials "
+                                  f"({_reason(refused[0])}): see NATS_USER / NATS_CREDS / "
+                                  "NATS_TOKEN") from None
+        cause = errors[-1] if errors else exc
+        raise ConnectionError(f"cannot reach NATS at {where} ({_reason(cause)}): "
                               "is the router running (`smart-router up`)?") from None
 
 
@@ -102,8 +115,10 @@ async def submit(
     job_id: str | None,
     progress: Callable[[int, int], None],
     in_flight: int = 256,
+    tenant: str | None = None,
 ) -> Submission:
-    """Publish one job per line to router.v1.jobs with Nats-Msg-Id = <job_id>.<request_id>.
+    """Publish one job per line to router.v1.jobs (router.v1.jobs.<tenant> for a client
+    identity) with Nats-Msg-Id = <job_id>.<request_id>.
 
     Each line's job_id is set to the job's; a line without request_id gets one from its line
     number. Lines that are not valid requests are reported with their number, not sent; lines
@@ -130,7 +145,7 @@ async def submit(
     async def publish(line_no: int, job: dict) -> None:
         nonlocal done
         async with gate:
-            ack = await _publish(js, job)
+            ack = await _publish(js, job, subjects.jobs(tenant) if tenant else subjects.JOBS)
         if ack.duplicate:
             submission.duplicate_lines.append({"line": line_no, "request_id": job["request_id"]})
         else:
@@ -166,40 +181,70 @@ def job_msg_id(job_id: str, request_id: str) -> str:
     return f"{job_id}.{request_id}"
 
 
-async def _publish(js: JetStreamContext, job: dict) -> PubAck:
+async def _publish(js: JetStreamContext, job: dict, subject: str) -> PubAck:
     try:
-        return await js.publish(subjects.JOBS, json.dumps(job).encode(),
+        return await js.publish(subject, json.dumps(job).encode(),
                                 headers={subjects.MSG_ID: job_msg_id(job["job_id"],
                                                                      job["request_id"])})
     except NoStreamResponseError:
         raise ConnectionError(f"no stream stores {subjects.JOBS}: is the router running?") from None
 
 
-async def stored_results(nc: Client, job_id: str) -> int:
-    """How many results the job has in the results stream (0 for a job never seen)."""
-    subject = subjects.results(job_id)
+def chat_subject(tenant: str | None) -> str:
+    """Where to ask: a client identity's own tenant subject, else the shared one."""
+    return subjects.chat(tenant) if tenant else subjects.CHAT
+
+
+def results_subject(job_id: str, tenant: str | None) -> str:
+    """A job's results: under the tenant when it is known, else under any tenant (open mode or
+    the admin identity, which may read them all)."""
+    if tenant:
+        return subjects.results(tenant, job_id)
+    return f"{subjects.RESULTS_PREFIX}.*.{job_id}"
+
+
+async def _results_subscription(nc: Client, subject: str) -> JetStreamContext.PushSubscription:
+    """An ordered consumer on the results stream, named so that its filter is in the API
+    subject: a client identity's permission allows only its own tenant's filter there."""
     try:
-        info = await nc.jetstream().stream_info(subjects.RESULTS_STREAM, subjects_filter=subject)
+        return await nc.jetstream().subscribe(
+            subject, stream=subjects.RESULTS_STREAM, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            config=ConsumerConfig(name=f"results-{nuid.NUID().next().decode()}"))
     except NotFoundError:
         raise ConnectionError("the results stream does not exist: has the router run?") from None
-    return (info.state.subjects or {}).get(subject, 0)
+
+
+async def _matching(sub: JetStreamContext.PushSubscription) -> int:
+    """Messages the consumer's filter matches: those still pending and those the server has
+    pushed already (a push consumer starts delivering at once)."""
+    info = await sub.consumer_info()
+    return (info.num_pending or 0) + (info.delivered.consumer_seq or 0)
+
+
+async def stored_results(nc: Client, job_id: str, tenant: str | None = None) -> int:
+    """How many results the job has in the results stream (0 for a job never seen)."""
+    sub = await _results_subscription(nc, results_subject(job_id, tenant))
+    try:
+        return await _matching(sub)
+    finally:
+        await sub.unsubscribe()
 
 
 async def results(
     nc: Client, job_id: str, *, follow: bool = False, expect: set[str] | None = None,
-    idle_timeout: float = 5.0,
+    idle_timeout: float = 5.0, tenant: str | None = None,
 ) -> AsyncIterator[dict]:
     """The job's results, oldest first, one per request_id. Stops when the stream has no more,
     or with a non-empty `expect` when every expected request_id has its result; `follow` never
     stops. A lost connection ends it with nats.errors.ConnectionClosedError, never a hang."""
     pending = set(expect or ())
     waiting = follow or bool(pending)
-    if not waiting and not await stored_results(nc, job_id):
-        return
     seen: set[str] = set()
-    sub = await nc.jetstream().subscribe(subjects.results(job_id), ordered_consumer=True,
-                                         deliver_policy=DeliverPolicy.ALL)
+    sub = await _results_subscription(nc, results_subject(job_id, tenant))
     try:
+        if not waiting and not await _matching(sub):
+            return
         while True:
             try:
                 msg = await sub.next_msg(timeout=None if waiting else idle_timeout)
@@ -220,7 +265,11 @@ async def results(
 
 
 async def service_health(nc: Client) -> dict:
-    js = nc.jetstream()
+    """What the services answer on router.v1.health (any identity may ask); when none answers,
+    what their heartbeats say (open mode and the admin identity may read them)."""
+    with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return json.loads((await nc.request(subjects.HEALTH, b"", timeout=HEALTH_TIMEOUT_S)).data)
+    js = nc.jetstream(timeout=HEALTH_TIMEOUT_S)
     try:
         kv = await js.key_value(subjects.HEALTH_BUCKET)
     except Exception:

@@ -121,14 +121,17 @@ class EmbeddedNats:
     version: str
 
     @classmethod
-    def start(cls, data_dir: Path, port: int | None = None) -> EmbeddedNats:
+    def start(cls, data_dir: Path, port: int | None = None, config: Path | None = None,
+              scheme: str = "nats") -> EmbeddedNats:
+        """`config` (users and permissions, TLS: see shared/nats_auth.py) is read by the
+        server; `scheme` is what its clients connect with (tls when the config asks)."""
         binary = nats_server_binary()
         port = port or free_port()
         monitor = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
-            [binary, "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port),
-             "-m", str(monitor)],
+            [binary, *(["-c", str(config)] if config else []), "-js", "-sd", str(data_dir),
+             "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=die_with_parent,
         )
@@ -140,7 +143,7 @@ class EmbeddedNats:
                 ready = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
                 with urllib.request.urlopen(ready, timeout=1) as response:
                     if response.status == 200:
-                        return cls(process, f"nats://127.0.0.1:{port}", binary,
+                        return cls(process, f"{scheme}://127.0.0.1:{port}", binary,
                                    binary_version(binary))
             time.sleep(0.05)
         process.kill()

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from shared import db
-from shared.config import settings
+from shared.config import Settings, settings
 from shared.health import SERVICES
 
 from . import client, embedded
@@ -175,7 +175,7 @@ class Stack:
     async def _wait_until_healthy(self) -> None:
         """Until every service beats from a process of ours: a crashed run's heartbeats stay
         fresh for a few seconds and must not count."""
-        nc = await client.connect(self.env["NATS_URL"])
+        nc = await client.connect(Settings(nats_url=self.env["NATS_URL"]))
 
         def ready(report: dict) -> bool:
             ours = {c.process.pid for c in self._children if c.process is not None}

@@ -31,7 +31,7 @@ async def submit(nc: nats.NATS, tmp: Path, count: int) -> client.Submission:
 
 
 async def stored_results(nc: nats.NATS, job_id: str) -> int:
-    subject = subjects.results(job_id)
+    subject = subjects.results(None, job_id)
     info = await nc.jetstream().stream_info(subjects.RESULTS_STREAM, subjects_filter=subject)
     return (info.state.subjects or {}).get(subject, 0)
 

@@ -63,9 +63,18 @@ async def hear_done() -> None:
     # beyond the admission bound, so a refusal never queues behind them.
     max_workers=cfg.pipeline.max_online_in_flight + cfg.pipeline.classifier_concurrency,
 )
+@broker.subscriber(
+    f"{subjects.CHAT}.*",  # per-tenant: a client identity's own subject
+    queue="classifier",
+    no_reply=True,  # the escalator replies, several hops later
+    # Admitted requests hold a worker while they wait for the classifier: keep workers free
+    # beyond the admission bound, so a refusal never queues behind them.
+    max_workers=cfg.pipeline.max_online_in_flight + cfg.pipeline.classifier_concurrency,
+)
 async def on_chat(_body: object) -> None:
     msg = service.message()
-    origin = Origin(kind="online", reply_to=msg.reply_to or None,
+    origin = Origin(kind="online", tenant=subjects.tenant_of(msg.raw_message.subject),
+                    reply_to=msg.reply_to or None,
                     correlation_id=msg.correlation_id)
     trace_id = new_request_id()
     received_at = time.time()
@@ -92,7 +101,8 @@ async def on_chat(_body: object) -> None:
 async def on_job(_body: object) -> None:
     msg = service.message()
     trace_id = outcomes.job_trace_id(msg.raw_message.metadata.sequence.stream)
-    await service.settle(msg, lambda: intake(msg.body, Origin(kind="batch"), trace_id))
+    origin = Origin(kind="batch", tenant=subjects.tenant_of(msg.raw_message.subject))
+    await service.settle(msg, lambda: intake(msg.body, origin, trace_id))
 
 
 async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
@@ -100,14 +110,15 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
     here instead (rejected)."""
     received_at = time.time()
     try:
-        request = parse_request(body, cfg.limits)
+        request = _vouched(parse_request(body, cfg.limits), origin)
         pinned, top = _tier_bounds(request)
     except RouterError as error:
         await _reject(body, origin, trace_id, received_at, error)
         return False
     request_id = request.request_id or trace_id
     if origin.kind == "batch":
-        origin = origin.model_copy(update={"job_id": request.job_id or outcomes.DEFAULT_JOB_ID})
+        origin = origin.model_copy(update={"job_id": request.job_id or outcomes.DEFAULT_JOB_ID,
+                                           "tenant": request.tenant})
     claim = idempotency.claim_for(request, origin)
     if claim is not None:
         try:
@@ -223,7 +234,9 @@ async def _reject(
     request_id, job_id = outcomes.salvage_ids(body)
     request_id = request_id or trace_id  # a redelivered job is rejected under the same id
     if origin.kind == "batch":
-        origin = origin.model_copy(update={"job_id": job_id or outcomes.DEFAULT_JOB_ID})
+        origin = origin.model_copy(update={"job_id": job_id or outcomes.DEFAULT_JOB_ID,
+                                           "tenant": origin.tenant or outcomes.salvage_tenant(
+                                               body)})
     log.info("request.rejected", request_id=request_id, code=error.code, bytes=len(body))
     await outcomes.fail(
         broker,
@@ -236,3 +249,24 @@ async def _reject(
         event=outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
                                        body=body, received_at=received_at, tenant=tenant),
     )
+def _vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
+    """The request with the tenant its subject names: a client identity may publish only on
+    its own tenant's subjects (the server's permissions vouch for it), and a body naming
+    another tenant is refused. On the shared subjects the body's tenant stands (open mode)."""
+    vouched = origin.tenant
+    if vouched is None:
+        return request
+    if not subjects.TENANT_TOKEN_RE.fullmatch(vouched):
+        raise RouterError(ErrorCode.INVALID_REQUEST, f"'{vouched}' is not a tenant name")
+    if request.tenant is not None and request.tenant != vouched:
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"'tenant': this connection is tenant '{vouched}', not "
+                          f"'{request.tenant}'")
+    if origin.kind == "online" and origin.reply_to and not origin.reply_to.startswith(
+            subjects.inbox_prefix(vouched) + "."):
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"replies to tenant '{vouched}' go to its own inbox "
+                          f"({subjects.inbox_prefix(vouched)}.>), not {origin.reply_to}")
+    return request.model_copy(update={"tenant": vouched})
+
+

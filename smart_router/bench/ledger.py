@@ -15,13 +15,14 @@ import uuid
 import nats
 import psycopg
 
-from shared import subjects
+from shared import connection, subjects
+from shared.config import Settings
 from shared.messages import RequestEvent
 
 from .events import request_with_attempts
 
 
-async def run(nats_url: str, database_url: str, requests: int) -> dict:
+async def run(nats_settings: Settings, database_url: str, requests: int) -> dict:
     job = f"bench-{uuid.uuid4().hex[:8]}"
     rng = random.Random(7)
     messages = []
@@ -33,7 +34,8 @@ async def run(nats_url: str, database_url: str, requests: int) -> dict:
                 subject, msg_id = subjects.ATTEMPT_EVENTS, f"a.{event.request_id}.{event.n}"
             messages.append((subject, event.model_dump_json().encode(), msg_id))
 
-    nc = await nats.connect(nats_url, pending_size=64 * 1024 * 1024)
+    nc = await nats.connect(**connection.nats_options(nats_settings),
+                            pending_size=64 * 1024 * 1024)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         started = time.perf_counter()
         for subject, body, msg_id in messages:

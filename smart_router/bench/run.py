@@ -17,15 +17,15 @@ PROMPTS = Path(__file__).resolve().parents[2] / "services/classifier/data/test.j
 
 async def run(mode: str, requests: int, concurrency: int, rate: float | None,
               emulator: str | None, provider_latency_ms: float | None) -> dict:
-    nats_url, database_url = settings().nats_url, settings().database_url
+    database_url = settings().database_url
     if mode == "ledger":
-        return await ledger.run(nats_url, database_url, requests)
+        return await ledger.run(settings(), database_url, requests)
     prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
     if provider_latency_ms is not None:
         if emulator is None:
             raise ValueError("--provider-latency-ms needs --emulator URL")
         _emulator(emulator, "PUT", "scenario", {"latency_ms": provider_latency_ms})
-    nc = await client.connect(nats_url)
+    nc = await client.connect(settings())
     tenant = pipeline.new_tenant()
     try:
         pipeline.say(f"{mode}: {requests} requests, tenant {tenant}")
@@ -60,7 +60,7 @@ async def savings(shares: str, requests: int, concurrency: int, emulator: str | 
     if emulator is None:
         raise ValueError("--mix needs --emulator URL (`up` prints it): quality is the verdict "
                          "of the emulator's market on each final answer")
-    nc = await client.connect(settings().nats_url)
+    nc = await client.connect(settings())
     try:
         return await mix.run(nc, PROMPTS, wanted, requests, concurrency, emulator, config())
     finally:

@@ -1,0 +1,221 @@
+"""Least privilege on NATS: who may publish and subscribe to what, as a nats-server config.
+
+Identities (users of one account, ROUTER, which holds the JetStream streams and buckets):
+- each *service* may use only its own subjects, consumers and buckets, and its own inboxes;
+- *setup* declares the streams, consumers and buckets (shared/topology.py) before the services
+  start: no service may create, change or delete a stream;
+- a *client* (one per tenant) may ask on router.v1.chat.<tenant>, submit on
+  router.v1.jobs.<tenant>, ask router.v1.health and read router.v1.results.<tenant>.>; its
+  replies come to _INBOX.<tenant>.>, which only it may read. The tenant is the one its
+  subjects name: the classifier refuses a body naming another (services/classifier/worker.py);
+- *admin* (the operator's CLI, `up`) asks router.v1.stats (every tenant's figures), asks and
+  submits on the shared subjects for any tenant, and reads every result and heartbeat.
+
+`server_config` writes the config `up` runs the embedded server with; `python -m
+shared.nats_auth` prints deploy/nats.conf, the same config with each password taken from an
+environment variable (compose).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from dataclasses import dataclass, field
+
+from shared import subjects
+
+ACCOUNT = "ROUTER"
+SETUP, ADMIN = "setup", "admin"
+CLIENT_PREFIX = "client-"
+JS_API = "$JS.API"
+DEMO_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+@dataclass
+class Grants:
+    """What an identity may do, built up one capability at a time."""
+
+    name: str
+    publish: list[str] = field(default_factory=list)
+    subscribe: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.subscribe.append(f"{inbox_prefix(self.name)}.>")  # its own replies
+
+    def kv(self, bucket: str, *, keys: str = ">", write: bool = True) -> Grants:
+        stream = f"KV_{bucket}"
+        if write:
+            self.publish.append(f"$KV.{bucket}.{keys}")
+        self.publish += [f"{JS_API}.STREAM.INFO.{stream}", f"{JS_API}.DIRECT.GET.{stream}.>",
+                         f"{JS_API}.STREAM.MSG.GET.{stream}"]
+        return self
+
+    def watch(self, stream: str) -> Grants:
+        """Ordered consumers on a stream (KV listings, results)."""
+        create = f"{JS_API}.CONSUMER.CREATE.{stream}"
+        self.publish += [create, f"{create}.>", f"{JS_API}.CONSUMER.INFO.{stream}.*",
+                         f"$JS.FC.{stream}.>"]
+        return self
+
+    def consumer(self, stream: str, name: str) -> Grants:
+        """A durable push consumer of the topology: bind to it, take its deliveries, ack."""
+        self.publish += [f"{JS_API}.CONSUMER.INFO.{stream}.{name}", f"$JS.ACK.{stream}.{name}.>"]
+        self.subscribe.append(f"_router.deliver.{name}")
+        return self
+
+    def service(self) -> Grants:
+        """What every service does: heartbeat under its own name, answer router.v1.health
+        (which reads every heartbeat), answer callers and the classifier's done subjects."""
+        self.kv(subjects.HEALTH_BUCKET, keys=f"{self.name}.>").watch(f"KV_{subjects.HEALTH_BUCKET}")
+        self.subscribe.append(subjects.HEALTH)
+        self.publish += ["_INBOX.>", f"{subjects.DONE_PREFIX}.*"]
+        return self
+
+    def permissions(self) -> Permissions:
+        return Permissions(tuple(dict.fromkeys(self.publish)), tuple(dict.fromkeys(self.subscribe)))
+
+
+def service_grants() -> dict[str, Grants]:
+    requests, results = subjects.REQUESTS_BUCKET, f"{subjects.RESULTS_PREFIX}.>"
+    ending = [results, subjects.REQUEST_EVENTS, subjects.DEAD_LETTER_EVENTS]  # outcomes.fail
+    classifier = Grants("classifier").service().consumer(subjects.JOBS_STREAM, "classifier")
+    classifier.kv(requests)
+    classifier.publish += [subjects.DISPATCH, *ending]
+    classifier.subscribe += [subjects.CHAT, f"{subjects.CHAT}.*", f"{subjects.DONE_PREFIX}.*"]
+    dispatcher = Grants("dispatcher").service().consumer(subjects.PIPELINE_STREAM, "dispatcher")
+    dispatcher.kv(requests).kv(subjects.HOPS_BUCKET)
+    dispatcher.publish += [subjects.SCORE, subjects.ATTEMPT_EVENTS, *ending]
+    escalator = Grants("escalator").service().consumer(subjects.PIPELINE_STREAM, "escalator")
+    escalator.kv(requests)
+    escalator.publish += [subjects.DISPATCH, subjects.ATTEMPT_EVENTS, *ending]
+    ledger = (Grants("ledger").service().consumer(subjects.EVENTS_STREAM, "ledger")
+              .consumer(subjects.ADVISORIES_STREAM, "exhausted").kv(requests))
+    ledger.publish += [*ending]
+    for stream in (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM):  # crash-looped messages
+        ledger.publish += [f"{JS_API}.STREAM.MSG.GET.{stream}",
+                           f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
+    ledger.subscribe.append(subjects.STATS)
+    # The HTTP gateway authenticates its callers itself: it asks for them on the shared
+    # subjects, naming their tenant in the body, and reads every tenant's results.
+    gateway = Grants("gateway").service().watch(subjects.RESULTS_STREAM)
+    gateway.publish += [subjects.CHAT, subjects.JOBS]
+    return {g.name: g for g in (classifier, dispatcher, escalator, ledger, gateway)}
+
+
+def client_grants(tenant: str) -> Grants:
+    token = checked_tenant(tenant)
+    grants = Grants(client_user(tenant)).watch(subjects.RESULTS_STREAM)
+    # Its ordered consumers may filter on its own results only (the filter is in the subject).
+    grants.publish = [p for p in grants.publish if ".CONSUMER.CREATE." not in p] + [
+        f"{JS_API}.CONSUMER.CREATE.{subjects.RESULTS_STREAM}.*.{subjects.RESULTS_PREFIX}.{token}.>",
+        subjects.chat(tenant), subjects.jobs(tenant), subjects.HEALTH,
+    ]
+    return grants
+
+
+def admin_grants() -> Grants:
+    grants = Grants(ADMIN).watch(subjects.RESULTS_STREAM).watch(f"KV_{subjects.HEALTH_BUCKET}")
+    grants.kv(subjects.HEALTH_BUCKET, write=False)
+    grants.publish += [subjects.STATS, subjects.HEALTH, subjects.CHAT, subjects.JOBS,
+                       f"{JS_API}.STREAM.INFO.*", f"{JS_API}.CONSUMER.INFO.*.*"]
+    return grants
+
+
+def setup_grants() -> Grants:
+    grants = Grants(SETUP)
+    grants.publish.append(f"{JS_API}.>")
+    return grants
+
+
+def client_user(tenant: str) -> str:
+    return f"{CLIENT_PREFIX}{checked_tenant(tenant)}"
+
+
+def checked_tenant(tenant: str) -> str:
+    """A client identity's tenant must be a subject token as it is (never hashed): the
+    classifier takes the token from the subject as the tenant's name."""
+    if not subjects.TENANT_TOKEN_RE.fullmatch(tenant):
+        raise ValueError(f"tenant {tenant!r} for a client identity: use 1-64 letters, digits, "
+                         "'_' or '-', starting with a letter or digit")
+    return tenant
+
+
+def identities(tenants: list[str]) -> dict[str, Permissions]:
+    grants = [*service_grants().values(), setup_grants(), admin_grants(),
+              *(client_grants(t) for t in tenants)]
+    return {g.name: g.permissions() for g in grants}
+
+
+def inbox_prefix(user: str) -> str:
+    """The inbox prefix an identity must connect with (NATS_INBOX_PREFIX): a client's is its
+    tenant's; the others start with '_', which no tenant token does."""
+    if user.startswith(CLIENT_PREFIX):
+        return subjects.inbox_prefix(user.removeprefix(CLIENT_PREFIX))
+    return f"_INBOX._{user}"
+
+
+def identity_env(user: str, password: str) -> dict[str, str]:
+    """The environment a process runs with as `user` (see Settings): its credentials, its
+    inbox prefix, its tenant for a client; a service leaves the topology to `setup`."""
+    env = {"NATS_USER": user, "NATS_PASSWORD": password,
+           "NATS_INBOX_PREFIX": inbox_prefix(user)}
+    if user.startswith(CLIENT_PREFIX):
+        env["ROUTER_TENANT"] = user.removeprefix(CLIENT_PREFIX)
+    elif user not in (SETUP, ADMIN):
+        env["NATS_DECLARE"] = "false"
+    return env
+
+
+def new_passwords(tenants: list[str]) -> dict[str, str]:
+    return {user: secrets.token_urlsafe(24) for user in identities(tenants)}
+
+
+def server_config(passwords: dict[str, str], tenants: list[str]) -> str:
+    """The nats-server configuration: account ROUTER with JetStream, one user per identity.
+    A password is written as given: a literal, or `$NAME` for an environment variable."""
+    users = []
+    for user, permissions in identities(tenants).items():
+        secret = passwords[user]
+        password = secret if secret.startswith("$") else json.dumps(secret)
+        users.append(
+            f"      {{user: {json.dumps(user)}, password: {password}, permissions: {{\n"
+            f"        publish: {{allow: {_list(permissions.publish)}}}\n"
+            f"        subscribe: {{allow: {_list(permissions.subscribe)}}}\n"
+            f"      }}}}"
+        )
+    return (
+        "# Smart Router: least-privilege identities (generated by shared/nats_auth.py).\n"
+        "accounts {\n"
+        f"  {ACCOUNT} {{\n"
+        "    jetstream: enabled\n"
+        "    users: [\n" + "\n".join(users) + "\n    ]\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def password_variable(user: str) -> str:
+    """The environment variable deploy/nats.conf reads a user's password from."""
+    return "NATS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def deploy_config() -> str:
+    """deploy/nats.conf: the shipped identities (the demo tenant `default`), passwords from
+    the environment."""
+    tenants = [DEMO_TENANT]
+    return server_config({u: f"${password_variable(u)}" for u in identities(tenants)}, tenants)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(deploy_config())
