@@ -8,11 +8,16 @@ envelope and the escalator answers it). Batch jobs arrive on the ROUTER_JOBS str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.errors import APIError
 
 from shared import idempotency, outcomes, payload, subjects
@@ -22,6 +27,8 @@ from shared.messages import (
     Claim,
     Classification,
     Envelope,
+    ErrorBody,
+    ErrorReply,
     Origin,
     new_request_id,
     parse_request,
@@ -43,54 +50,82 @@ done_subject = subjects.done(new_request_id())
 @service.app.on_startup
 async def load_models() -> None:
     await asyncio.to_thread(classifier.warm_up)
+    # The model's thread runs Python between its numpy and ONNX calls; with the default 5 ms
+    # switch interval it kept the event loop, which answers refusals, waiting behind it.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 @service.app.after_startup
-async def hear_done() -> None:
-    """A plain nats-py subscription: one small message per online request, no framework hop."""
+async def open_front_door() -> None:
+    """Plain nats-py subscriptions, no framework hop: admission must cost far less than the work
+    it refuses, so a burst is answered at once."""
+    nc = broker.connection
+    await nc.subscribe(done_subject, cb=_count_out)
+    # The shared subject (open mode, admin) and the per-tenant ones client identities may use.
+    for subject in (subjects.CHAT, f"{subjects.CHAT}.*"):
+        chat_subscriptions.append(await nc.subscribe(subject, queue="classifier", cb=on_chat))
 
-    async def done(msg: Msg) -> None:
-        admission.done(msg.data.decode())
 
-    await broker.connection.subscribe(done_subject, cb=done)
+@service.app.on_shutdown
+async def close_front_door() -> None:
+    """Take no more requests, and let the ones in hand reach the dispatcher."""
+    for subscription in chat_subscriptions:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+    if chats:
+        await asyncio.wait(chats, timeout=cfg.limits.provider_timeout_s)
 
 
-@broker.subscriber(
-    subjects.CHAT,
-    queue="classifier",
-    no_reply=True,  # the escalator replies, several hops later
-    # Admitted requests hold a worker while they wait for the classifier: keep workers free
-    # beyond the admission bound, so a refusal never queues behind them.
-    max_workers=cfg.pipeline.max_online_in_flight + cfg.pipeline.classifier_concurrency,
-)
-@broker.subscriber(
-    f"{subjects.CHAT}.*",  # per-tenant: a client identity's own subject
-    queue="classifier",
-    no_reply=True,  # the escalator replies, several hops later
-    # Admitted requests hold a worker while they wait for the classifier: keep workers free
-    # beyond the admission bound, so a refusal never queues behind them.
-    max_workers=cfg.pipeline.max_online_in_flight + cfg.pipeline.classifier_concurrency,
-)
-async def on_chat(_body: object) -> None:
-    msg = service.message()
-    origin = Origin(kind="online", tenant=subjects.tenant_of(msg.raw_message.subject),
-                    reply_to=msg.reply_to or None,
-                    correlation_id=msg.correlation_id)
-    trace_id = new_request_id()
-    received_at = time.time()
-    if not admission.admit(trace_id, received_at + cfg.limits.request_timeout_s):
-        await _reject(msg.body, origin, trace_id, received_at, RouterError(
-            ErrorCode.OVERLOADED,
-            f"the router holds {admission.limit} online requests already; try again shortly",
-            retry_after_s=cfg.pipeline.overloaded_retry_after_s))
+chat_subscriptions: list[Subscription] = []
+chats: set[asyncio.Task] = set()  # requests in hand, and refusals' ledger rows
+SALVAGE_MAX_BYTES = 4096
+SWITCH_INTERVAL_S = 0.0005
+
+
+async def _count_out(msg: Msg) -> None:
+    admission.done(msg.data.decode())
+
+
+async def on_chat(msg: Msg) -> None:
+    """Runs in nats-py's delivery loop, so it never waits on work: an admitted request goes on as
+    a task of its own; a refusal is answered here (one publish), its ledger row follows."""
+    origin = Origin(kind="online", tenant=subjects.tenant_of(msg.subject),
+                    reply_to=msg.reply or None,
+                    correlation_id=(msg.headers or {}).get("correlation_id"))
+    trace_id, received_at = new_request_id(), time.time()
+    if admission.admit(trace_id, received_at + cfg.limits.request_timeout_s):
+        _spawn(_serve_chat(msg.data, origin, trace_id, received_at))
         return
+    # Reading the ids of a large body would make a refusal cost what it saves.
+    request_id = outcomes.salvage_ids(msg.data)[0] if len(msg.data) <= SALVAGE_MAX_BYTES else None
+    request_id = request_id or trace_id
+    if origin.reply_to:
+        refusal = ErrorReply(request_id=request_id, error=ErrorBody(
+            code=ErrorCode.OVERLOADED,
+            message=f"the router holds {admission.limit} online requests already; try again "
+                    "shortly",
+            retry_after_s=cfg.pipeline.overloaded_retry_after_s))
+        await outcomes.send_reply(broker, origin, refusal.model_dump_json().encode(), trace_id)
+    event = outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
+                                     body=msg.data, received_at=received_at)
+    _spawn(outcomes.publish_event(broker, event.model_copy(
+        update={"error_code": ErrorCode.OVERLOADED})))
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    chats.add(task)
+    task.add_done_callback(chats.discard)
+
+
+async def _serve_chat(body: bytes, origin: Origin, trace_id: str, received_at: float) -> None:
     handed_on = False
     try:
-        handed_on = await intake(msg.body, origin.model_copy(update={"done_subject": done_subject}),
+        handed_on = await intake(body, origin.model_copy(update={"done_subject": done_subject}),
                                  trace_id)
     except Exception as exc:  # a core message has no redelivery: answer now, whatever happened
         log.exception("chat.failed", trace_id=trace_id)
-        await _reject(msg.body, origin, trace_id, received_at,
+        await _reject(body, origin, trace_id, received_at,
                       RouterError(ErrorCode.INTERNAL, f"the router failed: {type(exc).__name__}"))
     finally:
         if not handed_on:
@@ -100,7 +135,8 @@ async def on_chat(_body: object) -> None:
 @service.consumer("classifier", cfg.pipeline.classifier_concurrency)
 async def on_job(_body: object) -> None:
     msg = service.message()
-    trace_id = outcomes.job_trace_id(msg.raw_message.metadata.sequence.stream)
+    meta = msg.raw_message.metadata
+    trace_id = outcomes.job_trace_id(meta.sequence.stream, meta.timestamp)
     origin = Origin(kind="batch", tenant=subjects.tenant_of(msg.raw_message.subject))
     await service.settle(msg, lambda: intake(msg.body, origin, trace_id))
 
@@ -207,6 +243,27 @@ async def _answer_reused_id(
     await outcomes.send_reply(broker, origin, json.dumps(reply).encode(), earlier.trace_id)
 
 
+def _vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
+    """The request with the tenant its subject names: a client identity may publish only on
+    its own tenant's subjects (the server's permissions vouch for it), and a body naming
+    another tenant is refused. On the shared subjects the body's tenant stands (open mode)."""
+    vouched = origin.tenant
+    if vouched is None:
+        return request
+    if not subjects.TENANT_TOKEN_RE.fullmatch(vouched):
+        raise RouterError(ErrorCode.INVALID_REQUEST, f"'{vouched}' is not a tenant name")
+    if request.tenant is not None and request.tenant != vouched:
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"'tenant': this connection is tenant '{vouched}', not "
+                          f"'{request.tenant}'")
+    if origin.kind == "online" and origin.reply_to and not origin.reply_to.startswith(
+            subjects.inbox_prefix(vouched) + "."):
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"replies to tenant '{vouched}' go to its own inbox "
+                          f"({subjects.inbox_prefix(vouched)}.>), not {origin.reply_to}")
+    return request.model_copy(update={"tenant": vouched})
+
+
 def _tier_bounds(request: ChatRequest) -> tuple[int | None, int]:
     """The pinned starting tier, if any, and the highest tier this request may reach."""
     names = [t.name for t in cfg.tiers]
@@ -249,24 +306,3 @@ async def _reject(
         event=outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
                                        body=body, received_at=received_at, tenant=tenant),
     )
-def _vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
-    """The request with the tenant its subject names: a client identity may publish only on
-    its own tenant's subjects (the server's permissions vouch for it), and a body naming
-    another tenant is refused. On the shared subjects the body's tenant stands (open mode)."""
-    vouched = origin.tenant
-    if vouched is None:
-        return request
-    if not subjects.TENANT_TOKEN_RE.fullmatch(vouched):
-        raise RouterError(ErrorCode.INVALID_REQUEST, f"'{vouched}' is not a tenant name")
-    if request.tenant is not None and request.tenant != vouched:
-        raise RouterError(ErrorCode.INVALID_REQUEST,
-                          f"'tenant': this connection is tenant '{vouched}', not "
-                          f"'{request.tenant}'")
-    if origin.kind == "online" and origin.reply_to and not origin.reply_to.startswith(
-            subjects.inbox_prefix(vouched) + "."):
-        raise RouterError(ErrorCode.INVALID_REQUEST,
-                          f"replies to tenant '{vouched}' go to its own inbox "
-                          f"({subjects.inbox_prefix(vouched)}.>), not {origin.reply_to}")
-    return request.model_copy(update={"tenant": vouched})
-
-

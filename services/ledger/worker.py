@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import psycopg
 import structlog
@@ -168,7 +169,8 @@ async def _dead_letter_exhausted(body: bytes) -> None:
     log.error("message.dead_letter", subject=stored.subject, delivery=advisory.deliveries,
               reason=reason)
     unsettled = outcomes.Unsettled(advisory.stream, stored.subject or "", advisory.stream_seq,
-                                   advisory.deliveries, stored.data or b"")
+                                   advisory.deliveries, stored.data or b"",
+                                   stored.time or datetime.now(UTC))
     await outcomes.dead_letter(broker, unsettled, reason,
                                store_prompt=cfg.ledger.store_prompt_text)
     await service.jetstream.delete_msg(advisory.stream, advisory.stream_seq)
