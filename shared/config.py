@@ -76,6 +76,9 @@ class EscalationConfig(_Strict):
     max_tier: str
     logprob_floor: float = Field(le=0)
     judge: JudgeConfig
+    # A streamed answer's opening, held back and scored before any of it reaches the caller:
+    # this many characters, or its first sentence if that ends sooner.
+    stream_opening_chars: int = Field(default=200, ge=1)
 
 
 class Limits(_Strict):

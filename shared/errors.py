@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     DEAD_LETTER = "dead_letter"
     OVERLOADED = "overloaded"
     DUPLICATE_REQUEST = "duplicate_request"
+    CANCELLED = "cancelled"  # the caller left a streamed request before its end
     INTERNAL = "internal_error"
 
 

@@ -61,6 +61,9 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=200_000)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     metadata: dict[Name, Any] | None = None
+    # Online only: the answer's pieces come to the reply subject as they are made, before the
+    # reply itself (README, "Streaming").
+    stream: bool = False
 
     @model_validator(mode="after")
     def _one_prompt(self) -> ChatRequest:
@@ -214,6 +217,10 @@ class Envelope(_Internal):
     attempts: list[Attempt] = []
     answer: Answer | None = None
     best: Answer | None = None
+    # A streamed answer: when its first piece reached the caller (ms after received_at). Once
+    # released, a stream is never replaced. `cancelled`: the caller left in the middle of it.
+    ttft_ms: float | None = None
+    cancelled: bool = False
 
     @property
     def cost_usd(self) -> float:
@@ -312,6 +319,7 @@ class RequestEvent(_Internal):
     escalation_cost_usd: float = 0.0
     latency_ms: float = 0.0
     provider_latency_ms: float = 0.0
+    ttft_ms: float | None = None  # streamed requests: time to the first piece released
     emulated: bool = False
     prompt_sha256: str | None = None
     prompt_chars: int = 0

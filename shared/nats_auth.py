@@ -92,6 +92,7 @@ def service_grants() -> dict[str, Grants]:
     dispatcher = Grants("dispatcher").service().consumer(subjects.PIPELINE_STREAM, "dispatcher")
     dispatcher.kv(requests).kv(subjects.HOPS_BUCKET)
     dispatcher.publish += [subjects.SCORE, subjects.ATTEMPT_EVENTS, *ending]
+    dispatcher.subscribe.append(f"{subjects.CANCEL_PREFIX}.>")  # a streaming caller that left
     escalator = Grants("escalator").service().consumer(subjects.PIPELINE_STREAM, "escalator")
     escalator.kv(requests)
     escalator.publish += [subjects.DISPATCH, subjects.ATTEMPT_EVENTS, *ending]
@@ -105,7 +106,8 @@ def service_grants() -> dict[str, Grants]:
     # The HTTP gateway authenticates its callers itself: it asks for them on the shared
     # subjects, naming their tenant in the body, and reads every tenant's results.
     gateway = Grants("gateway").service().watch(subjects.RESULTS_STREAM)
-    gateway.publish += [subjects.CHAT, subjects.JOBS]
+    gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS,
+                        f"{subjects.CANCEL_PREFIX}.>"]
     return {g.name: g for g in (classifier, dispatcher, escalator, ledger, gateway)}
 
 

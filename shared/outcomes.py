@@ -136,6 +136,7 @@ def request_event(
         emulated=any(a.emulated for a in envelope.attempts),
         latency_ms=(time.time() - envelope.received_at) * 1000,
         provider_latency_ms=sum(a.latency_ms for a in envelope.attempts),
+        ttft_ms=envelope.ttft_ms,
         prompt_sha256=sha,
         prompt_chars=chars,
         # PostgreSQL text cannot hold NUL: the stored copy drops it (the hash is of the original).

@@ -13,6 +13,7 @@ HEALTH = "router.v1.health"
 DISPATCH = "router.v1.pipeline.dispatch"
 SCORE = "router.v1.pipeline.score"
 DONE_PREFIX = "router.v1.pipeline.done"
+CANCEL_PREFIX = "router.v1.cancel"
 
 EVENTS_PREFIX = "router.v1.events"
 REQUEST_EVENTS = f"{EVENTS_PREFIX}.request"
@@ -75,6 +76,12 @@ def tenant_of(subject: str) -> str | None:
         if subject.startswith(base + "."):
             return subject[len(base) + 1:]
     return None
+
+
+def cancel(reply_to: str) -> str:
+    """Where a streaming caller says it has gone (its reply subject names the request): the
+    dispatcher streaming the answer stops the provider call."""
+    return f"{CANCEL_PREFIX}.{reply_to}"
 
 
 def done(instance: str) -> str:

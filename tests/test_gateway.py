@@ -12,13 +12,15 @@ import httpx
 import openai
 import pytest
 
+from services.escalator.scoring import Scorer
 from services.gateway import errors as gateway_errors
 from shared.config import load_config
+from shared.messages import Answer
 from smart_router import embedded
 from tests import harness
 from tests.harness import rows_when_ready
 
-CONFIG = load_config()
+CONFIG = load_config(harness.TEST_CONFIG)
 TIERS = [t.name for t in CONFIG.tiers]
 TIER_MODELS = {t.name: {m.model for m in t.models} for t in CONFIG.tiers}
 SEED_FIELDS = {"response": str, "model_used": str, "difficulty_tag": str, "cost_usd": float,
@@ -198,7 +200,7 @@ def test_overloaded_is_429_with_retry_after():
                                                   "param": None, "code": "overloaded"}
 
 
-async def test_stream_true_gives_openai_chunks_and_usage(sdk):
+async def test_stream_true_gives_openai_chunks_and_usage(sdk, conn):
     stream = await sdk.chat.completions.create(
         model="auto", messages=ask("What is the capital of France?"), stream=True,
         stream_options={"include_usage": True})
@@ -209,6 +211,85 @@ async def test_stream_true_gives_openai_chunks_and_usage(sdk):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert len({c.id for c in chunks}) == 1
+    facts = next(c for c in chunks if c.choices and c.choices[0].finish_reason).x_router
+    assert facts["cost_usd"] > 0 and facts["tier"] in TIERS
+    rows = await rows_when_ready(conn, "SELECT ttft_ms, latency_ms FROM requests WHERE"
+                                 " request_id = %s", (facts["request_id"],))
+    ttft_ms, latency_ms = rows[0]
+    assert ttft_ms is not None and 0 < ttft_ms <= latency_ms
+
+
+@pytest.mark.parametrize("tier", CONFIG.tiers, ids=lambda t: t.name)
+async def test_each_tiers_sdk_streams_with_its_real_usage(sdk, conn, tier):
+    """Each provider SDK's own stream (Anthropic, Groq, OpenAI on the seed's tiers)."""
+    raw = await sdk.chat.completions.with_raw_response.create(**streamed_request(
+        model=tier.name, messages=ask("What is the capital of France?")))
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+
+    assert text.strip()
+    rows = await rows_when_ready(
+        conn, "SELECT provider, model, output_tokens, reason FROM attempts WHERE request_id = %s"
+        " ORDER BY attempt", (raw.headers["x-request-id"],))
+    provider, model, output_tokens, reason = rows[0]
+    assert (provider, model) == (tier.models[0].provider, tier.models[0].model)
+    assert output_tokens > 0 and "estimated" not in reason
+
+
+def streamed_request(**options) -> dict:
+    return {"model": "auto", "stream": True, "max_tokens": 300,
+            "messages": ask("Explain how DNS resolution works, step by step."), **options}
+
+
+async def test_pieces_arrive_while_the_provider_is_still_answering(sdk, emulator):
+    emulator.faults(latency_per_output_token_ms=20)
+
+    stream = await sdk.chat.completions.create(**streamed_request())
+    pieces, in_flight_at_first = [], None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if in_flight_at_first is None:  # the provider call is still running?
+                in_flight_at_first = emulator.control("GET", "stats")["in_flight"]
+            pieces.append(chunk.choices[0].delta.content)
+
+    assert in_flight_at_first == 1
+    assert len(pieces) > 3
+
+
+async def test_a_weak_opening_escalates_before_the_caller_sees_any_of_it(sdk, emulator, conn):
+    simple = CONFIG.tiers[0]
+    emulator.faults({"action": "refuse", "model": simple.models[0].model})
+
+    raw = await sdk.chat.completions.with_raw_response.create(**streamed_request(model="simple"))
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+
+    assert raw.headers["x-router-tier"] != "simple"
+    assert raw.headers["x-router-escalated"] == "true"
+    assert not Scorer(CONFIG.escalation).score(Answer(
+        text=text, attempt=1, tier_index=0, finish_reason="stop")).signals
+    rows = await rows_when_ready(
+        conn, "SELECT model, outcome, reason FROM attempts WHERE request_id = %s ORDER BY"
+        " attempt", (raw.headers["x-request-id"],), at_least=2)
+    model, outcome, reason = rows[0]
+    assert model == simple.models[0].model and outcome == "weak" and "refusal" in reason
+
+
+async def test_a_client_that_leaves_mid_stream_stops_the_provider_call(http, emulator, conn):
+    # 400 tokens at 50 ms each would take 20 s: the call must end long before that.
+    emulator.faults(latency_per_output_token_ms=50)
+
+    async with http.stream("POST", "/v1/chat/completions",
+                           json=streamed_request(max_tokens=400)) as response:
+        request_id = response.headers["x-request-id"]
+        async for line in response.aiter_lines():
+            if '"content": "' in line and '"content": ""' not in line:
+                break
+        assert emulator.control("GET", "stats")["in_flight"] == 1
+    # Leaving the block closed the connection mid-stream.
+
+    rows = await rows_when_ready(conn, "SELECT error_code FROM requests WHERE request_id = %s",
+                                 (request_id,))
+    assert rows[0][0] == "cancelled"
+    assert emulator.control("GET", "stats")["in_flight"] == 0
 
 
 async def test_the_seeds_curl_examples_answer_the_seeds_fields(http, stack):

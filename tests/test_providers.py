@@ -33,6 +33,40 @@ async def complete(providers: Providers, provider: str, model: str, **overrides)
     return await providers.get(provider).complete(model, QUESTION, **(options | overrides))
 
 
+async def stream(providers: Providers, provider: str, model: str, on_text, **overrides):
+    options = {"max_tokens": 200, "temperature": 0.2, "timeout": 10.0}
+    return await providers.get(provider).stream(model, QUESTION, on_text=on_text,
+                                                **(options | overrides))
+
+
+class Enough(Exception):
+    """The caller's own reason to stop a stream."""
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS)
+async def test_each_sdk_streams_pieces_then_the_whole_with_usage(providers, provider, model):
+    pieces: list[str] = []
+
+    async def collect(text: str) -> None:
+        pieces.append(text)
+
+    completion = await stream(providers, provider, model, collect)
+
+    assert len(pieces) > 1 and "".join(pieces) == completion.text
+    assert completion.finish_reason == "stop" and completion.emulated is True
+    assert completion.input_tokens > 0 and completion.output_tokens > 0
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS)
+async def test_a_stream_stopped_by_its_caller_raises_the_callers_error(providers, provider,
+                                                                        model):
+    async def stop(_text: str) -> None:
+        raise Enough
+
+    with pytest.raises(Enough):
+        await stream(providers, provider, model, stop)
+
+
 @pytest.mark.parametrize(("provider", "model"), MODELS)
 async def test_each_sdk_returns_text_usage_and_the_emulated_mark(providers, provider, model):
     completion = await complete(providers, provider, model)

@@ -4,6 +4,10 @@ The tier's models are tried in order, so a 429 or a 5xx on the first answers fro
 once; only when every model failed for a reason that waiting can fix does the tier go round
 again, after the longest Retry-After it was given (capped by the config and the deadline).
 Every call, failed or not, is an attempt the ledger will store.
+
+With a Relay (streaming.py) the calls are streamed: a weak opening ends the hop with that
+opening as its answer (the escalator escalates it), a caller who left ends it with no answer,
+and once the stream was released no other model may take over.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dataclasses import dataclass
 from shared.config import Limits, ModelRef, Tier
 from shared.messages import Answer, Attempt, Envelope
 from shared.pricing import Pricer, worst_case_input_tokens
-from shared.providers import ProviderError, Providers
+from shared.providers import Completion, ProviderError, Providers
+
+from .streaming import Relay, StreamStopped, WeakOpening, completion_of
 
 
 @dataclass
@@ -32,7 +38,8 @@ class TierCaller:
         self._limits = limits
         self._want_logprobs = want_logprobs
 
-    async def call(self, envelope: Envelope, tier: Tier) -> TierResult:
+    async def call(self, envelope: Envelope, tier: Tier,
+                   relay: Relay | None = None) -> TierResult:
         attempts: list[Attempt] = []
         request = envelope.request
         max_tokens = request.max_tokens or self._limits.default_max_tokens
@@ -52,28 +59,31 @@ class TierCaller:
                                                   "budget: the call could exceed max_cost_usd"))
                     continue
                 started = time.perf_counter()
+                timeout = min(self._limits.provider_timeout_s, remaining)
+                reason = ""
                 try:
-                    completion = await self._providers.get(ref.provider).complete(
-                        ref.model,
-                        messages,
-                        max_tokens=max_tokens,
-                        temperature=request.temperature,
-                        timeout=min(self._limits.provider_timeout_s, remaining),
-                        logprobs=self._want_logprobs,
-                    )
+                    completion = await self._ask(ref, messages, max_tokens, request.temperature,
+                                                 timeout, relay)
                 except ProviderError as error:
                     attempts.append(self._attempt(n, envelope.hop, ref, tier, "error",
                                                   error.reason, started=started))
+                    if relay is not None and relay.released:
+                        return TierResult(attempts, None)  # a released stream is not replaced
                     if error.retryable:
                         waits.append(error.retry_after or 2.0**round_no)
                     continue
+                except StreamStopped as stopped:
+                    completion = completion_of(stopped, input_bound)
+                    reason = (f"stream stopped: {stopped.why}; usage estimated (input at its "
+                              "bound, a token a piece): providers report it only at the end")
+                    if not isinstance(stopped, WeakOpening):  # the caller left, or time ran out
+                        attempts.append(self._attempt(
+                            n, envelope.hop, ref, tier, "error", reason, started=started,
+                            **self._usage(ref, completion)))
+                        return TierResult(attempts, None)
                 attempt = self._attempt(
-                    n, envelope.hop, ref, tier, "ok", "", started=started,
-                    input_tokens=completion.input_tokens,
-                    output_tokens=completion.output_tokens,
-                    cost_usd=self._pricer.cost(ref, completion.input_tokens,
-                                               completion.output_tokens),
-                    emulated=completion.emulated,
+                    n, envelope.hop, ref, tier, "ok", reason, started=started,
+                    **self._usage(ref, completion),
                 )
                 attempts.append(attempt)
                 answer = Answer(
@@ -89,6 +99,25 @@ class TierCaller:
             pause = min(max(waits), self._limits.retry_max_wait_s, envelope.seconds_left())
             await asyncio.sleep(max(pause, 0))
         return TierResult(attempts, None)
+
+    async def _ask(self, ref: ModelRef, messages: list[dict[str, str]], max_tokens: int,
+                   temperature: float | None, timeout: float,
+                   relay: Relay | None) -> Completion:
+        provider = self._providers.get(ref.provider)
+        if relay is None:
+            return await provider.complete(ref.model, messages, max_tokens=max_tokens,
+                                           temperature=temperature, timeout=timeout,
+                                           logprobs=self._want_logprobs)
+        return await relay.run(ref, provider.stream(
+            ref.model, messages, max_tokens=max_tokens, temperature=temperature,
+            timeout=timeout, on_text=relay.on_text))
+
+    def _usage(self, ref: ModelRef, completion: Completion) -> dict:
+        return {"input_tokens": completion.input_tokens,
+                "output_tokens": completion.output_tokens,
+                "cost_usd": self._pricer.cost(ref, completion.input_tokens,
+                                              completion.output_tokens),
+                "emulated": completion.emulated}
 
     def _over_budget(self, ref: ModelRef, max_cost: float | None, spent: float,
                      input_bound: int, max_tokens: int) -> bool:

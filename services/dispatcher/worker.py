@@ -15,6 +15,7 @@ from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from services.escalator.scoring import Scorer
 from shared import outcomes, payload, subjects
 from shared.errors import ErrorCode
 from shared.messages import Answer, Attempt, Envelope
@@ -22,7 +23,8 @@ from shared.pricing import Pricer
 from shared.providers import Providers
 from shared.runtime import Service
 
-from .tier_call import TierCaller
+from .streaming import Relay, wants_stream
+from .tier_call import TierCaller, TierResult
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +37,7 @@ caller = TierCaller(
     providers, Pricer(cfg.pricing), cfg.limits,
     want_logprobs="logprob" in cfg.escalation.signals,
 )
+opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening, before its release
 
 
 class HopResult(BaseModel):
@@ -42,6 +45,8 @@ class HopResult(BaseModel):
 
     attempts: list[Attempt]
     answer: Answer | None
+    ttft_ms: float | None = None  # a streamed answer's release
+    cancelled: bool = False  # the streaming caller left
 
 
 @service.consumer("dispatcher", cfg.pipeline.dispatcher_concurrency)
@@ -56,21 +61,34 @@ async def dispatch(msg: NatsMessage) -> None:
     key = f"{envelope.trace_id}.{envelope.hop}"
     result = await _recorded(hops, key) if msg.raw_message.metadata.num_delivered > 1 else None
     if result is None:
-        call = await caller.call(envelope, cfg.tiers[envelope.tier_index])
+        result = await _call(envelope)
         # The calls are paid: recorded before anything after them can fail. A redelivery
         # after a crash here calls again, and those calls are attempts of their own.
-        await outcomes.record_attempts(broker, envelope, call.attempts)
-        result = _bounded(HopResult(attempts=call.attempts, answer=call.answer))
+        await outcomes.record_attempts(broker, envelope, result.attempts)
+        result = _bounded(result)
         await _record(hops, key, result)
-    scored = envelope.model_copy(
-        update={"attempts": [*envelope.attempts, *result.attempts], "answer": result.answer}
-    )
+    scored = envelope.model_copy(update={
+        "attempts": [*envelope.attempts, *result.attempts], "answer": result.answer,
+        "ttft_ms": result.ttft_ms, "cancelled": result.cancelled,
+    })
     try:
         await payload.publish(broker, scored.model_dump_json().encode(), subjects.SCORE,
                               headers={subjects.MSG_ID: f"{key}.s"},
                               stream=subjects.PIPELINE_STREAM)
     except payload.TooLarge as exc:
         await _give_up(scored, exc)
+
+
+async def _call(envelope: Envelope) -> HopResult:
+    """The tier's call, streamed to the caller when it asked for a stream."""
+    tier = cfg.tiers[envelope.tier_index]
+    if not wants_stream(envelope):
+        call: TierResult = await caller.call(envelope, tier)
+        return HopResult(attempts=call.attempts, answer=call.answer)
+    async with Relay(broker.connection, envelope, tier, cfg.escalation, opening_scorer) as relay:
+        call = await caller.call(envelope, tier, relay)
+    return HopResult(attempts=call.attempts, answer=call.answer, ttft_ms=relay.ttft_ms,
+                     cancelled=relay.cancelled and not call.answer)
 
 
 async def _record(hops: KeyValue, key: str, result: HopResult) -> None:
@@ -106,6 +124,7 @@ def _bounded(result: HopResult) -> HopResult:
         attempts=[a.model_copy(update={"reason": reason}) if a.n == answer.attempt else a
                   for a in result.attempts],
         answer=answer.model_copy(update={"text": text}),
+        ttft_ms=result.ttft_ms, cancelled=result.cancelled,
     )
 
 

@@ -48,10 +48,17 @@ async def on_score(_body: object) -> None:
 
 
 async def decide(envelope: Envelope) -> None:
+    if envelope.cancelled:
+        await _fail(envelope, ErrorCode.CANCELLED)
+        return
     envelope = await _scored(envelope)
     answer = envelope.answer
-    if answer is not None and not _is_weak(answer):
-        await _succeed(envelope, answer)
+    released = envelope.ttft_ms is not None  # a stream the caller has seen is never replaced
+    if answer is not None and (released or not _is_weak(answer)):
+        await _succeed(envelope, answer)  # a late weak verdict stays on its attempt's row
+        return
+    if released:
+        await _fail(envelope, ErrorCode.UPSTREAM_ERROR)
         return
     stop = _stop_reason(envelope)
     if stop is None:
@@ -181,6 +188,8 @@ async def _fail(envelope: Envelope, code: ErrorCode) -> None:
         ErrorCode.TIMEOUT: "no answer before the request's deadline",
         ErrorCode.BUDGET_EXCEEDED: "every call would exceed max_cost_usd",
         ErrorCode.PROMPT_TOO_LARGE: "the request cannot travel to the next tier",
+        ErrorCode.CANCELLED: "the caller left before the end of the stream",
+        ErrorCode.UPSTREAM_ERROR: "the stream broke after it was released",
     }.get(code, "no model answered")
     await outcomes.fail(
         broker,

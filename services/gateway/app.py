@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from shared.health import Counters
 from shared.messages import ChatReply, ChatRequest, ErrorReply
 
 from . import errors, openai_api
-from .link import RouterLink, Unavailable
+from .link import RouterLink, RouterStream, Unavailable
 
 JSON = "application/json"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -51,6 +50,9 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
         router's optional fields. The reply adds the router's figures to the seed's fields."""
         try:
             body = await _body(request, limit)
+            if b'"stream"' in body and _asks_stream(body):
+                raise RouterError(ErrorCode.INVALID_REQUEST, "'stream': /v1/chat answers whole; "
+                                  "stream with POST /v1/chat/completions")
             with _counted(counters):
                 reply, raw = await link.chat(body)
         except TooLarge:
@@ -95,6 +97,12 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
             param = "model"
             router_body = openai_api.to_router_request(completion_request, cfg)
             param = None
+            if completion_request.stream:
+                include_usage = bool(completion_request.stream_options
+                                     and completion_request.stream_options.include_usage)
+                with _counted(counters):
+                    return await _streamed(link, {**router_body, "stream": True},
+                                           include_usage)
             with _counted(counters):
                 reply, _ = await link.chat(json.dumps(router_body).encode())
         except TooLarge:
@@ -106,13 +114,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
                                        errors.UNAVAILABLE)
         if "error" in reply:
             return errors.openai_error(reply)
-        headers = openai_api.router_headers(reply)
-        if completion_request.stream:
-            include_usage = bool(completion_request.stream_options
-                                 and completion_request.stream_options.include_usage)
-            return StreamingResponse(_events(reply, include_usage), media_type="text/event-stream",
-                                     headers={**headers, "cache-control": "no-cache"})
-        return JSONResponse(openai_api.completion(reply), headers=headers)
+        return JSONResponse(openai_api.completion(reply), headers=openai_api.router_headers(reply))
 
     @app.get("/v1/models", summary="What `model` may name")
     async def models() -> JSONResponse:
@@ -131,18 +133,72 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
     return app
 
 
-async def _events(reply: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
-    """The answer as OpenAI's server-sent chunks: role, content, finish, usage, [DONE]."""
-    created = int(time.time())
-    frames = [openai_api.chunk(reply, {"role": "assistant", "content": ""}, None, created),
-              openai_api.chunk(reply, {"content": reply["response"]}, None, created),
-              openai_api.chunk(reply, {}, openai_api.finish_reason(reply), created)]
-    if include_usage:
-        frames.append({**openai_api.chunk(reply, {}, None, created), "choices": [],
-                       "usage": openai_api.usage(reply)})
-    for frame in frames:
-        yield f"data: {json.dumps(frame)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+async def _streamed(link: RouterLink, body: dict[str, Any], include_usage: bool) -> Response:
+    """Server-sent events from the router's pieces. The response waits for the first piece (or
+    the reply), so a request that fails before any text gets its HTTP error status."""
+    stream = await link.stream(json.dumps(body).encode())
+    try:
+        first = await stream.next()
+    except BaseException:
+        stream.close(left=True)
+        raise
+    if "error" in first:
+        stream.close(left=False)
+        return errors.openai_error(first)
+    if "delta" in first:
+        headers = openai_api.stream_headers(first)
+        chunks = openai_api.Chunks(first["request_id"], first["model"])
+    else:  # answered whole: its text was never released as pieces (escalated past them)
+        stream.close(left=False)
+        headers = openai_api.router_headers(first)
+        chunks = openai_api.Chunks(first["request_id"], first["model_used"])
+    return StreamingResponse(_events(stream, chunks, first, include_usage),
+                             media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
+
+
+async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[str, Any],
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    """Role, each piece as it comes, whatever of the answer was not streamed, the finish (with
+    the router's facts), usage, [DONE]. A client that leaves before the end stops the call."""
+    done = "delta" not in first
+    try:
+        yield _sse(chunks.delta({"role": "assistant", "content": ""}))
+        sent, message = [], first
+        while "delta" in message:
+            sent.append(message["delta"])
+            yield _sse(chunks.delta({"content": message["delta"]}))
+            message = await stream.next()
+        done = True
+        if "error" in message:
+            yield _sse({"error": errors.openai_body(message["error"])})
+            return
+        streamed = "".join(sent)
+        rest = message["response"].removeprefix(streamed)
+        if rest:
+            yield _sse(chunks.delta({"content": rest}))
+        yield _sse(chunks.delta({}, openai_api.finish_reason(message),
+                                x_router=openai_api.router_facts(message)))
+        if include_usage:
+            yield _sse(chunks.usage(message))
+        yield b"data: [DONE]\n\n"
+    except RouterError as exc:  # the router fell silent mid-stream
+        done = True
+        yield _sse({"error": errors.openai_body({"code": exc.code, "message": exc.message})})
+    finally:
+        if "delta" in first:
+            stream.close(left=not done)
+
+
+def _asks_stream(body: bytes) -> bool:
+    with contextlib.suppress(ValueError, RecursionError):
+        data = json.loads(body)
+        return isinstance(data, dict) and data.get("stream") is True
+    return False
+
+
+def _sse(frame: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(frame)}\n\n".encode()
 
 
 async def _body(request: Request, limit: int) -> bytes:

@@ -23,6 +23,7 @@ STATUS = {
     ErrorCode.NO_PROVIDER_AVAILABLE: 502,
     ErrorCode.UPSTREAM_ERROR: 502,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.CANCELLED: 499,  # nobody reads it: the caller has left
 }
 # OpenAI's error types, by status.
 OPENAI_TYPE = {400: "invalid_request_error", 409: "invalid_request_error",
@@ -62,13 +63,18 @@ def openai_error(reply: dict[str, Any], status: int | None = None,
     """OpenAI's shape: {error: {message, type, param, code}}, the router's code as `code`."""
     error = reply["error"]
     status = status or status_of(error["code"])
-    body = {"error": {"message": error["message"],
-                      "type": OPENAI_TYPE.get(status, "server_error"),
-                      "param": param, "code": error["code"]}}
+    body = {"error": openai_body(error, status, param)}
     headers = headers_for(error, status)
     if reply.get("request_id"):
         headers["x-request-id"] = reply["request_id"]
     return JSONResponse(body, status, headers=headers)
+
+
+def openai_body(error: dict[str, Any], status: int | None = None,
+                param: str | None = None) -> dict[str, Any]:
+    status = status or status_of(error["code"])
+    return {"message": error["message"], "type": OPENAI_TYPE.get(status, "server_error"),
+            "param": param, "code": error["code"]}
 
 
 def error_reply(code: ErrorCode, message: str, request_id: str | None = None) -> dict[str, Any]:

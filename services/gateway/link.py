@@ -3,6 +3,7 @@ provider and keeps no state, so any number of copies can run side by side."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,46 @@ class Unavailable(Exception):
     """Nothing answers on a router subject: the router is not running, or not all of it."""
 
 
+class RouterStream:
+    """A streamed request (README, "Streaming"): its pieces, then its reply, on an inbox of its
+    own. `leave` tells the dispatcher the caller has gone, which stops the provider call."""
+
+    def __init__(self, nc: Client, inbox: str, timeout_s: float) -> None:
+        self._nc, self._inbox, self._timeout_s = nc, inbox, timeout_s
+        self._sub: Any = None
+
+    async def open(self, body: bytes) -> None:
+        self._sub = await self._nc.subscribe(self._inbox)
+        await self._nc.publish(subjects.CHAT, body, reply=self._inbox)
+
+    async def next(self) -> dict[str, Any]:
+        """The next piece (`delta`) or the reply; RouterError on a silence past the timeout."""
+        try:
+            msg = await self._sub.next_msg(timeout=self._timeout_s)
+        except nats.errors.TimeoutError:
+            raise RouterError(ErrorCode.TIMEOUT, f"no word from the router within "
+                              f"{self._timeout_s:g} s") from None
+        if not msg.data and (msg.headers or {}).get("Status") == "503":
+            raise Unavailable(f"no service answers on {subjects.CHAT}: is the router running?")
+        return json.loads(msg.data)
+
+    def close(self, *, left: bool) -> None:
+        """Stop listening (and, when the caller left early, say so), in a task of its own: this
+        runs while the HTTP response is being cancelled."""
+        task = asyncio.get_running_loop().create_task(self._close(left))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    async def _close(self, left: bool) -> None:
+        if left:
+            await self._nc.publish(subjects.cancel(self._inbox), b"")
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
+_closing: set[asyncio.Task] = set()
+
+
 class RouterLink:
     def __init__(self, connection: Callable[[], Client],
                  health_bucket: Callable[[], Awaitable[KeyValue]],
@@ -36,6 +77,12 @@ class RouterLink:
         """The router's reply to a request body (as on router.v1.chat), parsed and raw."""
         raw = await self._request(subjects.CHAT, body, self._chat_timeout_s)
         return json.loads(raw), raw
+
+    async def stream(self, body: bytes) -> RouterStream:
+        nc = self._connection()
+        stream = RouterStream(nc, nc.new_inbox(), self._chat_timeout_s)
+        await stream.open(body)
+        return stream
 
     async def stats(self, days: int) -> tuple[dict[str, Any], bytes]:
         raw = await self._request(subjects.STATS, json.dumps({"days": days}).encode(),

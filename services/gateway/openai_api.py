@@ -196,11 +196,34 @@ def completion_id(reply: dict[str, Any]) -> str:
     return f"chatcmpl-{reply['request_id']}"
 
 
-def chunk(reply: dict[str, Any], delta: dict[str, Any], finish: str | None,
-          created: int) -> dict[str, Any]:
-    return {"id": completion_id(reply), "object": "chat.completion.chunk", "created": created,
-            "model": reply["model_used"], "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+class Chunks:
+    """One streamed completion's chunks, in OpenAI's format."""
+
+    def __init__(self, request_id: str, model: str) -> None:
+        self._head = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
+                      "created": int(time.time()), "model": model, "system_fingerprint": None}
+
+    def delta(self, delta: dict[str, Any], finish: str | None = None,
+              **extra: Any) -> dict[str, Any]:
+        return {**self._head, **extra, "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    def usage(self, reply: dict[str, Any]) -> dict[str, Any]:
+        return {**self._head, "choices": [], "usage": usage(reply)}
+
+
+def router_facts(reply: dict[str, Any]) -> dict[str, Any]:
+    """What the x-router-* headers say, for a stream whose headers left before it was known."""
+    return {name: reply[name] for name in ("request_id", "tier", "difficulty_tag", "cost_usd",
+                                           "saved_usd", "escalated", "emulated")}
+
+
+def stream_headers(first: dict[str, Any]) -> dict[str, str]:
+    """The router's facts known when a stream's first piece is released; cost and savings come
+    at its end, in the last chunk's `x_router`."""
+    return {"x-request-id": first["request_id"], "x-router-tier": first["tier"],
+            "x-router-difficulty": first["difficulty_tag"],
+            "x-router-escalated": "true" if first["escalated"] else "false"}
 
 
 def router_headers(reply: dict[str, Any]) -> dict[str, str]:

@@ -50,7 +50,7 @@ REQUESTS = {
     "input_tokens": INTEGER, "output_tokens": INTEGER, "cost_usd": MONEY,
     "baseline_cost_usd": MONEY, "escalation_cost_usd": MONEY, "latency_ms": REAL,
     "provider_latency_ms": REAL, "emulated": BOOLEAN, "prompt_sha256": TEXT,
-    "prompt_chars": INTEGER, "prompt_text": TEXT,
+    "prompt_chars": INTEGER, "prompt_text": TEXT, "ttft_ms": REAL,
 }
 ATTEMPTS = {
     "call_id": KEY, "trace_id": KEY, "request_id": KEY, "attempt": SMALLINT, "hop": SMALLINT,

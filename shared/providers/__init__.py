@@ -54,7 +54,8 @@ def _groq(connections: int) -> ProviderClient:
 
     from ._openai_compatible import OpenAICompatible
 
-    return OpenAICompatible(groq.AsyncGroq(max_retries=0, http_client=_pooled(groq, connections)))
+    return OpenAICompatible(groq.AsyncGroq(max_retries=0, http_client=_pooled(groq, connections)),
+                            usage_in_x_groq=True)
 
 
 def _ollama(connections: int) -> ProviderClient:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Completion, ProviderError
-from ._stainless import extra_fields, map_error
+from ._base import EMULATOR_HEADER, Completion, OnText, ProviderError
+from ._stainless import extra_fields, map_error, sdk_error
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
            "refusal": "refusal"}
@@ -49,4 +49,45 @@ class Anthropic:
             output_tokens=response.usage.output_tokens,
             emulated=bool(extra.get("emulated")),
             extra=extra,
+        )
+
+    async def stream(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        on_text: OnText,
+    ) -> Completion:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        options: dict[str, Any] = {"system": system} if system else {}
+        try:
+            async with self._client.messages.stream(
+                model=model, messages=[m for m in messages if m["role"] != "system"],
+                max_tokens=max_tokens, timeout=timeout, **options,
+            ) as stream:
+                try:
+                    async for text in stream.text_stream:
+                        if text:
+                            await on_text(text)
+                except Exception as exc:
+                    if not sdk_error(exc):  # on_text's own reason to stop
+                        exc.emulated = EMULATOR_HEADER in stream.response.headers  # type: ignore[attr-defined]
+                    raise
+                message = await stream.get_final_message()
+                emulated = EMULATOR_HEADER in stream.response.headers
+        except Exception as exc:
+            if not sdk_error(exc):
+                raise
+            raise map_error(exc) from exc
+        if message.usage is None:
+            raise ProviderError("bad_response", "the stream has no token usage")
+        return Completion(
+            text="".join(block.text for block in message.content if block.type == "text"),
+            finish_reason=_FINISH.get(message.stop_reason or "", "other"),  # type: ignore[arg-type]
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            emulated=emulated,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -45,6 +45,13 @@ class ProviderError(Exception):
         return f"provider_error ({self.kind}): {self}"[:300]
 
 
+# Called with each piece of a streamed answer as it arrives; raising from it stops the stream
+# (and the provider call: the SDK closes the connection). Its exception leaves the adapter as
+# it is, with `emulated` set to whether the provider emulator served the call.
+OnText = Callable[[str], Awaitable[None]]
+EMULATOR_HEADER = "x-emulator"  # the provider emulator marks every response it serves
+
+
 class ProviderClient(Protocol):
     async def complete(
         self,
@@ -57,6 +64,20 @@ class ProviderClient(Protocol):
         logprobs: bool,
         json_format: bool = False,
     ) -> Completion: ...
+
+    async def stream(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        on_text: OnText,
+    ) -> Completion:
+        """The same call streamed: `on_text` gets each piece, the Completion the whole.
+        `timeout` bounds each wait for the next piece, not the whole answer."""
+        ...
 
 
 def mean(values: list[float]) -> float | None:

@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import ollama
 
-from ._base import Completion, ProviderError, mean
+from ._base import EMULATOR_HEADER, Completion, OnText, ProviderError, mean
 
 _FINISH = {"stop": "stop", "length": "length"}
-EMULATOR_HEADER = "x-emulator"
 
 # The ollama client drops unknown body fields, so the emulator's mark is read from the response
 # header by an httpx hook; the hook runs in the calling task, which then reads this variable.
@@ -70,6 +69,51 @@ class Ollama:
             input_tokens=response.prompt_eval_count,
             output_tokens=response.eval_count,
             logprob_mean=mean([lp.logprob for lp in response.logprobs or ()]),
+            emulated=_emulated.get(),
+        )
+
+
+    async def stream(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        on_text: OnText,
+    ) -> Completion:
+        options: dict[str, Any] = {"num_predict": max_tokens}
+        if temperature is not None:
+            options["temperature"] = temperature
+        pieces: list[str] = []
+        last: Any = None
+        try:
+            parts = await self._client.chat(model=model, messages=messages, options=options,
+                                            stream=True)
+            while True:
+                try:  # in this task (not wait_for's own), where the emulator hook marks it
+                    async with asyncio.timeout(timeout):
+                        last = await anext(parts)
+                except StopAsyncIteration:
+                    break
+                text = last.message.content
+                if text:
+                    pieces.append(text)
+                    await on_text(text)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ProviderError("timeout", "Ollama did not answer in time") from None
+        except (ConnectionError, httpx.TransportError):
+            raise ProviderError("connection", "cannot reach Ollama") from None
+        except ollama.ResponseError as exc:
+            raise _map_status(exc) from exc
+        if last is None or last.prompt_eval_count is None or last.eval_count is None:
+            raise ProviderError("bad_response", "the stream has no token counts")
+        return Completion(
+            text="".join(pieces),
+            finish_reason=_FINISH.get(last.done_reason or "", "other"),  # type: ignore[arg-type]
+            input_tokens=last.prompt_eval_count,
+            output_tokens=last.eval_count,
             emulated=_emulated.get(),
         )
 

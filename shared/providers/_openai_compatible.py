@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Completion, ProviderError, mean
-from ._stainless import extra_fields, map_error
+from ._base import EMULATOR_HEADER, Completion, OnText, ProviderError, mean
+from ._stainless import extra_fields, map_error, sdk_error
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "refusal"}
 
 
 class OpenAICompatible:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, usage_in_x_groq: bool = False) -> None:
         self._client = client
+        # The Groq SDK takes no stream_options: a stream's usage rides on its last chunk's
+        # x_groq instead.
+        self._usage_in_x_groq = usage_in_x_groq
 
     async def complete(
         self,
@@ -51,6 +54,57 @@ class OpenAICompatible:
             emulated=bool(extra.get("emulated")),
             extra=extra,
         )
+
+
+    async def stream(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float | None,
+        timeout: float,
+        on_text: OnText,
+    ) -> Completion:
+        options: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+        if not self._usage_in_x_groq:
+            options["stream_options"] = {"include_usage": True}
+        pieces: list[str] = []
+        finish, usage, stream = None, None, None
+        try:
+            stream = await self._client.chat.completions.create(
+                model=model, messages=messages, max_tokens=max_tokens, timeout=timeout,
+                stream=True, **options)
+            async with stream:
+                async for chunk in stream:
+                    usage = chunk.usage or _x_groq_usage(chunk) or usage
+                    if not chunk.choices:
+                        continue
+                    finish = chunk.choices[0].finish_reason or finish
+                    text = chunk.choices[0].delta.content
+                    if text:
+                        pieces.append(text)
+                        await on_text(text)
+        except Exception as exc:
+            if not sdk_error(exc):  # on_text's own reason to stop: not a provider error
+                if stream is not None:
+                    exc.emulated = EMULATOR_HEADER in stream.response.headers  # type: ignore[attr-defined]
+                raise
+            raise map_error(exc) from exc
+        if usage is None:
+            raise ProviderError("bad_response", "the stream has no token usage")
+        return Completion(
+            text="".join(pieces),
+            finish_reason=_FINISH.get(finish or "", "other"),  # type: ignore[arg-type]
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            emulated=EMULATOR_HEADER in stream.response.headers,
+        )
+
+
+def _x_groq_usage(chunk: Any) -> Any:
+    x_groq = getattr(chunk, "x_groq", None)
+    return getattr(x_groq, "usage", None) if x_groq is not None else None
 
 
 def _logprob_mean(choice: Any) -> float | None:

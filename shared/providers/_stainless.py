@@ -24,6 +24,13 @@ def map_error(exc: Exception) -> ProviderError:
     return ProviderError("bad_response", f"{name}: {exc}"[:200])
 
 
+def sdk_error(exc: Exception) -> bool:
+    """An error from the SDK or the HTTP client under it, as opposed to one raised by the
+    caller's own callback in the middle of a stream (which must pass through unchanged)."""
+    return type(exc).__module__.split(".")[0] in ("openai", "groq", "anthropic", "httpx",
+                                                   "httpcore")
+
+
 def _retry_after(exc: Exception) -> float | None:
     response: Any = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None

@@ -34,7 +34,7 @@ async def run(gateway: str | None, mode: str, requests: int, concurrency: int,
         raise ValueError("--via http measures online requests: use --mode online")
     gateway = gateway or f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8000')}"
     prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
-    nc = await client.connect(settings().nats_url)
+    nc = await client.connect(settings())
     tenant = pipeline.new_tenant()
     try:
         runs = await compare(nc, gateway, prompts, requests, tenant, concurrency=concurrency,

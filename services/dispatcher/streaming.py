@@ -1,0 +1,167 @@
+"""A streamed hop: the provider's pieces go to the caller's reply subject as they are made, except
+the opening, which is held back and scored first. A weak opening (refusal, hedge, empty) stops
+the provider call and goes to the escalator like any weak answer, so the caller never sees it;
+once the opening is released the stream is the answer, and is never replaced.
+
+What a streaming caller receives on its reply subject, in order: pieces `{"delta": "..."}`
+(the first also names request_id, model, provider, tier, difficulty_tag and escalated), then
+the ordinary reply (ChatReply or ErrorReply), whose `response` is the whole answer. A caller
+that leaves publishes anything on `router.v1.cancel.<its reply subject>`; the provider call
+stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Awaitable
+
+from nats.aio.client import Client
+
+from services.escalator.scoring import Scorer
+from shared import subjects
+from shared.config import EscalationConfig, ModelRef, Tier
+from shared.messages import Answer, Envelope
+from shared.providers import Completion
+
+# A first sentence ends the opening early: a stop, question or exclamation mark followed by a
+# space or a line end, or a line end (Latin and CJK punctuation).
+SENTENCE_END = re.compile(r"[.!?](\s)|[\u3002\uff01\uff1f]|\n")
+MIN_OPENING_CHARS = 12  # "Sure." alone says too little to judge
+
+
+class StreamStopped(Exception):
+    """The provider call was stopped before its end; its usage is not known (providers report
+    it only at the end of a stream)."""
+
+    def __init__(self, why: str, text: str = "", pieces: int = 0) -> None:
+        super().__init__(why)
+        self.why, self.text, self.pieces = why, text, pieces
+        self.emulated = False  # set by the provider adapter the stream was stopped in
+
+    def of(self, text: str, pieces: int) -> StreamStopped:
+        self.text, self.pieces = text, pieces
+        return self
+
+
+class WeakOpening(StreamStopped):
+    pass
+
+
+class CallerGone(StreamStopped):
+    pass
+
+
+class DeadlinePassed(StreamStopped):
+    pass
+
+
+class Relay:
+    """One streamed hop's pieces, from whichever model of the tier answers, to the caller."""
+
+    def __init__(self, nc: Client, envelope: Envelope, tier: Tier, escalation: EscalationConfig,
+                 scorer: Scorer) -> None:
+        self._nc = nc
+        self._envelope = envelope
+        self._tier = tier
+        self._threshold = escalation.threshold
+        self._opening_chars = escalation.stream_opening_chars
+        self._scorer = scorer
+        self._reply_to = envelope.origin.reply_to or ""
+        self._gone = asyncio.Event()
+        self._ref: ModelRef | None = None
+        self._pieces: list[str] = []
+        self.ttft_ms: float | None = None
+
+    @property
+    def released(self) -> bool:
+        return self.ttft_ms is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._gone.is_set()
+
+    async def __aenter__(self) -> Relay:
+        self._cancel_sub = await self._nc.subscribe(subjects.cancel(self._reply_to),
+                                                    cb=self._on_cancel)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        with contextlib.suppress(Exception):
+            await self._cancel_sub.unsubscribe()
+
+    async def _on_cancel(self, _msg: object) -> None:
+        self._gone.set()
+
+    async def run(self, ref: ModelRef, call: Awaitable[Completion]) -> Completion:
+        """The model's streamed call, stopped when the caller leaves (CallerGone) or the
+        request's deadline passes (DeadlinePassed): the SDK's timeout only bounds each wait
+        for the next piece."""
+        self._ref, self._pieces = ref, []
+        task = asyncio.ensure_future(call)
+        gone = asyncio.create_task(self._gone.wait())
+        try:
+            await asyncio.wait({task, gone}, timeout=max(self._envelope.seconds_left(), 0),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            stop = CallerGone("the caller left") if self.cancelled else DeadlinePassed(
+                "the request's deadline passed")
+            raise stop.of("".join(self._pieces), len(self._pieces))
+        return task.result()
+
+    async def on_text(self, text: str) -> None:
+        """Each piece of the provider's stream: held back until the opening can be judged,
+        passed straight on after it was released."""
+        self._pieces.append(text)
+        if self.released:
+            await self._publish({"delta": text})
+            return
+        opening = "".join(self._pieces)
+        if len(opening) < self._opening_chars and not _first_sentence_done(opening):
+            return
+        score = self._scorer.score(Answer(text=opening, attempt=0, tier_index=0,
+                                          finish_reason="stop"))
+        if score.weak(self._threshold):
+            raise WeakOpening(f"weak opening ({','.join(score.signals)})", opening,
+                              len(self._pieces))
+        await self.release(opening)
+
+    async def release(self, text: str) -> None:
+        """The first piece the caller sees, with what it needs to label the stream."""
+        envelope, ref = self._envelope, self._ref
+        self.ttft_ms = (time.time() - envelope.received_at) * 1000
+        await self._publish({
+            "delta": text, "request_id": envelope.request_id,
+            "model": ref.model if ref else None, "provider": ref.provider if ref else None,
+            "tier": self._tier.name, "difficulty_tag": envelope.classification.difficulty,
+            "escalated": self._tier.name != envelope.start_tier,
+        })
+
+    async def _publish(self, piece: dict) -> None:
+        await self._nc.publish(self._reply_to, json.dumps(piece).encode())
+
+
+def _first_sentence_done(text: str) -> bool:
+    return len(text) >= MIN_OPENING_CHARS and SENTENCE_END.search(text, MIN_OPENING_CHARS - 1) \
+        is not None
+
+
+def wants_stream(envelope: Envelope) -> bool:
+    """An online caller with a reply subject asked for pieces, and none was released yet."""
+    return (envelope.request.stream and envelope.origin.kind == "online"
+            and bool(envelope.origin.reply_to) and envelope.ttft_ms is None)
+
+
+def completion_of(stopped: StreamStopped, input_bound: int) -> Completion:
+    """What a stopped stream is billed as: the input at its worst-case bound and one output token
+    per piece received, since the provider reports usage only at the end."""
+    return Completion(text=stopped.text, finish_reason="stop", input_tokens=input_bound,
+                      output_tokens=stopped.pieces, emulated=stopped.emulated)
