@@ -28,6 +28,8 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         rows = await cur.fetchall()
         await cur.execute(_LATENCY, {"since": since})
         histogram = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
+        await cur.execute(_TTFT, {"since": since})
+        ttft = await cur.fetchone()
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
                           {"since": since})
         dead_letters = (await cur.fetchone())["n"]
@@ -38,6 +40,7 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         **totals,
         "dead_letters": dead_letters,
         "latency_ms": _percentiles(histogram),
+        "ttft_ms": _ttft(ttft),
         "by_model": _group(rows, "model_used"),
         "by_tier": _group(rows, "tier"),
         "by_tenant": _group(rows, "tenant"),
@@ -54,6 +57,21 @@ SELECT tenant, model_used, tier, status, emulated,
 FROM daily_usage WHERE day >= %(since)s
 GROUP BY tenant, model_used, tier, status, emulated
 """
+
+# Time to first token of streamed requests (requests_streamed indexes just those rows).
+_TTFT = """
+SELECT count(*) AS streamed,
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ttft_ms) AS ms
+FROM requests WHERE ttft_ms IS NOT NULL AND received_at >= %(since)s
+"""
+
+
+def _ttft(row: dict) -> dict:
+    values = row["ms"] or [None] * len(PERCENTILES)
+    return {"streamed": row["streamed"],
+            **{f"p{p}": None if v is None else round(v, 1) for p, v in zip(PERCENTILES, values,
+                                                                            strict=True)}}
+
 
 _LATENCY = """
 SELECT bucket, sum(count)::bigint AS count FROM daily_latency WHERE day >= %(since)s
