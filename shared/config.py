@@ -69,13 +69,45 @@ class JudgeConfig(_Strict):
     timeout_s: float = Field(gt=0)
 
 
+class VerifyConfig(_Strict):
+    """Correctness checks on answers no cheap signal flagged (services/escalator/verify.py):
+    paid calls, so they run only on the task types, share and strong_score band chosen here,
+    and never past max_cost_usd per request."""
+
+    enabled: bool = False
+    # "verifier": a cheap model re-derives the result and says whether the answer is right;
+    # "consistency": a second cheap sample whose final answer (number, option) must agree.
+    signals: tuple[Literal["verifier", "consistency"], ...] = ("verifier",)
+    provider: Provider = "groq"
+    model: str = "llama-3.1-8b-instant"
+    consistency_provider: Provider = "openai"
+    consistency_model: str = "gpt-4o-mini"
+    task_types: tuple[Literal["math", "choice", "factual", "code", "other"], ...] = (
+        "math", "choice", "factual")
+    share: float = Field(default=1.0, ge=0, le=1)
+    max_cost_usd: float = Field(default=0.001, ge=0)
+    strong_score_band: tuple[float, float] = (0.0, 1.0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_tokens: int = Field(default=400, gt=0)
+
+    @property
+    def verifier(self) -> ModelRef:
+        return ModelRef(provider=self.provider, model=self.model)
+
+    @property
+    def sampler(self) -> ModelRef:
+        return ModelRef(provider=self.consistency_provider, model=self.consistency_model)
+
+
 class EscalationConfig(_Strict):
     threshold: float = Field(ge=0, le=1)
-    signals: tuple[Literal["truncation", "empty", "refusal", "hedging", "logprob", "judge"], ...]
+    signals: tuple[Literal["truncation", "empty", "refusal", "hedging", "logprob", "judge",
+                           "arithmetic"], ...]
     max_attempts: int = Field(ge=1)
     max_tier: str
     logprob_floor: float = Field(le=0)
     judge: JudgeConfig
+    verify: VerifyConfig = VerifyConfig()
     # A streamed answer's opening, held back and scored before any of it reaches the caller:
     # this many characters, or its first sentence if that ends sooner.
     stream_opening_chars: int = Field(default=200, ge=1)

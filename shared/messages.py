@@ -178,7 +178,7 @@ class Attempt(_Internal):
     model: str
     provider: Provider
     tier: str
-    outcome: Literal["ok", "weak", "error", "skipped", "judge"]
+    outcome: Literal["ok", "weak", "error", "skipped", "judge", "verify"]
     reason: str = ""
     input_tokens: int = 0
     output_tokens: int = 0

@@ -68,7 +68,7 @@ class Pricer:
 
 def configured_models(config: RouterConfig) -> dict[ModelRef, str]:
     """Every model the router may pay for, with the role that names it: the tiers' models, the
-    judge when it is enabled, and the baseline the savings are measured against."""
+    judge and verifiers when enabled, and the baseline the savings are measured against."""
     models: dict[ModelRef, str] = {}
     for tier in config.tiers:
         for ref in tier.models:
@@ -76,6 +76,12 @@ def configured_models(config: RouterConfig) -> dict[ModelRef, str]:
     judge = config.escalation.judge
     if judge.enabled:
         models.setdefault(ModelRef(provider=judge.provider, model=judge.model), "judge")
+    verify = config.escalation.verify
+    if verify.enabled:
+        if "verifier" in verify.signals:
+            models.setdefault(verify.verifier, "verifier")
+        if "consistency" in verify.signals:
+            models.setdefault(verify.sampler, "consistency sample")
     models.setdefault(config.baseline_model, "baseline")
     return models
 

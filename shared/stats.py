@@ -33,12 +33,16 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
                           {"since": since})
         dead_letters = (await cur.fetchone())["n"]
+        await cur.execute(_VERIFICATION, {"since": since})
+        verification = (await cur.fetchone())["cost"]
     totals = _totals(rows)
     return {
         "window_days": days,
         "since": since.isoformat(),
         **totals,
         "dead_letters": dead_letters,
+        # Paid checks of answers (verifier, judge): already in cost_usd, shown apart here.
+        "verification_cost_usd": float(verification),
         "latency_ms": _percentiles(histogram),
         "ttft_ms": _ttft(ttft),
         "by_model": _group(rows, "model_used"),
@@ -56,6 +60,11 @@ SELECT tenant, model_used, tier, status, emulated,
        sum(escalation_cost_usd) AS escalation_cost_usd, sum(latency_ms_sum) AS latency_ms_sum
 FROM daily_usage WHERE day >= %(since)s
 GROUP BY tenant, model_used, tier, status, emulated
+"""
+
+_VERIFICATION = """
+SELECT coalesce(sum(cost_usd), 0) AS cost FROM attempts
+WHERE outcome IN ('verify', 'judge') AND at >= %(since)s
 """
 
 # Time to first token of streamed requests (requests_streamed indexes just those rows).

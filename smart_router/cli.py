@@ -353,7 +353,8 @@ def evaluate(
 def eval_escalation(
     file: Annotated[Path | None, typer.Argument(
         metavar="FILE", exists=True, dir_okay=False,
-        help="Labelled answers (JSONL: prompt, answer, finish_reason, label weak|good).")] = None,
+        help="Labelled answers (JSONL: prompt, answer, finish_reason, label weak|good, or "
+        "right|wrong for recall of wrong answers per signal).")] = None,
     emulator: Annotated[str | None, typer.Option(
         metavar="URL",
         help="Instead, ask the emulator at this URL: its market of models answers --prompts.")]
@@ -361,13 +362,18 @@ def eval_escalation(
     prompts: Annotated[Path | None, typer.Option(
         metavar="FILE", exists=True, dir_okay=False, help="JSONL of prompts for --emulator.")]
     = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Also run [escalation.verify]'s paid checks (verifier, consistency) "
+        "and report recall of wrong answers, false escalations and added cost per signal.")]
+    = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Precision and recall of the escalator's "weak" verdict."""
+    """Precision and recall of the escalator's "weak" verdict; with labels right|wrong or
+    --verify, each signal's recall of wrong answers, false escalations and added cost."""
     from .escalation import evaluate
 
     with _one_line_errors():
-        report = asyncio.run(evaluate(file, emulator, prompts))
+        report = asyncio.run(evaluate(file, emulator, prompts, verify))
     if as_json:
         _emit(report, compact=True)
     else:

@@ -14,7 +14,8 @@ def stats(s: dict) -> str:
         f"spent on failed requests ${s['failed_cost_usd']:.4f}   "
         f"spent in all ${s['spent_usd']:.4f}",
         f"escalated {s['escalated']:,} ({s['escalation_rate']:.1%}), "
-        f"costing ${s['escalation_cost_usd']:.4f}",
+        f"costing ${s['escalation_cost_usd']:.4f}; answers checked for "
+        f"${s['verification_cost_usd']:.4f}",
         f"latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}",
         f"time to first token ms ({s['ttft_ms']['streamed']:,} streamed): "
         f"p50 {s['ttft_ms']['p50']}  p95 {s['ttft_ms']['p95']}  p99 {s['ttft_ms']['p99']}",

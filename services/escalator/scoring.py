@@ -10,6 +10,9 @@ escalator's CPU).
 
 from __future__ import annotations
 
+import ast
+import math
+import operator
 import re
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -25,12 +28,20 @@ PHRASES = Path(__file__).with_name("phrases.toml")
 
 # The score each signal caps an answer at: with the default threshold (0.5) any one escalates;
 # a lower threshold lets hedging or a low logprob alone through.
-CAPS = {"truncation": 0.0, "empty": 0.0, "refusal": 0.1, "judge": 0.2, "hedging": 0.3,
-        "logprob": 0.35}
+CAPS = {"truncation": 0.0, "empty": 0.0, "refusal": 0.1, "judge": 0.2, "verifier": 0.2,
+        "consistency": 0.25, "arithmetic": 0.25, "hedging": 0.3, "logprob": 0.35}
 REFUSAL_WINDOW = 300  # a refusal opens the answer; a quoted one deep inside is not a refusal
 HEDGE_WINDOW = 250  # one hedge in the opening, or two anywhere, mark a hedged answer
 SHORT_ANSWER = 400  # ...and in a short answer one is enough
 _CONTENT = re.compile(r"\w", re.UNICODE)
+_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
+# "12 x 7 = 84", "80 x 20/100 = 16" (x or the multiplication sign): a step that can be checked.
+_EQUATION = re.compile(
+    rf"((?:{_NUMBER}\s*[-+*/x\u00d7\u00f7]\s*)+{_NUMBER})\s*=\s*({_NUMBER})(?!\s\d{{3}}\b)")
+_STATED_FINAL = re.compile(rf"answer is\s*\$?({_NUMBER})", re.I)
+_SYMBOLS = str.maketrans({"x": "*", "\u00d7": "*", "\u00f7": "/", ",": ""})
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,7 @@ class Scorer:
                 ("hedging", lambda: self._hedged(text)),
                 ("logprob", lambda: answer.logprob_mean is not None
                  and answer.logprob_mean < self._logprob_floor),
+                ("arithmetic", lambda: arithmetic_slip(answer.text)),
             )
             if name in self._enabled and fires()
         )
@@ -97,3 +109,38 @@ class Scorer:
 
 def _normal(text: str) -> str:
     return text.lower().replace("\u2019", "'").replace("\u2018", "'")
+
+
+def arithmetic_slip(text: str) -> bool:
+    """Whether a worked answer gets a step's arithmetic wrong, or states a final number that
+    none of its steps reached: a calculator's re-check, at no model call."""
+    results = []
+    for expression, stated in _EQUATION.findall(text):
+        value = _evaluate(expression.translate(_SYMBOLS))
+        if value is None:
+            continue
+        claimed = float(stated.replace(",", ""))
+        decimals = len(stated.partition(".")[2])
+        if abs(value - claimed) > 0.5 * 10.0 ** -decimals + 1e-9:  # beyond the stated rounding
+            return True
+        results += [claimed, math.floor(claimed), math.ceil(claimed)]
+    final = _STATED_FINAL.findall(text)
+    return bool(results and final) and float(final[-1].replace(",", "")) not in results
+
+
+def _evaluate(expression: str) -> float | None:
+    """The value of + - * / over numbers, None for anything else (or a division by zero)."""
+    try:
+        return _value(ast.parse(expression, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _value(node: ast.AST) -> float:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_value(node.operand)
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_value(node.left), _value(node.right))
+    raise ValueError("not arithmetic")

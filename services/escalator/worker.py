@@ -28,6 +28,7 @@ from shared.runtime import Service
 
 from .judge import Judge
 from .scoring import CAPS, Scorer
+from .verify import Verifier
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,8 @@ scorer = Scorer(cfg.escalation)
 pricer = Pricer(cfg.pricing)
 judge = (Judge(cfg.escalation.judge, Providers(), pricer)
          if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals else None)
+verifier = (Verifier(cfg.escalation.verify, Providers(), pricer)
+            if cfg.escalation.verify.enabled else None)
 MONEY_DIGITS = 10  # the ledger's numeric scale
 
 
@@ -85,6 +88,14 @@ async def _scored(envelope: Envelope) -> Envelope:
         attempts.append(call)
         if addresses is False:
             value, signals = CAPS["judge"], ["judge"]
+    if not signals and _verifiable(envelope):
+        served = next(a for a in attempts if a.n == answer.attempt)
+        check = await verifier.check(
+            envelope.model_copy(update={"attempts": attempts}), answer.text, tier=served.tier,
+            record=lambda calls: outcomes.record_attempts(broker, envelope, calls))
+        attempts += check.calls
+        if check.wrong_by is not None:
+            value, signals = CAPS[check.wrong_by], [check.wrong_by]
     answer = answer.model_copy(update={"score": value, "signals": signals})
     if value < cfg.escalation.threshold:
         attempts = [
@@ -98,6 +109,13 @@ async def _scored(envelope: Envelope) -> Envelope:
     if best is None or (answer.score or 0) > (best.score or 0):
         best = answer
     return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
+
+
+def _verifiable(envelope: Envelope) -> bool:
+    """Worth a paid check: an answer not yet shown to the caller, on a tier that can still
+    climb, of a request the verification policy picks."""
+    return (verifier is not None and envelope.ttft_ms is None
+            and envelope.tier_index < envelope.max_tier_index and verifier.eligible(envelope))
 
 
 def _is_weak(answer: Answer) -> bool:

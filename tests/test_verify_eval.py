@@ -1,0 +1,88 @@
+"""The correctness signals on their own and `eval-escalation` on answers labelled right or
+wrong: the arithmetic re-check, task types and final answers, and each signal's recall, false
+escalations and added cost, on the labelled set and on the emulator's market."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from services.escalator.scoring import arithmetic_slip
+from services.escalator.verify import final_answer, task_type
+from tests import harness
+
+
+@pytest.mark.parametrize(("text", "slip"), [
+    ("First, 14 × 6 = 84. Then 84 - 9 = 75. The answer is 75.", False),
+    ("First, 14 × 6 = 86. Then 86 - 9 = 77. The answer is 77.", True),  # a slip carried on
+    ("First, 14 × 6 = 84. Then 84 - 9 = 75. The answer is 71.", True),  # final contradicts
+    ("First, 173 ÷ 12 = 14.42. Then 14.42 rounded up = 15. The answer is 15.", False),
+    ("80 x 20/100 = 16, so the price is 80 - 16 = 64.", False),
+    ("L'indemnité: 500 × 1/4 × 6 = 3 750 €.", False),  # a thousands space, not a result of 3
+    ("The answer is 75.", False),  # nothing worked to check
+])
+def test_the_arithmetic_recheck_finds_slips_and_contradictions(text, slip):
+    assert arithmetic_slip(text) is slip
+
+
+@pytest.mark.parametrize(("prompt", "kind"), [
+    ("Which is prime?\n(A) 21\n(B) 29\n(C) 33", "choice"),
+    ("Write a function that reverses a list in Python.", "code"),
+    ("A tank holds 40 litres and leaks 3 litres an hour. How much is left after 5 hours?",
+     "math"),
+    ("What is the capital of Canada?", "factual"),
+    ("Tell me a story about a fox.", "other"),
+])
+def test_task_types_come_from_cheap_cues(prompt, kind):
+    assert task_type(prompt) == kind
+
+
+@pytest.mark.parametrize(("text", "kind", "final"), [
+    ("... so 12 + 3 = 15.\n\nFinal answer: 15.", "math", "15"),
+    ("The answer is 1,440 minutes.", "math", "1440"),
+    ("The answer is (C) 29.", "choice", "C"),
+    ("Paris.", "factual", None),
+])
+def test_final_answers_are_extracted_for_comparison(text, kind, final):
+    assert final_answer(text, kind) == final
+
+
+def _eval(*args: str, env: dict | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-m", "smart_router.cli", "eval-escalation", *args,
+                           "--json"], cwd=harness.ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_labelled_set_reports_each_signal_and_their_combination():
+    report = _eval(str(harness.ROOT / "services/escalator/data/correctness.jsonl"))
+
+    assert report["answers"] >= 300 and 0 < report["wrong"] < report["answers"]
+    signals = report["signals"]
+    assert set(signals) == {"free signals", "arithmetic", "combined"}
+    assert signals["arithmetic"]["recall"] > 0.1
+    assert signals["arithmetic"]["false_escalations"] == 0
+    assert signals["combined"]["added_cost_per_1000_usd"] == 0  # no paid check was asked for
+    assert report["by_task"]["math"]["recall"] > report["by_task"]["factual"]["recall"]
+
+
+def test_verification_on_the_emulators_market_catches_its_confident_mistakes(
+        emulator_process, tmp_path):
+    config = tmp_path / "router.toml"
+    config.write_text('[escalation.verify]\nsignals = ["consistency", "verifier"]\n')
+    env = {**os.environ, "ROUTER_CONFIG": str(config)}
+
+    report = _eval("--emulator", emulator_process.base, "--verify", env=env)
+
+    assert "measure the emulator" in report["through"]
+    assert report["wrong"] > 0
+    for signal in ("verifier", "consistency"):
+        assert report["signals"][signal]["recall"] >= 0.5
+        assert report["signals"][signal]["false_escalations"] <= 0.1
+        assert report["signals"][signal]["added_cost_per_1000_usd"] > 0
+    assert report["signals"]["free signals"]["recall"] == 0  # they sound sure
