@@ -200,7 +200,7 @@ def test_overloaded_is_429_with_retry_after():
                                                   "param": None, "code": "overloaded"}
 
 
-async def test_stream_true_gives_openai_chunks_and_usage(sdk, conn):
+async def test_stream_true_gives_openai_chunks_and_usage(sdk, conn, http):
     stream = await sdk.chat.completions.create(
         model="auto", messages=ask("What is the capital of France?"), stream=True,
         stream_options={"include_usage": True})
@@ -217,6 +217,8 @@ async def test_stream_true_gives_openai_chunks_and_usage(sdk, conn):
                                  " request_id = %s", (facts["request_id"],))
     ttft_ms, latency_ms = rows[0]
     assert ttft_ms is not None and 0 < ttft_ms <= latency_ms
+    shown = (await http.get("/v1/stats")).json()["ttft_ms"]  # what `smart-router stats` prints
+    assert shown["streamed"] >= 1 and shown["p50"] > 0
 
 
 @pytest.mark.parametrize("tier", CONFIG.tiers, ids=lambda t: t.name)
