@@ -4,6 +4,7 @@ SDK pointed at it, and the seed's curl examples sent with httpx."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -342,3 +343,20 @@ async def test_the_docs_come_from_the_pydantic_models(http):
     body = schema["paths"]["/v1/chat"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/ChatRequest"}
     assert "prompt" in components["ChatRequest"]["properties"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_bench_via_http_compares_the_gateway_with_nats_in_one_run(stack, gateway, stream):
+    env = {**stack.processes.env, "NATS_URL": stack.nats_url, "DATABASE_URL": stack.database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "smart_router.cli", "bench", "--via", "http", "--requests", "20",
+         "--concurrency", "5", "--gateway", gateway, "--json", *(["--stream"] if stream else [])],
+        env=env, capture_output=True, text=True, timeout=120, cwd=harness.ROOT)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["nats"]["answered"] == report["http"]["answered"] == 20
+    assert set(report["gateway_overhead"]["added_latency_ms"]) == {"p50", "p95", "p99"}
+    assert report["gateway_overhead"]["throughput_kept"] > 0
+    assert ("time_to_first_token_ms" in report["http"]) is stream
+    assert report["ledger"]["rows"] == report["ledger"]["expected"]

@@ -2,10 +2,13 @@
 straight over NATS, in one run, so the gateway's own cost is the difference between the two.
 
 Both paths get the same prompts, rate and concurrency, after a warm-up over NATS that fills the
-classifier's cache for both alike. The HTTP path posts the seed's /v1/chat body; with --stream it
-asks /v1/chat/completions for server-sent events and also times the first content chunk (time to
-first token). Reported: throughput, end-to-end p50/p95/p99, TTFT with --stream, and the gateway's
-overhead (HTTP minus NATS, per percentile) with the share of NATS throughput the HTTP path keeps.
+classifier's cache for both alike. With --rate both run at once, each at that rate, so whatever
+else the machine does weighs on both alike; without, one after the other, each saturating the
+router alone (the throughput comparison). The HTTP path posts the seed's /v1/chat body; with
+--stream it asks /v1/chat/completions for server-sent events and also times the first content
+chunk (time to first token). Reported: throughput, end-to-end p50/p95/p99, TTFT with --stream,
+and the gateway's overhead (HTTP minus NATS, per percentile) with the share of NATS throughput
+the HTTP path keeps.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from nats.aio.client import Client
 
+from shared import subjects
 from shared.config import settings
 
 from .. import client
@@ -50,18 +54,26 @@ async def run(gateway: str | None, mode: str, requests: int, concurrency: int,
 
 async def compare(nc: Client, gateway: str, prompts: list[str], count: int, tenant: str, *,
                   concurrency: int, rate: float | None, stream: bool) -> dict:
+    """With a rate, both paths at that rate at once, so the machine's other load weighs on both
+    alike (the latency comparison); without, one after the other, each saturating the router
+    alone (the throughput comparison)."""
     pipeline.say(f"warm-up: {min(WARM_UP, count)} requests over NATS")
     await pipeline.online(nc, prompts, min(WARM_UP, count), tenant, concurrency=concurrency,
                           rate=None)
-    pipeline.say(f"NATS: {count} requests on router.v1.chat")
-    over_nats = await pipeline.online(nc, prompts, count, tenant, concurrency=concurrency,
-                                      rate=rate)
-    pipeline.say(f"HTTP: {count} requests to {gateway}")
-    over_http = await online_http(gateway, prompts, count, tenant, concurrency=concurrency,
-                                  rate=rate, stream=stream)
-    return {"nats": over_nats, "http": over_http,
-            "gateway_overhead": overhead(over_nats, over_http), "sent": count * 2 + min(
-                WARM_UP, count)}
+    async with _gateway_session(gateway, concurrency) as http:
+        over_nats = Path("nats", _over_nats(nc, tenant))
+        over_http = Path("http", _streamed(http, tenant) if stream else _plain(http, tenant))
+        if rate:
+            pipeline.say(f"NATS and HTTP at once: {count} requests each at {rate:g}/s")
+            await asyncio.gather(*(p.load(prompts, count, concurrency, rate)
+                                   for p in (over_nats, over_http)))
+        else:
+            for path in (over_nats, over_http):
+                pipeline.say(f"{path.name}: {count} requests, {concurrency} in flight")
+                await path.load(prompts, count, concurrency, rate)
+    reports = {p.name: p.report() for p in (over_nats, over_http)}
+    return {**reports, "gateway_overhead": overhead(reports["nats"], reports["http"]),
+            "sent": count * 2 + min(WARM_UP, count)}
 
 
 def overhead(over_nats: dict, over_http: dict) -> dict:
@@ -74,46 +86,65 @@ def overhead(over_nats: dict, over_http: dict) -> dict:
             "throughput_kept": round(kept, 3) if kept is not None else None}
 
 
-async def online_http(gateway: str, prompts: list[str], count: int, tenant: str, *,
-                      concurrency: int, rate: float | None, stream: bool) -> dict:
-    """`count` requests to the gateway, as `pipeline.online` sends them over NATS."""
-    tally, first_tokens_ms = pipeline.Tally(), []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=pipeline.REPLY_TIMEOUT_S)
-    async with aiohttp.ClientSession(gateway, connector=connector, timeout=timeout) as http:
-        send = _streamed(http, tenant, first_tokens_ms) if stream else _plain(http, tenant)
-        await _load(tally, send, prompts, count, concurrency, rate)
-    report = tally.report()
-    if stream:
-        report["time_to_first_token_ms"] = pipeline._percentiles(first_tokens_ms)
-    return report
-
-
 Send = Callable[[str], Awaitable[dict]]
 
 
-async def _load(tally: pipeline.Tally, send: Send, prompts: list[str], count: int,
-                concurrency: int, rate: float | None) -> None:
-    gate = asyncio.Semaphore(concurrency)
+class Path:
+    """One way into the router, its tally, and time to first token when it streams."""
 
-    async def one(i: int) -> None:
-        async with gate:
-            sent = time.perf_counter()
-            try:
-                reply = await send(prompts[i % len(prompts)])
-            except Exception as exc:
-                tally.errors[type(exc).__name__] = tally.errors.get(type(exc).__name__, 0) + 1
-                return
-            tally.record(reply, (time.perf_counter() - sent) * 1000)
+    def __init__(self, name: str, send: Send) -> None:
+        self.name, self._send = name, send
+        self.tally = pipeline.Tally()
+        self.first_tokens_ms: list[float] = []
 
-    tally.started = time.perf_counter()
-    tasks = []
-    for i in range(count):
-        if rate:
-            await asyncio.sleep(max(0.0, tally.started + i / rate - time.perf_counter()))
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
-    tally.finished = time.perf_counter()
+    async def load(self, prompts: list[str], count: int, concurrency: int,
+                   rate: float | None) -> None:
+        tally, gate = self.tally, asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                sent = time.perf_counter()
+                try:
+                    reply = await self._send(prompts[i % len(prompts)])
+                except Exception as exc:
+                    tally.errors[type(exc).__name__] = tally.errors.get(type(exc).__name__,
+                                                                        0) + 1
+                    return
+                first = reply.pop("first_token_at", None)
+                if first is not None:
+                    self.first_tokens_ms.append((first - sent) * 1000)
+                tally.record(reply, (time.perf_counter() - sent) * 1000)
+
+        tally.started = time.perf_counter()
+        tasks = []
+        for i in range(count):
+            if rate:
+                await asyncio.sleep(max(0.0, tally.started + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        tally.finished = time.perf_counter()
+
+    def report(self) -> dict:
+        report = self.tally.report()
+        if self.first_tokens_ms:  # streamed: the chunks carry no provider time
+            report.pop("router_overhead_ms")
+            report["time_to_first_token_ms"] = pipeline._percentiles(self.first_tokens_ms)
+        return report
+
+
+def _gateway_session(gateway: str, concurrency: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        gateway, connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=pipeline.REPLY_TIMEOUT_S))
+
+
+def _over_nats(nc: Client, tenant: str) -> Send:
+    async def send(prompt: str) -> dict:
+        body = json.dumps({"prompt": prompt, "tenant": tenant}).encode()
+        msg = await nc.request(subjects.CHAT, body, timeout=pipeline.REPLY_TIMEOUT_S)
+        return json.loads(msg.data)
+
+    return send
 
 
 def _plain(http: aiohttp.ClientSession, tenant: str) -> Send:
@@ -124,26 +155,24 @@ def _plain(http: aiohttp.ClientSession, tenant: str) -> Send:
     return send
 
 
-def _streamed(http: aiohttp.ClientSession, tenant: str, first_tokens_ms: list[float]) -> Send:
-    """An SSE completion, as a reply the tally can read: the provider time is not in the
-    chunks, so the router's overhead is left out (attempts empty) for this path."""
+def _streamed(http: aiohttp.ClientSession, tenant: str) -> Send:
+    """An SSE completion, as a reply the tally can read, with when its first text came. The
+    provider time is not in the chunks, so the router's overhead is left out on this path."""
 
     async def send(prompt: str) -> dict:
         body = {"model": "auto", "stream": True, "tenant": tenant,
                 "messages": [{"role": "user", "content": prompt}]}
-        sent, first = time.perf_counter(), None
+        first = None
         async with http.post("/v1/chat/completions", json=body) as response:
             if response.status != 200:
                 error = (await response.json(content_type=None))["error"]
                 return {"error": {"code": error["code"]}}
             async for line in response.content:
                 frame = parse_sse(line)
-                if first is None and frame and frame["choices"] and \
+                if first is None and frame and frame.get("choices") and \
                         frame["choices"][0]["delta"].get("content"):
-                    first = (time.perf_counter() - sent) * 1000
-        if first is not None:
-            first_tokens_ms.append(first)
-        return {"attempts": []}
+                    first = time.perf_counter()
+        return {"attempts": [], "first_token_at": first}
 
     return send
 
