@@ -59,8 +59,9 @@ async def evaluate(file: Path | None, emulator: str | None, prompts: Path | None
 def _use_emulator(url: str) -> None:
     base = url.rstrip("/")
     for variable, value in {"OPENAI_BASE_URL": f"{base}/v1", "ANTHROPIC_BASE_URL": base,
-                            "GROQ_BASE_URL": base, "OLLAMA_HOST": base, "OPENAI_API_KEY": "emulated",
-                            "ANTHROPIC_API_KEY": "emulated", "GROQ_API_KEY": "emulated"}.items():
+                            "GROQ_BASE_URL": base, "OLLAMA_HOST": base,
+                            "OPENAI_API_KEY": "emulated", "ANTHROPIC_API_KEY": "emulated",
+                            "GROQ_API_KEY": "emulated"}.items():
         os.environ[variable] = value
 
 
@@ -79,7 +80,7 @@ def _through(emulator: str | None, verify: bool) -> str:
 
 
 def render(report: dict) -> str:
-    if "signals" in report:
+    if "cheap_model" in report:  # answers labelled right|wrong
         return render_correctness(report)
     lines = [
         f"{report['source']}: {report['answers']} answers "

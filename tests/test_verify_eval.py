@@ -24,6 +24,9 @@ from tests import harness
     ("80 x 20/100 = 16, so the price is 80 - 16 = 64.", False),
     ("L'indemnité: 500 × 1/4 × 6 = 3 750 €.", False),  # a thousands space, not a result of 3
     ("The answer is 75.", False),  # nothing worked to check
+    ("5 × 64 + 6 × 8 + 7 × 1 = 320 + 48 + 7 = 375.", False),  # a chain, checked link by link
+    ("= 28/32 + 18/8 = 7/8 + 2 1/4 = 2 7/8", False),  # fractions and a mixed number
+    ("9 − 4 + 8 × 5 = 5 + 40 = 46", True),  # the minus sign, and a slip at the chain's end
 ])
 def test_the_arithmetic_recheck_finds_slips_and_contradictions(text, slip):
     assert arithmetic_slip(text) is slip
@@ -51,16 +54,30 @@ def test_final_answers_are_extracted_for_comparison(text, kind, final):
     assert final_answer(text, kind) == final
 
 
-def _eval(*args: str, env: dict | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-m", "smart_router.cli", "eval-escalation", *args,
-                           "--json"], cwd=harness.ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+CORRECTNESS = str(harness.ROOT / "services/escalator/data/correctness.jsonl")
+
+
+def _run(*args: str, env: dict | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", "smart_router.cli", "eval-escalation", *args],
+                          cwd=harness.ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def _eval(*args: str, env: dict | None = None) -> dict:
+    return json.loads(_run(*args, "--json", env=env))
+
+
+def test_the_plain_report_shows_a_row_per_signal():
+    text = _run(CORRECTNESS)
+
+    assert "185 wrong" in text
+    assert [line.split()[0] for line in text.splitlines()[4:7]] == ["free", "arithmetic",
+                                                                    "combined"]
 
 
 def test_the_labelled_set_reports_each_signal_and_their_combination():
-    report = _eval(str(harness.ROOT / "services/escalator/data/correctness.jsonl"))
+    report = _eval(CORRECTNESS)
 
     assert report["answers"] >= 300 and 0 < report["wrong"] < report["answers"]
     signals = report["signals"]

@@ -35,11 +35,17 @@ HEDGE_WINDOW = 250  # one hedge in the opening, or two anywhere, mark a hedged a
 SHORT_ANSWER = 400  # ...and in a short answer one is enough
 _CONTENT = re.compile(r"\w", re.UNICODE)
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
-# "12 x 7 = 84", "80 x 20/100 = 16" (x or the multiplication sign): a step that can be checked.
+_OPERATOR = "-+*/x\u00d7\u00f7\u2212"  # x, the multiplication and division signs, the minus
+# "12 x 7 = 84", "80 x 20/100 = 16", "= 48 + 7 = 55" in a chain: a step that can be checked. It
+# must stand alone: not the tail of a longer expression (a power, a variable, a term after an
+# operator, a mixed number's fraction), and its result not the head of one ("= 320 + 48",
+# "= 7/8", "= 3x").
 _EQUATION = re.compile(
-    rf"((?:{_NUMBER}\s*[-+*/x\u00d7\u00f7]\s*)+{_NUMBER})\s*=\s*({_NUMBER})(?!\s\d{{3}}\b)")
+    rf"(?<![^\s:;,(\[])(?<![{_OPERATOR}^\d]\s)"
+    rf"((?:{_NUMBER}\s*[{_OPERATOR}]\s*)+{_NUMBER})\s*=\s*({_NUMBER})"
+    rf"(?![\w^/(]|\s*[{_OPERATOR}^(]\s*[\w(]|\s\d{{3}}\b)")
 _STATED_FINAL = re.compile(rf"answer is\s*\$?({_NUMBER})", re.I)
-_SYMBOLS = str.maketrans({"x": "*", "\u00d7": "*", "\u00f7": "/", ",": ""})
+_SYMBOLS = str.maketrans({"x": "*", "\u00d7": "*", "\u00f7": "/", "\u2212": "-", ",": ""})
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv}
 
