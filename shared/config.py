@@ -53,6 +53,16 @@ class Routing(_Strict):
     simple: str
     medium: str
     complex: str
+    # With a router model: the shares of traffic whose strong_score starts them at the complex
+    # row's tier and at the medium row's, thresholds calibrated on the model's training prompts.
+    strong_share: float = Field(default=0.2, ge=0, le=1)
+    medium_share: float = Field(default=0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> Routing:
+        if self.strong_share + self.medium_share > 1:
+            raise ValueError("routing.strong_share + routing.medium_share must not exceed 1")
+        return self
 
 
 class ClassifierConfig(_Strict):
@@ -60,6 +70,7 @@ class ClassifierConfig(_Strict):
     ollama_model: str
     ollama_timeout_s: float = Field(gt=0)
     bias: float = Field(ge=0, le=1)
+    router_model: str = ""  # a train-router file, "shipped", or "" (off)
 
 
 class JudgeConfig(_Strict):

@@ -166,6 +166,10 @@ class Classification(_Internal):
     confidence: float
     backend: str
     latency_ms: float
+    # The learned router's score when a router model is configured, and what chose the
+    # starting tier: the model's score, or the difficulty tag.
+    strong_score: float | None = None
+    decided_by: Literal["router_model", "difficulty", "request"] = "difficulty"
 
 
 class Attempt(_Internal):
@@ -257,6 +261,8 @@ class ClassifierView(BaseModel):
     backend: str
     confidence: float
     latency_ms: float
+    strong_score: float | None = None
+    decided_by: str = "difficulty"
 
 
 class ChatReply(BaseModel):

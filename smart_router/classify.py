@@ -28,9 +28,13 @@ OLLAMA_PROBE_TIMEOUT_S = 0.3
 
 
 async def classify_lines(lines: list[tuple[int, str]], backend: str | None,
-                         emit: Callable[[dict], None]) -> int:
-    """Classify each numbered JSONL line; `index` is the 0-based line number in the file."""
-    classifier = await _classifier(config().classifier, backend)
+                         emit: Callable[[dict], None], router_model: Path | None = None) -> int:
+    """Classify each numbered JSONL line; `index` is the 0-based line number in the file.
+    With `router_model`, each result also has the learned strong_score and its routing row."""
+    settings = config().classifier
+    if router_model is not None:
+        settings = settings.model_copy(update={"router_model": str(router_model)})
+    classifier = await _classifier(settings, backend)
     failures = 0
     for number, line in lines:
         result: dict = {"index": number - 1}
@@ -49,6 +53,9 @@ async def classify_lines(lines: list[tuple[int, str]], backend: str | None,
             failures += 1
             emit(result | {"error": {"code": "backend_failed", "message": str(exc)}})
             continue
+        if verdict.strong_score is not None:
+            result |= {"strong_score": round(verdict.strong_score, 4),
+                       "routed_as": verdict.routed_as}
         emit(result | {"difficulty": verdict.difficulty, "confidence": round(verdict.confidence, 4),
                        "backend": verdict.backend, "latency_ms": round(verdict.latency_ms, 3)})
     return 1 if failures else 0
@@ -83,8 +90,10 @@ async def _classifier(settings: ClassifierConfig, only: str | None) -> Classifie
         if problem:
             log.debug("classify.ollama_skipped", address=f"{host}:{port}", reason=problem)
             backends = tuple(b for b in backends if b != "ollama") or ("rules",)
+    routing = config().routing
     return Classifier(settings.model_copy(update={"backends": backends}),
-                      rules_fallback=only is None)
+                      rules_fallback=only is None,
+                      router_shares=(routing.strong_share, routing.medium_share))
 
 
 def ollama_address(host: str | None) -> tuple[str, int]:

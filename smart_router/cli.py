@@ -314,6 +314,9 @@ def classify(
     backend: Annotated[str | None, typer.Option(
         metavar="NAME", help="Use only this backend (ollama, local or rules); exit 1 when it "
         "does not answer.")] = None,
+    router_model: Annotated[Path | None, typer.Option(
+        metavar="PATH", exists=True, dir_okay=False,
+        help="Also print this router model's strong_score and the row it routes to.")] = None,
 ) -> None:
     """Classify prompts here, without the router. One JSON object per prompt on stdout
     (difficulty, confidence, backend, latency_ms). Without --backend, the configured chain;
@@ -325,7 +328,8 @@ def classify(
     with _one_line_errors():
         lines = (jsonl.read_lines(input_file) if input_file
                  else [(1, json.dumps({"prompt": prompt}))])
-    _run(classify_lines(lines, backend, lambda result: _emit(result, compact=True)))
+    _run(classify_lines(lines, backend, lambda result: _emit(result, compact=True),
+                        router_model))
 
 
 @command(name="eval")
@@ -347,6 +351,53 @@ def evaluate(
         from .classify import render_report
 
         typer.echo(render_report(report))
+
+
+@command(name="eval-router")
+def eval_router(
+    file: Annotated[Path, typer.Argument(
+        metavar="DATA.jsonl", exists=True, dir_okay=False,
+        help="Outcome data: prompt and scores (or weak and strong) per line.")],
+    router_model: Annotated[Path | None, typer.Option(
+        metavar="PATH", exists=True, dir_okay=False,
+        help="A router model from train-router, measured beside the others.")] = None,
+    weak: Annotated[str | None, typer.Option(metavar="KEY", help="The weak side's score key.")]
+    = None,
+    strong: Annotated[str | None, typer.Option(
+        metavar="KEY", help="The strong side's score key.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """RouteLLM's routing metrics (APGR, CPT(50%), CPT(80%)) of the difficulty tag's ranking,
+    a router model, 10 seeded random routers and the oracle, on outcome data."""
+    from services.classifier.router_eval import render
+
+    from .routing import evaluate as evaluate_router
+
+    with _one_line_errors():
+        report = evaluate_router(file, router_model, weak, strong)
+    typer.echo(json.dumps(report, separators=(",", ":")) if as_json else render(report))
+
+
+@command(name="train-router")
+def train_router(
+    file: Annotated[Path, typer.Argument(
+        metavar="DATA.jsonl", exists=True, dir_okay=False, help="Outcome data to learn from.")],
+    out: Annotated[Path, typer.Option(metavar="PATH", help="Where to write the model.")]
+    = Path("router-model.npz"),
+    weak: Annotated[str | None, typer.Option(metavar="KEY", help="The weak side's score key.")]
+    = None,
+    strong: Annotated[str | None, typer.Option(
+        metavar="KEY", help="The strong side's score key.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Learn strong_score from outcome data: settings chosen by cross-validated APGR, the
+    nested estimate reported, a versioned model file written (name it in
+    classifier.router_model)."""
+    from .routing import render_training, train_and_write
+
+    with _one_line_errors():
+        result = train_and_write(file, out, weak, strong)
+    typer.echo(json.dumps(result, separators=(",", ":")) if as_json else render_training(result))
 
 
 @command(name="eval-escalation")

@@ -17,6 +17,8 @@ from . import rules
 from .decision import decide
 from .local_model import LocalModel
 from .ollama_backend import OllamaBackend
+from .router_live import LiveRouter, model_path
+from .router_model import Featurizer, MemoEncoder
 from .verdict import Verdict
 
 CACHE_SIZE = 10_000
@@ -34,10 +36,10 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, model: LocalModel, bias: float) -> None:
+    def __init__(self, model: LocalModel, bias: float, thread: ThreadPoolExecutor) -> None:
         self._model = model
         self._bias = bias
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-classifier")
+        self._thread = thread
 
     def warm_up(self) -> None:
         self._model.warm_up()
@@ -62,17 +64,26 @@ class NoVerdict(Exception):
 
 class Classifier:
     def __init__(self, config: ClassifierConfig, providers: Providers | None = None,
-                 local: LocalModel | None = None, rules_fallback: bool = True) -> None:
+                 local: LocalModel | None = None, rules_fallback: bool = True,
+                 router_shares: tuple[float, float] = (0.2, 0.3)) -> None:
         """`rules_fallback=False` is for asking one backend alone (`classify --backend`): its
-        silence is then an error, not a verdict from another backend."""
+        silence is then an error, not a verdict from another backend. `router_shares` are
+        routing.strong_share and routing.medium_share, for a configured router model."""
         self._rules_fallback = rules_fallback
         self._backends: list[Backend] = []
+        # The local model and the router model share one thread (e5's engine is entered by one
+        # thread at a time) and one e5 with a short memory (a prompt is embedded once for both).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-classifier")
+        encoder = MemoEncoder()
+        self._router = (LiveRouter(model_path(config.router_model), Featurizer(encoder),
+                                   *router_shares) if config.router_model else None)
         for name in config.backends:
             if name == "ollama":
                 self._backends.append(OllamaBackend(providers or Providers(),
                                                     config.ollama_model, config.ollama_timeout_s))
             elif name == "local":
-                self._backends.append(LocalBackend(local or LocalModel(), config.bias))
+                self._backends.append(LocalBackend(local or LocalModel(encoder=encoder),
+                                                   config.bias, self._thread))
             else:
                 self._backends.append(RulesBackend())
         # A repeated prompt gets the same tag without paying for the models again; keyed by a
@@ -90,14 +101,21 @@ class Classifier:
             self._cache[key] = verdict
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
+        routed = None
+        if self._router is not None:
+            routed = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._router.judge, text)
         return Verdict(verdict.difficulty, verdict.confidence, verdict.backend,
-                       (time.perf_counter() - started) * 1000)
+                       (time.perf_counter() - started) * 1000,
+                       routed.strong_score if routed else None, routed.level if routed else None)
 
     def warm_up(self) -> None:
         """Load the models now, not on the first request."""
         for backend in self._backends:
             if isinstance(backend, LocalBackend | OllamaBackend):
                 backend.warm_up()
+        if self._router is not None:
+            self._router.warm_up()
 
     async def _first_answer(self, text: str) -> Verdict:
         for backend in self._backends:

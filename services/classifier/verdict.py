@@ -18,6 +18,9 @@ class Verdict:
     confidence: float
     backend: str
     latency_ms: float = 0.0
+    # With a router model configured: the learned score and the routing row it starts at.
+    strong_score: float | None = None
+    routed_as: Difficulty | None = None
 
 
 def excerpt(text: str) -> str:

@@ -42,7 +42,8 @@ log = structlog.get_logger(__name__)
 
 service = Service("classifier")
 broker, cfg = service.broker, service.config
-classifier = Classifier(cfg.classifier)
+classifier = Classifier(cfg.classifier,
+                        router_shares=(cfg.routing.strong_share, cfg.routing.medium_share))
 admission = Admission(cfg.pipeline.max_online_in_flight)
 done_subject = subjects.done(new_request_id())
 
@@ -170,7 +171,11 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
             return False
         origin = origin.model_copy(update={"claim": claim})
     verdict = await classifier.classify(request.prompt_text)
-    start = pinned if pinned is not None else min(cfg.start_tier(verdict.difficulty), top)
+    # A router model, when configured, picks the routing row; the tag stays in the reply.
+    decided_by = ("request" if pinned is not None
+                  else "router_model" if verdict.routed_as is not None else "difficulty")
+    start = pinned if pinned is not None else min(
+        cfg.start_tier(verdict.routed_as or verdict.difficulty), top)
     envelope = Envelope(
         request_id=request_id,
         trace_id=trace_id,
@@ -184,6 +189,8 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
             confidence=verdict.confidence,
             backend=verdict.backend,
             latency_ms=verdict.latency_ms,
+            strong_score=verdict.strong_score,
+            decided_by=decided_by,
         ),
         start_tier=cfg.tiers[start].name,
         tier_index=start,

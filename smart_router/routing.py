@@ -1,0 +1,52 @@
+"""`smart-router eval-router` and `train-router`: the learned router, measured and trained here,
+without the router running."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from services.classifier.local_model import LocalModel
+from services.classifier.outcome_data import read_outcomes
+from services.classifier.router_eval import report
+from services.classifier.router_model import Featurizer, MemoEncoder, Router, RouterModel
+from services.classifier.router_train import train
+
+
+def tag_scores(model: LocalModel, prompts: list[str]) -> np.ndarray:
+    """The difficulty tag's own ranking: the classifier's expected tier, 0 (simple) to 1."""
+    return np.array([model.predict(text).probabilities @ np.array([0.0, 0.5, 1.0])
+                     for text in prompts])
+
+
+def evaluate(path: Path, router_model: Path | None, weak: str | None, strong: str | None
+             ) -> dict:
+    outcomes = read_outcomes(path, weak, strong)
+    encoder = MemoEncoder()
+    print(f"scoring {len(outcomes)} prompts …", file=sys.stderr)
+    routers = {"difficulty": tag_scores(LocalModel(encoder=encoder), outcomes.prompts)}
+    if router_model is not None:
+        router = Router(RouterModel.load(router_model), Featurizer(encoder))
+        routers["router_model"] = np.array([router.strong_score(t) for t in outcomes.prompts])
+    routers["oracle"] = outcomes.gain  # the best any router can do on these prompts
+    return report(outcomes, routers)
+
+
+def train_and_write(path: Path, out: Path, weak: str | None, strong: str | None) -> dict:
+    model, result = train(path, weak, strong)
+    model.save(out)
+    return result | {"written": str(out)}
+
+
+def render_training(r: dict) -> str:
+    cv, nested = r["cross_validated"], r["nested"]
+    lines = [f"prompts {r['prompts']}   weak {r['weak']}   strong {r['strong']}",
+             f"chosen by cross-validation: {r['chosen']}",
+             f"cross-validated APGR {cv['apgr']:.3f}   CPT(50%) {cv['cpt50']:.1%}",
+             f"nested estimate (choice included): APGR {nested['apgr']:.3f} "
+             f"±{nested['apgr_sd']:.3f}   CPT(50%) {nested['cpt50']:.1%}   "
+             f"CPT(80%) {nested['cpt80']:.1%}",
+             f"written to {r['written']}"]
+    return "\n".join(lines)
