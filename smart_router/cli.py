@@ -388,6 +388,9 @@ def train_router(
     = None,
     strong: Annotated[str | None, typer.Option(
         metavar="KEY", help="The strong side's score key.")] = None,
+    features: Annotated[str, typer.Option(
+        metavar="SET", help="any, or only lexical (no e5: fastest), embedding or both.")]
+    = "any",
     as_json: JsonFlag = False,
 ) -> None:
     """Learn strong_score from outcome data: settings chosen by cross-validated APGR, the
@@ -396,7 +399,7 @@ def train_router(
     from .routing import render_training, train_and_write
 
     with _one_line_errors():
-        result = train_and_write(file, out, weak, strong)
+        result = train_and_write(file, out, weak, strong, features)
     typer.echo(json.dumps(result, separators=(",", ":")) if as_json else render_training(result))
 
 

@@ -34,8 +34,9 @@ def evaluate(path: Path, router_model: Path | None, weak: str | None, strong: st
     return report(outcomes, routers)
 
 
-def train_and_write(path: Path, out: Path, weak: str | None, strong: str | None) -> dict:
-    model, result = train(path, weak, strong)
+def train_and_write(path: Path, out: Path, weak: str | None, strong: str | None,
+                    features: str = "any") -> dict:
+    model, result = train(path, weak, strong, features=features)
     model.save(out)
     return result | {"written": str(out)}
 

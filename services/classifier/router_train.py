@@ -58,11 +58,13 @@ CANDIDATES = tuple(
 )
 
 
-def candidates(outcomes: Outcomes) -> tuple[Candidate, ...]:
-    """The crowd's label only when lines hold more than the two compared scores."""
+def candidates(outcomes: Outcomes, features: str = "any") -> tuple[Candidate, ...]:
+    """Those reading `features` ("any": all); the crowd's label only when lines hold more than
+    the two compared scores."""
+    pool = [c for c in CANDIDATES if features in ("any", c.features)]
     if np.array_equal(outcomes.crowd, outcomes.weak):
-        return tuple(c for c in CANDIDATES if c.label == "pair")
-    return CANDIDATES
+        pool = [c for c in pool if c.label == "pair"]
+    return tuple(pool)
 
 
 def feature_matrices(prompts: list[str], featurizer: Featurizer,
@@ -112,20 +114,21 @@ def cross_validated(candidate: Candidate, xs: dict[str, np.ndarray], outcomes: O
             float(np.mean([r.cpt50 for r in results])))
 
 
-def choose(xs: dict[str, np.ndarray], outcomes: Outcomes, seeds: range) -> tuple[Candidate, dict]:
-    pool = candidates(outcomes)
+def choose(xs: dict[str, np.ndarray], outcomes: Outcomes, seeds: range, features: str = "any"
+           ) -> tuple[Candidate, dict]:
+    pool = candidates(outcomes, features)
     table = {c.name: cross_validated(c, xs, outcomes, seeds) for c in pool}
     best = max(pool, key=lambda c: table[c.name][0])
     return best, table
 
 
-def nested_estimate(xs: dict[str, np.ndarray], outcomes: Outcomes) -> dict:
+def nested_estimate(xs: dict[str, np.ndarray], outcomes: Outcomes, features: str) -> dict:
     """APGR and CPT(50%) of the whole procedure (choice included) on outer folds it never saw."""
     results = []
     for held in folds(len(outcomes), seed=1000):
         train = np.setdiff1d(np.arange(len(outcomes)), held)
         inner = {name: x[train] for name, x in xs.items()}
-        best, _ = choose(inner, outcomes.subset(train), range(1))
+        best, _ = choose(inner, outcomes.subset(train), range(1), features)
         model = best.fit(inner[best.features], best.target(outcomes.subset(train)))
         raw = np.zeros(len(outcomes))
         raw[held] = model.raw(xs[best.features][held])
@@ -152,7 +155,13 @@ def calibrate(raw: np.ndarray, better: np.ndarray) -> tuple[float, float]:
 
 
 def train(path: Path, weak: str | None = None, strong: str | None = None,
-          featurizer: Featurizer | None = None) -> tuple[RouterModel, dict]:
+          featurizer: Featurizer | None = None, features: str = "any"
+          ) -> tuple[RouterModel, dict]:
+    """`features` limits the choice to one feature set: "lexical" needs no e5 embedding, so it
+    adds well under a millisecond to a prompt the classifier's fast stage answered."""
+    if features != "any" and features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {features!r}: use any, "
+                         f"{', '.join(FEATURE_SETS)}")
     outcomes = read_outcomes(path, weak, strong)
     if len(outcomes) < MIN_PROMPTS:
         raise ValueError(f"{path} has {len(outcomes)} prompts; training needs {MIN_PROMPTS} "
@@ -160,7 +169,7 @@ def train(path: Path, weak: str | None = None, strong: str | None = None,
     featurizer = featurizer or Featurizer()
     print(f"features of {len(outcomes)} prompts …", file=sys.stderr)
     xs = feature_matrices(outcomes.prompts, featurizer)
-    best, table = choose(xs, outcomes, range(REPEATS))
+    best, table = choose(xs, outcomes, range(REPEATS), features)
     x = xs[best.features]
     oof = out_of_fold(best, x, outcomes, seed=0)
     calibration = calibrate(oof, (outcomes.gain > 0).astype(np.float64))
@@ -171,7 +180,7 @@ def train(path: Path, weak: str | None = None, strong: str | None = None,
         "chosen": best.name,
         "cross_validated": {"apgr": round(table[best.name][0], 4),
                             "cpt50": round(table[best.name][1], 4)},
-        "nested": nested_estimate(xs, outcomes),
+        "nested": nested_estimate(xs, outcomes, features),
         "candidates": {name: {"apgr": round(v[0], 4), "cpt50": round(v[1], 4)}
                        for name, v in table.items()},
     }
