@@ -107,8 +107,7 @@ class Verifier:
         lot = zlib.crc32(f"verify\x00{envelope.request_id}".encode()) / 2**32
         if lot >= config.share:
             return False
-        # The learned router (#16) gives a strong_score; without one, the band does not apply.
-        score = getattr(envelope.classification, "strong_score", None)
+        score = envelope.classification.strong_score  # None without a learned router
         low, high = config.strong_score_band
         return score is None or low <= score <= high
 
