@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.classifier import router_live
 from services.classifier.router_model import SHIPPED_PATH, Featurizer, Router, RouterModel
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
@@ -127,3 +129,22 @@ def test_the_shipped_model_is_the_one_the_readme_describes():
     assert (model.meta["weak"], model.meta["strong"]) == ("Mixtral-8x7B-Instruct-v0.1",
                                                          "gpt-4-turbo")
     assert 0 <= model.meta["nested"]["apgr"] <= 1
+
+
+def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(
+        trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)  # look at the file on every call
+    live = tmp_path / "router.npz"
+    shutil.copy(trained[0], live)
+    router = router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
+    prompt = f"Explain a cake recipe using a {MARKER} rotation, please."
+    before = router.judge(prompt)
+
+    live.write_bytes(b"not a model")
+    kept = router.judge(prompt)
+    shutil.copy(SHIPPED_PATH, live)
+    replaced = router.judge(prompt)
+
+    assert kept == before and before.strong_score > 0.5
+    assert replaced != before
+    assert router.model.meta["data"] == "arena-bench-v1.jsonl"
