@@ -12,7 +12,11 @@ import sys
 import pytest
 
 from services.escalator.scoring import arithmetic_slip
-from services.escalator.verify import final_answer, task_type
+from services.escalator.verify import Verifier, final_answer, task_type
+from shared.config import VerifyConfig, load_config
+from shared.messages import ChatRequest, Classification, Envelope, Origin
+from shared.pricing import Pricer
+from shared.providers import Providers
 from tests import harness
 
 
@@ -103,3 +107,35 @@ def test_verification_on_the_emulators_market_catches_its_confident_mistakes(
         assert report["signals"][signal]["false_escalations"] <= 0.1
         assert report["signals"][signal]["added_cost_per_1000_usd"] > 0
     assert report["signals"]["free signals"]["recall"] == 0  # they sound sure
+
+
+def _envelope(prompt: str, request_id: str, strong_score: float | None = None) -> Envelope:
+    return Envelope(
+        request_id=request_id, trace_id=request_id, request=ChatRequest(prompt=prompt),
+        origin=Origin(kind="online"), received_at=0.0, deadline=60.0,
+        classification=Classification(difficulty="simple", confidence=0.9, backend="rules",
+                                      latency_ms=1.0, strong_score=strong_score),
+        start_tier="simple", tier_index=0, max_tier_index=2)
+
+
+def _policy(**settings) -> Verifier:
+    config = VerifyConfig(enabled=True, **settings)
+    return Verifier(config, Providers(), Pricer(load_config().pricing))
+
+
+MATH = "A tank holds 40 litres and leaks 3 litres an hour. How much is left after 5 hours?"
+
+
+def test_the_policy_picks_task_types_a_share_and_a_strong_score_band():
+    ids = [f"r{i}" for i in range(400)]
+
+    assert not _policy().eligible(_envelope("Tell me a story about a fox.", "r1"))
+    assert _policy(task_types=("other",)).eligible(_envelope("Tell me a story.", "r1"))
+    picked = sum(_policy(share=0.25).eligible(_envelope(MATH, i)) for i in ids)
+    assert 0.15 * len(ids) < picked < 0.35 * len(ids)
+    assert [_policy(share=0.25).eligible(_envelope(MATH, i)) for i in ids[:50]] == [
+        _policy(share=0.25).eligible(_envelope(MATH, i)) for i in ids[:50]]  # a fixed lot
+    band = _policy(strong_score_band=(0.3, 0.7))
+    assert band.eligible(_envelope(MATH, "r1", strong_score=0.5))
+    assert not band.eligible(_envelope(MATH, "r1", strong_score=0.9))
+    assert band.eligible(_envelope(MATH, "r1"))  # no learned router: the band does not apply
