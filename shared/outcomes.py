@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from shared import idempotency, payload, subjects
 from shared.errors import ErrorCode
 from shared.messages import (
+    PRINTABLE_RE,
     TOKEN_RE,
     Attempt,
     AttemptEvent,
@@ -202,8 +203,11 @@ def salvage_tenant(body: bytes) -> str | None:
     when it is not a safe token)."""
     with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         data = json.loads(body)
-        if isinstance(data, dict) and isinstance(data.get("tenant"), str):
-            return data["tenant"][:64]
+        tenant = data.get("tenant") if isinstance(data, dict) else None
+        if isinstance(tenant, str) and PRINTABLE_RE.fullmatch(tenant[:64]):
+            with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate is no name
+                tenant[:64].encode()
+                return tenant[:64]
     return None
 
 
@@ -221,8 +225,8 @@ class Unsettled:
     stream_seq: int
     deliveries: int
     body: bytes
-
     stored_at: datetime
+
     @classmethod
     def of(cls, msg: NatsMessage) -> Unsettled:
         meta = msg.raw_message.metadata

@@ -48,7 +48,8 @@ def tenant_token(tenant: str | None) -> str:
         return NO_TENANT
     if TENANT_TOKEN_RE.fullmatch(tenant):
         return tenant
-    return "_h" + hashlib.sha256(tenant.encode()).hexdigest()[:24]
+    # surrogatepass: a lone surrogate from a salvaged body must hash, not raise.
+    return "_h" + hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def results(tenant: str | None, job_id: str) -> str:
