@@ -45,7 +45,11 @@ async def deliver(broker: NatsBroker, origin: Origin, reply: BaseModel, *, msg_i
     the request's idempotency key if it holds one. A reply too large to send is replaced by an
     error reply that says so."""
     if origin.claim is not None:  # first, so a retry that arrives after the reply finds it
-        await idempotency.store_reply(broker, origin.claim, msg_id, reply.model_dump(mode="json"))
+        try:
+            await idempotency.store_reply(broker, origin.claim, msg_id,
+                                          reply.model_dump(mode="json"))
+        except Exception:  # the caller's answer matters more than a later retry's
+            log.exception("idempotency.reply_not_kept", key=origin.claim.key)
     body = reply.model_dump_json().encode()
     try:
         await send_reply(broker, origin, body, msg_id)
@@ -238,7 +242,9 @@ def job_trace_id(stream_seq: int, stored_at: datetime) -> str:
     """A job's place in its stream names its hops, so a redelivered job dedups downstream. The
     time it was stored is part of it: a sequence alone starts over with a new stream or server,
     and the ledger keys requests on their trace."""
-    return f"job{stream_seq}-{round(stored_at.timestamp() * 1000)}"
+    # Whole seconds: nats-py reads the stored time with different rounding in a delivery's
+    # metadata and in a message read back from its stream.
+    return f"job{stream_seq}-{int(stored_at.timestamp())}"
 
 
 async def dead_letter(

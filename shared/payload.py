@@ -34,7 +34,7 @@ class TooLarge(Exception):
 
 def message_size(body: bytes, headers: dict[str, str] | None = None) -> int:
     """Bytes the server counts against max_payload (with a margin for FastStream's headers)."""
-    framing = sum(len(k) + len(v) + 4 for k, v in (headers or {}).items())
+    framing = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in (headers or {}).items())
     return len(body) + framing + HEADER_RESERVE
 
 

@@ -72,7 +72,7 @@ async def close_front_door() -> None:
     """Take no more requests, and let the ones in hand reach the dispatcher."""
     for subscription in chat_subscriptions:
         with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+            await subscription.drain()  # the requests already queued are still served
     if chats:
         await asyncio.wait(chats, timeout=cfg.limits.provider_timeout_s)
 
@@ -100,7 +100,7 @@ async def on_chat(msg: Msg) -> None:
     # Reading the ids of a large body would make a refusal cost what it saves.
     request_id = outcomes.salvage_ids(msg.data)[0] if len(msg.data) <= SALVAGE_MAX_BYTES else None
     request_id = request_id or trace_id
-    if origin.reply_to:
+    if origin.reply_to and _reply_allowed(origin):
         refusal = ErrorReply(request_id=request_id, error=ErrorBody(
             code=ErrorCode.OVERLOADED,
             message=f"the router holds {admission.limit} online requests already; try again "
@@ -111,6 +111,13 @@ async def on_chat(msg: Msg) -> None:
                                      body=msg.data, received_at=received_at)
     _spawn(outcomes.publish_event(broker, event.model_copy(
         update={"error_code": ErrorCode.OVERLOADED})))
+
+
+def _reply_allowed(origin: Origin) -> bool:
+    """A tenant's own subject may only be answered in that tenant's inboxes: a refusal must not
+    become a way to publish into another tenant's."""
+    return origin.tenant is None or (origin.reply_to or "").startswith(
+        subjects.inbox_prefix(origin.tenant) + ".")
 
 
 def _spawn(work: Coroutine[Any, Any, None]) -> None:
@@ -170,33 +177,33 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
             await _answer_reused_id(body, request, origin, trace_id, received_at, claim, earlier)
             return False
         origin = origin.model_copy(update={"claim": claim})
-    verdict = await classifier.classify(request.prompt_text)
-    # A router model, when configured, picks the routing row; the tag stays in the reply.
-    decided_by = ("request" if pinned is not None
-                  else "router_model" if verdict.routed_as is not None else "difficulty")
-    start = pinned if pinned is not None else min(
-        cfg.start_tier(verdict.routed_as or verdict.difficulty), top)
-    envelope = Envelope(
-        request_id=request_id,
-        trace_id=trace_id,
-        request=request,
-        origin=origin,
-        received_at=received_at,
-        deadline=received_at + (cfg.limits.batch_timeout_s if origin.kind == "batch"
-                                else cfg.limits.request_timeout_s),
-        classification=Classification(
-            difficulty=verdict.difficulty,
-            confidence=verdict.confidence,
-            backend=verdict.backend,
-            latency_ms=verdict.latency_ms,
-            strong_score=verdict.strong_score,
-            decided_by=decided_by,
-        ),
-        start_tier=cfg.tiers[start].name,
-        tier_index=start,
-        max_tier_index=top,
-    )
     try:
+        verdict = await classifier.classify(request.prompt_text)
+        # A router model, when configured, picks the routing row; the tag stays in the reply.
+        decided_by = ("request" if pinned is not None
+                      else "router_model" if verdict.routed_as is not None else "difficulty")
+        start = pinned if pinned is not None else min(
+            cfg.start_tier(verdict.routed_as or verdict.difficulty), top)
+        envelope = Envelope(
+            request_id=request_id,
+            trace_id=trace_id,
+            request=request,
+            origin=origin,
+            received_at=received_at,
+            deadline=received_at + (cfg.limits.batch_timeout_s if origin.kind == "batch"
+                                    else cfg.limits.request_timeout_s),
+            classification=Classification(
+                difficulty=verdict.difficulty,
+                confidence=verdict.confidence,
+                backend=verdict.backend,
+                latency_ms=verdict.latency_ms,
+                strong_score=verdict.strong_score,
+                decided_by=decided_by,
+            ),
+            start_tier=cfg.tiers[start].name,
+            tier_index=start,
+            max_tier_index=top,
+        )
         await payload.publish(
             broker,
             envelope.model_dump_json().encode(),
@@ -211,6 +218,12 @@ async def intake(body: bytes, origin: Origin, trace_id: str) -> bool:
         if claim is not None:  # a passing refusal: the same id may be tried again
             await idempotency.release(broker, claim)
             origin = origin.model_copy(update={"claim": None})
+        if origin.kind == "batch":
+            raise  # a job waits in its stream and is redelivered after a backoff
+    except Exception:
+        if claim is not None:  # the key must not stay pending for the whole window
+            await idempotency.release(broker, claim)
+        raise
     else:
         return True
     await _reject(body, origin, trace_id, received_at, error, tenant=request.tenant)

@@ -61,12 +61,13 @@ async def dispatch(msg: NatsMessage) -> None:
     key = f"{envelope.trace_id}.{envelope.hop}"
     result = await _recorded(hops, key) if msg.raw_message.metadata.num_delivered > 1 else None
     if result is None:
-        result = await _call(envelope)
-        # The calls are paid: recorded before anything after them can fail. A redelivery
-        # after a crash here calls again, and those calls are attempts of their own.
-        await outcomes.record_attempts(broker, envelope, result.attempts)
-        result = _bounded(result)
+        result = _bounded(await _call(envelope))
         await _record(hops, key, result)
+    # The calls are paid: recorded before anything after them can fail, on a replay too (the
+    # events dedup on their call). The hop record comes first, so a failed event publish is
+    # redelivered to a replay, never to a second call; a crash before it calls again, and those
+    # calls are attempts of their own.
+    await outcomes.record_attempts(broker, envelope, result.attempts)
     scored = envelope.model_copy(update={
         "attempts": [*envelope.attempts, *result.attempts], "answer": result.answer,
         "ttft_ms": result.ttft_ms, "cancelled": result.cancelled,
