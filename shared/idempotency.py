@@ -38,7 +38,10 @@ def claim_for(request: ChatRequest, origin: Origin) -> Claim | None:
         return None
     tenant = hashlib.sha256((request.tenant or "").encode()).hexdigest()[:16]
     scope = f"job-{origin.job_id}" if origin.kind == "batch" else "online"
-    content = request.model_dump_json(exclude={"request_id", "job_id"}).encode()
+    # Fields left at their defaults are left out: a field added by an upgrade must not make a
+    # retry of an older request look like another request.
+    content = request.model_dump_json(exclude={"request_id", "job_id"},
+                                      exclude_defaults=True).encode()
     return Claim(key=f"{tenant}.{scope}.{request.request_id}",
                  fingerprint=hashlib.sha256(content).hexdigest())
 

@@ -54,7 +54,7 @@ def clean_nats(servers: Servers) -> str:
         js = nc.jetstream()
         for stream in (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM, subjects.RESULTS_STREAM,
                        subjects.EVENTS_STREAM, subjects.ADVISORIES_STREAM,
-                       f"KV_{subjects.HOPS_BUCKET}",
+                       f"KV_{subjects.HOPS_BUCKET}", f"KV_{subjects.REQUESTS_BUCKET}",
                        f"KV_{subjects.HEALTH_BUCKET}"):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream)
