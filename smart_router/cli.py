@@ -98,7 +98,7 @@ def up(
     config: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Router TOML, merged over the defaults.")] = None,
 ) -> None:
-    """Run the whole stack on this machine. NATS, PostgreSQL, the four services and the
+    """Run the whole stack on this machine. NATS, PostgreSQL, the five services and the
     dashboard; Ctrl-C stops it."""
     from .stack import Stack
 
