@@ -98,8 +98,9 @@ async def on_chat(msg: Msg) -> None:
         _spawn(_serve_chat(msg.data, origin, trace_id, received_at))
         return
     # Reading the ids of a large body would make a refusal cost what it saves.
-    request_id = outcomes.salvage_ids(msg.data)[0] if len(msg.data) <= SALVAGE_MAX_BYTES else None
-    request_id = request_id or trace_id
+    small = len(msg.data) <= SALVAGE_MAX_BYTES
+    request_id = (outcomes.salvage_ids(msg.data)[0] if small else None) or trace_id
+    tenant = origin.tenant or (outcomes.salvage_tenant(msg.data) if small else None)
     if origin.reply_to and _reply_allowed(origin):
         refusal = ErrorReply(request_id=request_id, error=ErrorBody(
             code=ErrorCode.OVERLOADED,
@@ -108,7 +109,7 @@ async def on_chat(msg: Msg) -> None:
             retry_after_s=cfg.pipeline.overloaded_retry_after_s))
         await outcomes.send_reply(broker, origin, refusal.model_dump_json().encode(), trace_id)
     event = outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
-                                     body=msg.data, received_at=received_at)
+                                     body=msg.data, received_at=received_at, tenant=tenant)
     _spawn(outcomes.publish_event(broker, event.model_copy(
         update={"error_code": ErrorCode.OVERLOADED})))
 
