@@ -124,7 +124,13 @@ def _reply_allowed(origin: Origin) -> bool:
 def _spawn(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(work)
     chats.add(task)
-    task.add_done_callback(chats.discard)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task) -> None:
+    chats.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # a refusal's row not recorded
+        log.error("chat.task_failed", reason=repr(task.exception()))
 
 
 async def _serve_chat(body: bytes, origin: Origin, trace_id: str, received_at: float) -> None:
