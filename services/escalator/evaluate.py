@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from shared.config import ModelRef, RouterConfig
 from shared.messages import Answer
 from shared.pricing import Pricer
-from shared.providers import ProviderError, Providers
+from shared.providers import Completion, ProviderError, Providers
 
 from .scoring import Scorer
 from .verify import Verifier, applies, task_type
@@ -61,19 +61,10 @@ async def report_market(scorer: Scorer, prompts: list[str], config: RouterConfig
 
     async def one(prompt: str, ref) -> tuple[str, bool, bool] | None:
         async with gate:
-            try:
-                completion = await providers.get(ref.provider).complete(
-                    ref.model, [{"role": "user", "content": prompt}],
-                    max_tokens=config.limits.default_max_tokens, temperature=None,
-                    timeout=config.limits.provider_timeout_s, logprobs=want_logprobs)
-            except ProviderError:
-                return None
-        verdict = completion.extra.get("emulator_verdict")
-        if verdict is None:
-            raise RuntimeError("this provider is not the emulator: its answers carry no verdict")
-        answer = Answer(text=completion.text, attempt=1, tier_index=0,
-                        finish_reason=completion.finish_reason,
-                        logprob_mean=completion.logprob_mean)
+            asked = await _ask_emulator(providers, ref, prompt, config, want_logprobs)
+        if asked is None:
+            return None
+        _, verdict, answer = asked
         weak = scorer.score(answer).weak(config.escalation.threshold)
         return ref.model, verdict != "good", weak
 
@@ -209,20 +200,10 @@ async def report_market_correctness(prompts: list[str], config: RouterConfig, pr
 
     async def one(prompt: str) -> Judged | None:
         async with gate:
-            try:
-                completion = await providers.get(cheap.provider).complete(
-                    cheap.model, [{"role": "user", "content": prompt}],
-                    max_tokens=config.limits.default_max_tokens, temperature=None,
-                    timeout=config.limits.provider_timeout_s, logprobs=True)
-            except ProviderError:
+            asked = await _ask_emulator(providers, cheap, prompt, config, True)
+            if asked is None:
                 return None
-            verdict = completion.extra.get("emulator_verdict")
-            if verdict is None:
-                raise RuntimeError("this provider is not the emulator: its answers carry no "
-                                   "verdict")
-            answer = Answer(text=completion.text, attempt=1, tier_index=0,
-                            finish_reason=completion.finish_reason,
-                            logprob_mean=completion.logprob_mean)
+            completion, verdict, answer = asked
             judged = Judged(wrong=verdict != "good",
                             answer_cost=pricer.cost(cheap, completion.input_tokens,
                                                     completion.output_tokens),
@@ -232,6 +213,26 @@ async def report_market_correctness(prompts: list[str], config: RouterConfig, pr
 
     judged = [j for j in await asyncio.gather(*(one(p) for p in prompts)) if j is not None]
     return {**signal_table(judged, paid), "cheap_model": cheap.key}
+
+
+async def _ask_emulator(
+    providers: Providers, ref: ModelRef, prompt: str, config: RouterConfig, logprobs: bool,
+) -> tuple[Completion, str, Answer] | None:
+    """One answer from the emulator with its market's verdict, as the escalator would see it;
+    None when the call failed."""
+    try:
+        completion = await providers.get(ref.provider).complete(
+            ref.model, [{"role": "user", "content": prompt}],
+            max_tokens=config.limits.default_max_tokens, temperature=None,
+            timeout=config.limits.provider_timeout_s, logprobs=logprobs)
+    except ProviderError:
+        return None
+    verdict = completion.extra.get("emulator_verdict")
+    if verdict is None:
+        raise RuntimeError("this provider is not the emulator: its answers carry no verdict")
+    answer = Answer(text=completion.text, attempt=1, tier_index=0,
+                    finish_reason=completion.finish_reason, logprob_mean=completion.logprob_mean)
+    return completion, verdict, answer
 
 
 def _estimated_cost(pricer: Pricer, ref: ModelRef, prompt: str, answer: str) -> float:

@@ -115,14 +115,7 @@ class Path:
                     self.first_tokens_ms.append((first - sent) * 1000)
                 tally.record(reply, (time.perf_counter() - sent) * 1000)
 
-        tally.started = time.perf_counter()
-        tasks = []
-        for i in range(count):
-            if rate:
-                await asyncio.sleep(max(0.0, tally.started + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        tally.finished = time.perf_counter()
+        await pipeline.arrive(tally, count, rate, one)
 
     def report(self) -> dict:
         report = self.tally.report()

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +81,13 @@ async def online(nc: Client, prompts: list[str], count: int, tenant: str, *,
                 return
             tally.record(json.loads(msg.data), (time.perf_counter() - sent) * 1000)
 
+    await arrive(tally, count, rate, one)
+    return tally.report()
+
+
+async def arrive(tally: Tally, count: int, rate: float | None,
+                 one: Callable[[int], Awaitable[None]]) -> None:
+    """Start `one(i)` for each request, back to back or at `rate` a second, timing the run."""
     tally.started = time.perf_counter()
     tasks = []
     for i in range(count):
@@ -88,7 +96,6 @@ async def online(nc: Client, prompts: list[str], count: int, tenant: str, *,
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
     tally.finished = time.perf_counter()
-    return tally.report()
 
 
 async def batch(nc: Client, prompts: list[str], count: int, tenant: str) -> dict:
