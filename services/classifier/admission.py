@@ -17,7 +17,9 @@ class Admission:
         self._deadlines: dict[str, float] = {}
 
     def admit(self, trace_id: str, deadline: float) -> bool:
-        if self.limit and len(self._deadlines) >= self.limit:
+        if not self.limit:  # nothing to count: keeping entries would only grow without bound
+            return True
+        if len(self._deadlines) >= self.limit:
             self._forget_expired()
             if len(self._deadlines) >= self.limit:
                 return False
