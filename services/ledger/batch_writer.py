@@ -108,6 +108,12 @@ class BatchWriter:
 
     async def _database_unavailable(self, retry: RetryCallState) -> None:
         exc = retry.outcome.exception() if retry.outcome else None
+        if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):
+            # A deadlock or serialization failure with another writer: the database is fine and
+            # the connection usable; the transaction is simply tried again.
+            log.info("ledger.transaction_rolled_back", reason=first_line(exc),
+                     pending=len(self._batch))
+            return
         log.warning("ledger.database_unavailable",
                     retry_in_s=retry.next_action.sleep if retry.next_action else None,
                     reason=first_line(exc) if exc else "", pending=len(self._batch))

@@ -42,6 +42,7 @@ INSERT_REQUESTS = f"""
 WITH new AS (
     INSERT INTO requests ({_cols(REQUEST_COLUMNS)})
     SELECT {_cols(REQUEST_COLUMNS)} FROM requests_in
+    ORDER BY trace_id  -- concurrent writers of the same rows lock them in one order
     ON CONFLICT (trace_id) DO NOTHING
     RETURNING *
 ), usage AS (
@@ -83,7 +84,7 @@ ON CONFLICT (call_id) DO UPDATE SET outcome = excluded.outcome, reason = exclude
 
 INSERT_DEAD_LETTERS = f"""
 INSERT INTO dead_letters ({_cols(DEAD_LETTER_COLUMNS)})
-SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM dead_letters_in
+SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM dead_letters_in ORDER BY subject, stream_seq
 ON CONFLICT (subject, stream_seq) DO NOTHING
 """
 
