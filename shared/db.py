@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import psycopg
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
 from yoyo import get_backend, read_migrations
 
 log = structlog.get_logger(__name__)
@@ -38,15 +44,18 @@ async def connect(database_url: str) -> psycopg.AsyncConnection:
 
 
 async def wait_until_ready(database_url: str, timeout_s: float = 60.0) -> None:
-    """At start-up PostgreSQL may still be coming up: wait, saying so, then fail clearly."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
+    """At start-up PostgreSQL may still be coming up: wait, saying so, then fail clearly (with
+    the server's own error)."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(psycopg.OperationalError), wait=wait_fixed(1),
+        stop=stop_after_delay(timeout_s), before_sleep=_waiting, reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
             conn = await psycopg.AsyncConnection.connect(database_url, connect_timeout=2)
             await conn.close()
-            return
-        except psycopg.OperationalError as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("postgres.waiting", reason=str(exc).splitlines()[0])
-            await asyncio.sleep(1)
+
+
+def _waiting(retry: RetryCallState) -> None:
+    error = retry.outcome.exception() if retry.outcome else None
+    log.warning("postgres.waiting", reason=str(error).partition("\n")[0])

@@ -25,8 +25,16 @@ import nats
 import structlog
 from faststream import AckPolicy, FastStream
 from faststream.nats import JStream, NatsBroker, NatsMessage
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from shared import connection, health, logs, outcomes, payload, subjects, topology
 from shared.config import RouterConfig, Settings, config, settings
@@ -217,17 +225,36 @@ async def _raw_body(msg: NatsMessage) -> bytes:
 
 
 async def _connect_patiently(settings: Settings) -> nats.NATS:
-    """At start-up NATS may still be coming up (compose, `up`): wait for it, saying so. Refused
-    credentials are not a server coming up: they fail at once."""
-    deadline = asyncio.get_running_loop().time() + CONNECT_RETRY_S
+    """At start-up NATS may still be coming up (compose, `up`): wait for it, saying so, for
+    CONNECT_RETRY_S. Refused credentials are not a server coming up: they fail at once.
+
+    nats-py's own loop would try for ever, refused credentials included, and say nothing but
+    its error callback's traceback: it is told to give up at once (it tries each server twice),
+    and the errors it met are kept for the log line."""
     options = connection.nats_options(settings)
-    while True:
-        try:
-            return await nats.connect(**options, connect_timeout=2, max_reconnect_attempts=0)
-        except Exception as exc:
-            if (asyncio.get_running_loop().time() > deadline
-                    or str(exc).removeprefix("nats: ").strip("'").lower() in UNRECOVERABLE):
-                raise
-            log.warning("nats.waiting", nats=connection.redact(settings.nats_url),
-                        reason=str(exc))
-            await asyncio.sleep(1)
+    errors: list[Exception] = []
+
+    async def note(error: Exception) -> None:
+        errors.append(error)
+
+    def waiting(retry: RetryCallState) -> None:
+        failed = retry.outcome.exception() if retry.outcome else None
+        log.warning("nats.waiting", nats=connection.redact(settings.nats_url),
+                    reason=str(errors[-1] if errors else failed))
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_server_coming_up), wait=wait_fixed(1),
+        stop=stop_after_delay(CONNECT_RETRY_S), before_sleep=waiting, reraise=True,
+    )
+    client: nats.NATS = await retrying(
+        nats.connect, **options, connect_timeout=2, allow_reconnect=False,
+        max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=note)
+    return client
+
+
+def _server_coming_up(error: BaseException) -> bool:
+    """A connection refused or timed out, or a server that cannot take us yet; not a server that
+    refused our credentials (nats-py raises those as a plain error with the server's words)."""
+    reason = str(error).removeprefix("nats: ").strip("'").lower()
+    return (isinstance(error, OSError | TimeoutError | NatsError)
+            and reason not in UNRECOVERABLE)
