@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.classifier import chain, rules
 from services.classifier.chain import Classifier
 from services.classifier.decision import decide
 from services.classifier.encoder import TOKEN_BUDGET, Encoder
@@ -99,6 +100,21 @@ async def test_non_english_prompts_are_classified(local_model, prompt):
     verdict = await classifier(("local",), local_model).classify(prompt)
 
     assert verdict.backend == "local" and verdict.difficulty in DIFFICULTIES
+
+
+async def test_a_repeated_prompt_is_not_classified_again_and_the_cache_stays_bounded(
+        monkeypatch):
+    asked: list[str] = []
+    classify = rules.classify
+    monkeypatch.setattr(rules, "classify", lambda text: asked.append(text) or classify(text))
+    monkeypatch.setattr(chain, "CACHE_SIZE", 2)
+    cached = classifier(("rules",), None, router_model="")
+
+    for text in ["a", "b", "a", "c", "a", "b"]:
+        await cached.classify(text)
+
+    # "a" is used again before "c" arrives, so "b" is the one forgotten, then "c" for "b"
+    assert asked == ["a", "b", "c", "b"]
 
 
 def test_a_200k_character_prompt_costs_about_what_a_short_one_does(local_model):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
+
+from cachetools import LRUCache
 
 from shared.config import ClassifierConfig
 from shared.providers import Providers
@@ -88,19 +89,14 @@ class Classifier:
                 self._backends.append(RulesBackend())
         # A repeated prompt gets the same tag without paying for the models again; keyed by a
         # digest, so a cache full of huge prompts stays small.
-        self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
+        self._cache: LRUCache[bytes, Verdict] = LRUCache(CACHE_SIZE)
 
     async def classify(self, text: str) -> Verdict:
         started = time.perf_counter()
         key = hashlib.blake2b(text.encode(), digest_size=16).digest()
         verdict = self._cache.get(key)
-        if verdict is not None:
-            self._cache.move_to_end(key)
-        else:
-            verdict = await self._first_answer(text)
-            self._cache[key] = verdict
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+        if verdict is None:
+            verdict = self._cache[key] = await self._first_answer(text)
         routed = None
         if self._router is not None:
             routed = await asyncio.get_running_loop().run_in_executor(

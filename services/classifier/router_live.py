@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import structlog
+from cachetools import LRUCache
 
 from shared.config import Difficulty
 
@@ -47,7 +47,7 @@ class LiveRouter:
         self._path = path
         self._featurizer = featurizer
         self._shares = (strong_share, strong_share + medium_share)
-        self._cache: OrderedDict[bytes, RouterVerdict] = OrderedDict()
+        self._cache: LRUCache[bytes, RouterVerdict] = LRUCache(CACHE_SIZE)
         self._checked_at = time.monotonic()
         self._stamp = self._file_stamp()
         self._router, self._thresholds = self._load()
@@ -65,10 +65,6 @@ class LiveRouter:
             verdict = RouterVerdict(float(self._router.model.strong_scores(np.array([raw]))[0]),
                                     self._level(raw))
             self._cache[key] = verdict
-            if len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
         return verdict
 
     def warm_up(self) -> None:

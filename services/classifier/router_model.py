@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 
 from . import features
 from .encoder import Encoder
@@ -47,15 +47,12 @@ class MemoEncoder(Encoder):
     SIZE = 8
 
     def __init__(self) -> None:
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent: LRUCache[str, np.ndarray] = LRUCache(self.SIZE)
 
     def embed(self, text: str) -> np.ndarray:
         vector = self._recent.get(text)
         if vector is None:
-            vector = super().embed(text)
-            self._recent[text] = vector
-            if len(self._recent) > self.SIZE:
-                self._recent.popitem(last=False)
+            vector = self._recent[text] = super().embed(text)
         return vector
 
 
