@@ -63,8 +63,10 @@ async def test_a_stream_stopped_by_its_caller_raises_the_callers_error(providers
     async def stop(_text: str) -> None:
         raise Enough
 
-    with pytest.raises(Enough):
+    with pytest.raises(Enough) as caught:
         await stream(providers, provider, model, stop)
+
+    assert caught.value.emulated is True  # marked by the adapter: the emulator served it
 
 
 @pytest.mark.parametrize(("provider", "model"), MODELS)
@@ -110,6 +112,41 @@ async def test_provider_faults_become_classified_errors(providers, emulator, pro
     assert caught.value.kind == kind
     if action == "rate_limit" and provider != "ollama":  # Ollama sends no Retry-After
         assert caught.value.retry_after == 3
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS)
+async def test_a_malformed_stream_is_a_bad_response(providers, emulator, provider, model):
+    emulator.faults({"action": "malformed", "provider": provider})
+
+    with pytest.raises(ProviderError) as caught:
+        await stream(providers, provider, model, _ignore)
+
+    assert caught.value.kind == "bad_response"
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS)
+async def test_a_stream_that_stalls_mid_answer_times_out(providers, emulator, provider, model):
+    emulator.faults(latency_per_output_token_ms=1500)  # three times the wait allowed below
+
+    with pytest.raises(ProviderError) as caught:
+        await stream(providers, provider, model, _ignore, timeout=0.5)
+
+    assert caught.value.kind == "timeout"
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS)
+async def test_a_bug_of_ours_is_not_taken_for_a_provider_error(providers, provider, model):
+    """A request the SDK cannot even encode is our mistake: it surfaces as itself, not as the
+    provider's bad_response (which the dispatcher would record and route around)."""
+    unencodable = [{"role": "user", "content": object()}]
+
+    with pytest.raises((TypeError, ValueError)):  # not a ProviderError
+        await providers.get(provider).complete(model, unencodable, max_tokens=50,
+                                               temperature=None, timeout=10.0, logprobs=False)
+
+
+async def _ignore(_text: str) -> None:
+    pass
 
 
 @pytest.mark.parametrize(("provider", "model"), MODELS)

@@ -35,27 +35,30 @@ def _anthropic(connections: int) -> ProviderClient:
     import anthropic
 
     from ._anthropic import Anthropic
+    from ._stainless import SdkErrors
 
     return Anthropic(anthropic.AsyncAnthropic(
-        max_retries=0, http_client=_pooled(anthropic, connections)))
+        max_retries=0, http_client=_pooled(anthropic, connections)), SdkErrors.of(anthropic))
 
 
 def _openai(connections: int) -> ProviderClient:
     import openai
 
     from ._openai_compatible import OpenAICompatible
+    from ._stainless import SdkErrors
 
     return OpenAICompatible(openai.AsyncOpenAI(
-        max_retries=0, http_client=_pooled(openai, connections)))
+        max_retries=0, http_client=_pooled(openai, connections)), SdkErrors.of(openai))
 
 
 def _groq(connections: int) -> ProviderClient:
     import groq
 
     from ._openai_compatible import OpenAICompatible
+    from ._stainless import SdkErrors
 
     return OpenAICompatible(groq.AsyncGroq(max_retries=0, http_client=_pooled(groq, connections)),
-                            usage_in_x_groq=True)
+                            SdkErrors.of(groq), usage_in_x_groq=True)
 
 
 def _ollama(connections: int) -> ProviderClient:

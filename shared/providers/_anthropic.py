@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import EMULATOR_HEADER, Completion, OnText, ProviderError
-from ._stainless import extra_fields, map_error, sdk_error
+from ._stainless import SdkErrors, extra_fields
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
            "refusal": "refusal"}
 
 
 class Anthropic:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, errors: SdkErrors) -> None:
         self._client = client
+        self._errors = errors
 
     async def complete(
         self,
@@ -36,8 +37,8 @@ class Anthropic:
                 timeout=timeout,
                 **options,
             )
-        except Exception as exc:
-            raise map_error(exc) from exc
+        except self._errors.failed as exc:
+            raise self._errors.map(exc) from exc
         extra = extra_fields(response)
         if response.usage is None:
             raise ProviderError("bad_response", "the response has no token usage")
@@ -73,15 +74,13 @@ class Anthropic:
                         if text:
                             await on_text(text)
                 except Exception as exc:
-                    if not sdk_error(exc):  # on_text's own reason to stop
+                    if not isinstance(exc, self._errors.failed):  # on_text's own, or a bug
                         exc.emulated = EMULATOR_HEADER in stream.response.headers  # type: ignore[attr-defined]
                     raise
                 message = await stream.get_final_message()
                 emulated = EMULATOR_HEADER in stream.response.headers
-        except Exception as exc:
-            if not sdk_error(exc):
-                raise
-            raise map_error(exc) from exc
+        except self._errors.failed as exc:
+            raise self._errors.map(exc) from exc
         if message.usage is None:
             raise ProviderError("bad_response", "the stream has no token usage")
         return Completion(

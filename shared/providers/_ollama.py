@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import ollama
 
 from ._base import EMULATOR_HEADER, Completion, OnText, ProviderError, mean
 
+T = TypeVar("T")
 _FINISH = {"stop": "stop", "length": "length"}
 
 # The ollama client drops unknown body fields, so the emulator's mark is read from the response
@@ -44,23 +47,13 @@ class Ollama:
         options: dict[str, Any] = {"num_predict": max_tokens}
         if temperature is not None:
             options["temperature"] = temperature
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._client.chat(
-                    model=model,
-                    messages=messages,
-                    options=options,
-                    logprobs=logprobs or None,
-                    format="json" if json_format else None,
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError("timeout", "Ollama did not answer in time") from None
-        except (ConnectionError, httpx.TransportError):
-            raise ProviderError("connection", "cannot reach Ollama") from None
-        except ollama.ResponseError as exc:
-            raise _map_status(exc) from exc
-        except Exception as exc:
-            raise ProviderError("bad_response", f"{type(exc).__name__}: {exc}"[:200]) from exc
+        response = await _ask(self._client.chat(
+            model=model,
+            messages=messages,
+            options=options,
+            logprobs=logprobs or None,
+            format="json" if json_format else None,
+        ), timeout)
         if response.prompt_eval_count is None or response.eval_count is None:
             raise ProviderError("bad_response", "the response has no token counts")
         return Completion(
@@ -71,7 +64,6 @@ class Ollama:
             logprob_mean=mean([lp.logprob for lp in response.logprobs or ()]),
             emulated=_emulated.get(),
         )
-
 
     async def stream(
         self,
@@ -87,26 +79,20 @@ class Ollama:
         if temperature is not None:
             options["temperature"] = temperature
         pieces: list[str] = []
-        last: Any = None
-        try:
-            parts = await self._client.chat(model=model, messages=messages, options=options,
-                                            stream=True)
-            while True:
-                try:  # in this task (not wait_for's own), where the emulator hook marks it
-                    async with asyncio.timeout(timeout):
-                        last = await anext(parts)
-                except StopAsyncIteration:
-                    break
-                text = last.message.content
-                if text:
-                    pieces.append(text)
+        last: ollama.ChatResponse | None = None
+        parts = await _ask(self._client.chat(model=model, messages=messages, options=options,
+                                             stream=True), timeout)
+        # Each wait in this task (not wait_for's own), where the emulator hook marks it.
+        while (part := await _ask(anext(parts, None), timeout)) is not None:
+            last = part
+            text = part.message.content
+            if text:
+                pieces.append(text)
+                try:
                     await on_text(text)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError("timeout", "Ollama did not answer in time") from None
-        except (ConnectionError, httpx.TransportError):
-            raise ProviderError("connection", "cannot reach Ollama") from None
-        except ollama.ResponseError as exc:
-            raise _map_status(exc) from exc
+                except Exception as exc:  # on_text's own reason to stop: as it is, marked
+                    exc.emulated = _emulated.get()  # type: ignore[attr-defined]
+                    raise
         if last is None or last.prompt_eval_count is None or last.eval_count is None:
             raise ProviderError("bad_response", "the stream has no token counts")
         return Completion(
@@ -116,6 +102,22 @@ class Ollama:
             output_tokens=last.eval_count,
             emulated=_emulated.get(),
         )
+
+
+async def _ask(call: Awaitable[T], timeout: float) -> T:
+    """One wait on Ollama, bounded by `timeout`; what fails there is Ollama's or the network's
+    failure, mapped by type (anything else is not, and passes as it is)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await call
+    except (TimeoutError, httpx.TimeoutException):
+        raise ProviderError("timeout", "Ollama did not answer in time") from None
+    except (ConnectionError, httpx.TransportError):  # the SDK turns ConnectError into this
+        raise ProviderError("connection", "cannot reach Ollama") from None
+    except ollama.ResponseError as exc:
+        raise _map_status(exc) from exc
+    except json.JSONDecodeError as exc:  # a body that is not JSON
+        raise ProviderError("bad_response", f"{type(exc).__name__}: {exc}"[:200]) from exc
 
 
 def _map_status(exc: ollama.ResponseError) -> ProviderError:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import EMULATOR_HEADER, Completion, OnText, ProviderError, mean
-from ._stainless import extra_fields, map_error, sdk_error
+from ._stainless import SdkErrors, extra_fields
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "refusal"}
 
 
 class OpenAICompatible:
-    def __init__(self, client: Any, *, usage_in_x_groq: bool = False) -> None:
+    def __init__(self, client: Any, errors: SdkErrors, *, usage_in_x_groq: bool = False) -> None:
         self._client = client
+        self._errors = errors
         # The Groq SDK takes no stream_options: a stream's usage rides on its last chunk's
         # x_groq instead.
         self._usage_in_x_groq = usage_in_x_groq
@@ -37,8 +38,8 @@ class OpenAICompatible:
             response = await self._client.chat.completions.create(
                 model=model, messages=messages, max_tokens=max_tokens, timeout=timeout, **options
             )
-        except Exception as exc:
-            raise map_error(exc) from exc
+        except self._errors.failed as exc:
+            raise self._errors.map(exc) from exc
         if not response.choices:
             raise ProviderError("bad_response", "the response has no choices")
         extra = extra_fields(response)
@@ -85,12 +86,12 @@ class OpenAICompatible:
                     if text:
                         pieces.append(text)
                         await on_text(text)
-        except Exception as exc:
-            if not sdk_error(exc):  # on_text's own reason to stop: not a provider error
-                if stream is not None:
-                    exc.emulated = EMULATOR_HEADER in stream.response.headers  # type: ignore[attr-defined]
-                raise
-            raise map_error(exc) from exc
+        except self._errors.failed as exc:
+            raise self._errors.map(exc) from exc
+        except Exception as exc:  # on_text's own reason to stop (or a bug): as it is, marked
+            if stream is not None:
+                exc.emulated = EMULATOR_HEADER in stream.response.headers  # type: ignore[attr-defined]
+            raise
         if usage is None:
             raise ProviderError("bad_response", "the stream has no token usage")
         return Completion(
