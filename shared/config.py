@@ -25,6 +25,13 @@ DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 
 Provider = Literal["anthropic", "openai", "groq", "ollama"]
 Difficulty = Literal["simple", "medium", "complex"]
+# What can mark an answer weak (services/escalator): signals read off the answer at no cost, and
+# "judge", a cheap model asked whether the answer addresses the prompt...
+AnswerSignal = Literal["truncation", "empty", "refusal", "hedging", "logprob", "judge",
+                       "arithmetic"]
+# ...then, on answers none of those flagged, paid correctness checks (VerifyConfig).
+VerifySignal = Literal["verifier", "consistency"]
+Signal = Literal[AnswerSignal, VerifySignal]
 DIFFICULTIES: tuple[Difficulty, ...] = ("simple", "medium", "complex")
 
 
@@ -88,7 +95,7 @@ class VerifyConfig(_Strict):
     enabled: bool = False
     # "verifier": a cheap model re-derives the result and says whether the answer is right;
     # "consistency": a second cheap sample whose final answer (number, option) must agree.
-    signals: tuple[Literal["verifier", "consistency"], ...] = ("verifier",)
+    signals: tuple[VerifySignal, ...] = ("verifier",)
     provider: Provider = "groq"
     model: str = "llama-3.1-8b-instant"
     consistency_provider: Provider = "openai"
@@ -112,8 +119,7 @@ class VerifyConfig(_Strict):
 
 class EscalationConfig(_Strict):
     threshold: float = Field(ge=0, le=1)
-    signals: tuple[Literal["truncation", "empty", "refusal", "hedging", "logprob", "judge",
-                           "arithmetic"], ...]
+    signals: tuple[AnswerSignal, ...]
     max_attempts: int = Field(ge=1)
     max_tier: str
     logprob_floor: float = Field(le=0)

@@ -13,6 +13,7 @@ import json
 import re
 import time
 import uuid
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.config import Difficulty, Limits, Provider
+from shared.config import Difficulty, Limits, Provider, Signal
 from shared.errors import ErrorCode, RouterError
 
 # Request and job ids become NATS subject tokens and KV keys: keep them to a safe alphabet.
@@ -35,6 +36,24 @@ Token = Annotated[str, StringConstraints(pattern=TOKEN_RE.pattern)]
 PRINTABLE_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE_RE.pattern)]
 MAX_METADATA_BYTES = 4096
+
+# What chose a request's starting tier: the learned router's score, the difficulty tag, or the
+# caller's own `tier`.
+DecidedBy = Literal["router_model", "difficulty", "request"]
+# Why a model stopped: done, max_tokens reached, refused; "other" for any other reason.
+FinishReason = Literal["stop", "length", "refusal", "other"]
+RequestStatus = Literal["ok", "error"]
+
+
+class Outcome(StrEnum):
+    """What became of one call: an Attempt's outcome (the ledger's attempts.outcome column)."""
+
+    OK = "ok"  # an answer
+    WEAK = "weak"  # an answer the escalator found weak (set on the same attempt afterwards)
+    ERROR = "error"  # the provider failed, or the stream was stopped
+    SKIPPED = "skipped"  # not made: it could have taken the request past max_cost_usd
+    JUDGE = "judge"  # the escalator's judge call
+    VERIFY = "verify"  # one of the escalator's verify calls
 
 
 class ChatMessage(BaseModel):
@@ -169,7 +188,7 @@ class Classification(_Internal):
     # The learned router's score when a router model is configured, and what chose the
     # starting tier: the model's score, or the difficulty tag.
     strong_score: float | None = None
-    decided_by: Literal["router_model", "difficulty", "request"] = "difficulty"
+    decided_by: DecidedBy = "difficulty"
 
 
 class Attempt(_Internal):
@@ -182,7 +201,7 @@ class Attempt(_Internal):
     model: str
     provider: Provider
     tier: str
-    outcome: Literal["ok", "weak", "error", "skipped", "judge", "verify"]
+    outcome: Outcome
     reason: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
@@ -197,10 +216,10 @@ class Answer(_Internal):
     text: str
     attempt: int
     tier_index: int
-    finish_reason: str
+    finish_reason: FinishReason
     logprob_mean: float | None = None
     score: float | None = None
-    signals: list[str] = []
+    signals: list[Signal] = []
 
 
 class Envelope(_Internal):
@@ -251,7 +270,7 @@ class AttemptView(BaseModel):
     model: str
     provider: Provider
     tier: str
-    outcome: str
+    outcome: Outcome
     reason: str
     cost_usd: float
     latency_ms: float
@@ -262,7 +281,7 @@ class ClassifierView(BaseModel):
     confidence: float
     latency_ms: float
     strong_score: float | None = None
-    decided_by: str = "difficulty"
+    decided_by: DecidedBy = "difficulty"
 
 
 class ChatReply(BaseModel):
@@ -307,7 +326,7 @@ class RequestEvent(_Internal):
     tenant: str | None = None
     source: Literal["online", "batch"]
     job_id: str | None = None
-    status: Literal["ok", "error"]
+    status: RequestStatus
     error_code: str | None = None
     difficulty: str | None = None
     classifier_backend: str | None = None

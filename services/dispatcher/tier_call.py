@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from shared.config import Limits, ModelRef, Tier
-from shared.messages import Answer, Attempt, Envelope
+from shared.messages import Answer, Attempt, Envelope, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Completion, ProviderError, Providers
 
@@ -55,7 +55,7 @@ class TierCaller:
                 spent = envelope.cost_usd + sum(a.cost_usd for a in attempts)
                 if self._over_budget(ref, request.max_cost_usd, spent, input_bound,
                                      max_tokens):
-                    attempts.append(self._attempt(n, envelope.hop, ref, tier, "skipped",
+                    attempts.append(self._attempt(n, envelope.hop, ref, tier, Outcome.SKIPPED,
                                                   "budget: the call could exceed max_cost_usd"))
                     continue
                 started = time.perf_counter()
@@ -65,7 +65,7 @@ class TierCaller:
                     completion = await self._ask(ref, messages, max_tokens, request.temperature,
                                                  timeout, relay)
                 except ProviderError as error:
-                    attempts.append(self._attempt(n, envelope.hop, ref, tier, "error",
+                    attempts.append(self._attempt(n, envelope.hop, ref, tier, Outcome.ERROR,
                                                   error.reason, started=started))
                     if relay is not None and relay.released:
                         return TierResult(attempts, None)  # a released stream is not replaced
@@ -78,11 +78,11 @@ class TierCaller:
                               "bound, a token a piece): providers report it only at the end")
                     if not isinstance(stopped, WeakOpening):  # the caller left, or time ran out
                         attempts.append(self._attempt(
-                            n, envelope.hop, ref, tier, "error", reason, started=started,
+                            n, envelope.hop, ref, tier, Outcome.ERROR, reason, started=started,
                             **self._usage(ref, completion)))
                         return TierResult(attempts, None)
                 attempt = self._attempt(
-                    n, envelope.hop, ref, tier, "ok", reason, started=started,
+                    n, envelope.hop, ref, tier, Outcome.OK, reason, started=started,
                     **self._usage(ref, completion),
                 )
                 attempts.append(attempt)
@@ -130,7 +130,7 @@ class TierCaller:
         return spent + worst > max_cost
 
     @staticmethod
-    def _attempt(n: int, hop: int, ref: ModelRef, tier: Tier, outcome: str, reason: str, *,
+    def _attempt(n: int, hop: int, ref: ModelRef, tier: Tier, outcome: Outcome, reason: str, *,
                  started: float | None = None, **usage) -> Attempt:
         latency = (time.perf_counter() - started) * 1000 if started is not None else 0.0
         return Attempt(n=n, hop=hop, model=ref.model, provider=ref.provider, tier=tier.name,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from shared.config import ModelRef, RouterConfig
+from shared.config import ModelRef, RouterConfig, VerifySignal
 from shared.messages import Answer
 from shared.pricing import Pricer
 from shared.providers import Completion, ProviderError, Providers
@@ -116,10 +116,12 @@ def _scorer_with_arithmetic(config: RouterConfig) -> Scorer:
     return Scorer(config.escalation.model_copy(update={"signals": signals}))
 
 
-async def paid_flags(verifier: Verifier | None, signals: Iterable[str], prompt: str,
+async def paid_flags(verifier: Verifier | None, signals: Iterable[VerifySignal], prompt: str,
                      answer: str, judged: Judged) -> None:
     """Each paid signal run on its own (None verdicts count as not flagged)."""
-    for signal in signals if verifier is not None else ():
+    if verifier is None:
+        return
+    for signal in signals:
         if not applies(signal, prompt, answer):
             judged.flags[signal], judged.costs[signal] = False, 0.0
             continue
@@ -127,7 +129,7 @@ async def paid_flags(verifier: Verifier | None, signals: Iterable[str], prompt: 
         judged.flags[signal], judged.costs[signal] = bool(wrong), call.cost_usd
 
 
-def signal_table(judged: list[Judged], paid: list[str]) -> dict:
+def signal_table(judged: list[Judged], paid: Sequence[str]) -> dict:
     """Per signal and combined: recall of wrong answers, share of right answers escalated,
     added cost per 1,000 answers and as a share of the cheap answers' own cost."""
     answer_cost = sum(j.answer_cost for j in judged)

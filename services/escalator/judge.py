@@ -4,11 +4,12 @@ which is recorded as an attempt (outcome "judge") so its cost shows in the ledge
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
 from shared.config import JudgeConfig, ModelRef
-from shared.messages import Attempt
+from shared.messages import Attempt, Outcome
 from shared.pricing import Pricer
 from shared.providers import ProviderError, Providers
 
@@ -37,8 +38,9 @@ class Judge:
             {"role": "user", "content": f"<question>{prompt[:EXCERPT_CHARS]}</question>\n"
                                         f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
         ]
-        attempt = {"n": n, "hop": hop, "model": self._config.model,
-                   "provider": self._config.provider, "tier": tier, "outcome": "judge"}
+        attempt = functools.partial(Attempt, n=n, hop=hop, model=self._config.model,
+                                    provider=self._config.provider, tier=tier,
+                                    outcome=Outcome.JUDGE)
         started = time.perf_counter()
         try:
             completion = await self._providers.get(self._config.provider).complete(
@@ -46,10 +48,9 @@ class Judge:
                 timeout=self._config.timeout_s, logprobs=False, json_format=True,
             )
         except ProviderError as error:
-            return None, Attempt(**attempt, reason=error.reason, latency_ms=_ms(started))
+            return None, attempt(reason=error.reason, latency_ms=_ms(started))
         verdict = _parse(completion.text)
-        return verdict, Attempt(
-            **attempt,
+        return verdict, attempt(
             reason={True: "addresses the prompt", False: "does not address the prompt",
                     None: "unreadable verdict"}[verdict],
             input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import ahocorasick
 
-from shared.config import EscalationConfig
+from shared.config import EscalationConfig, Signal
 from shared.messages import Answer
 
 PHRASES = Path(__file__).with_name("phrases.toml")
 
 # The score each signal caps an answer at: with the default threshold (0.5) any one escalates;
 # a lower threshold lets hedging or a low logprob alone through.
-CAPS = {"truncation": 0.0, "empty": 0.0, "refusal": 0.1, "judge": 0.2, "verifier": 0.2,
-        "consistency": 0.25, "arithmetic": 0.25, "hedging": 0.3, "logprob": 0.35}
+CAPS: dict[Signal, float] = {
+    "truncation": 0.0, "empty": 0.0, "refusal": 0.1, "judge": 0.2, "verifier": 0.2,
+    "consistency": 0.25, "arithmetic": 0.25, "hedging": 0.3, "logprob": 0.35}
 REFUSAL_WINDOW = 300  # a refusal opens the answer; a quoted one deep inside is not a refusal
 HEDGE_WINDOW = 250  # one hedge in the opening, or two anywhere, mark a hedged answer
 SHORT_ANSWER = 400  # ...and in a short answer one is enough
@@ -53,7 +54,7 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 @dataclass(frozen=True, slots=True)
 class Score:
     value: float
-    signals: tuple[str, ...]
+    signals: tuple[Signal, ...]
 
     def weak(self, threshold: float) -> bool:
         return self.value < threshold

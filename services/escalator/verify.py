@@ -7,6 +7,7 @@ price would take the request's verification past `escalation.verify.max_cost_usd
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -14,8 +15,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from shared.config import ModelRef, VerifyConfig
-from shared.messages import Attempt, Envelope
+from shared.config import ModelRef, VerifyConfig, VerifySignal
+from shared.messages import Attempt, Envelope, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import ProviderError, Providers
 
@@ -88,7 +89,7 @@ class Check:
     """What verification concluded: the first signal that found the answer wrong (None: no
     signal did), and the paid calls it took."""
 
-    wrong_by: str | None
+    wrong_by: VerifySignal | None
     calls: list[Attempt]
 
 
@@ -132,8 +133,8 @@ class Verifier:
                 return Check(signal, calls)
         return Check(None, calls)
 
-    async def run(self, signal: str, prompt: str, answer: str, *, n: int, hop: int, tier: str
-                  ) -> tuple[bool | None, Attempt]:
+    async def run(self, signal: VerifySignal, prompt: str, answer: str, *, n: int, hop: int,
+                  tier: str) -> tuple[bool | None, Attempt]:
         """One signal's verdict (True: the answer is wrong; None: no verdict) and its call."""
         messages, ref, json_format, max_tokens = self._request(signal, prompt, answer)
         text, call = await self._call(ref, messages, json_format, max_tokens, n=n, hop=hop,
@@ -141,7 +142,7 @@ class Verifier:
         wrong = None if text is None else _verdict(signal, text, answer, task_type(prompt))
         return wrong, call.model_copy(update={"reason": _reason(signal, call.reason, wrong)})
 
-    def _request(self, signal: str, prompt: str, answer: str
+    def _request(self, signal: VerifySignal, prompt: str, answer: str
                  ) -> tuple[list[dict[str, str]], ModelRef, bool, int]:
         if signal == "verifier":
             return ([{"role": "system", "content": VERIFIER_INSTRUCTIONS},
@@ -159,7 +160,7 @@ class Verifier:
         budget."""
         bound = self._pricer.cost(ref, worst_case_input_tokens(m["content"] for m in messages),
                                   max_tokens)
-        spent = sum(a.cost_usd for a in envelope.attempts if a.outcome == "verify")
+        spent = sum(a.cost_usd for a in envelope.attempts if a.outcome == Outcome.VERIFY)
         spent += sum(a.cost_usd for a in calls)
         if spent + bound > self._config.max_cost_usd:
             return False
@@ -169,28 +170,28 @@ class Verifier:
     async def _call(self, ref: ModelRef, messages: list[dict[str, str]], json_format: bool,
                     max_tokens: int, *, n: int, hop: int, tier: str
                     ) -> tuple[str | None, Attempt]:
-        attempt = {"n": n, "hop": hop, "model": ref.model, "provider": ref.provider,
-                   "tier": tier, "outcome": "verify"}
+        attempt = functools.partial(Attempt, n=n, hop=hop, model=ref.model,
+                                    provider=ref.provider, tier=tier, outcome=Outcome.VERIFY)
         started = time.perf_counter()
         try:
             completion = await self._providers.get(ref.provider).complete(
                 ref.model, messages, max_tokens=max_tokens, temperature=0.0,
                 timeout=self._config.timeout_s, logprobs=False, json_format=json_format)
         except ProviderError as error:
-            return None, Attempt(**attempt, reason=error.reason, latency_ms=_ms(started))
-        return completion.text, Attempt(
-            **attempt, input_tokens=completion.input_tokens,
+            return None, attempt(reason=error.reason, latency_ms=_ms(started))
+        return completion.text, attempt(
+            input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             cost_usd=self._pricer.cost(ref, completion.input_tokens, completion.output_tokens),
             latency_ms=_ms(started), emulated=completion.emulated)
 
 
-def applies(signal: str, prompt: str, answer: str) -> bool:
+def applies(signal: VerifySignal, prompt: str, answer: str) -> bool:
     """A second sample needs a final answer to compare; the verifier reads any answer."""
     return signal != "consistency" or final_answer(answer, task_type(prompt)) is not None
 
 
-def _verdict(signal: str, text: str, answer: str, kind: str) -> bool | None:
+def _verdict(signal: VerifySignal, text: str, answer: str, kind: str) -> bool | None:
     """True when the signal finds the answer wrong, False when right, None when it cannot say."""
     if signal == "verifier":
         try:
@@ -202,7 +203,7 @@ def _verdict(signal: str, text: str, answer: str, kind: str) -> bool | None:
     return None if sampled is None else sampled != final_answer(answer, kind)
 
 
-def _reason(signal: str, error: str, wrong: bool | None) -> str:
+def _reason(signal: VerifySignal, error: str, wrong: bool | None) -> str:
     if error:
         return f"{signal}: {error}"
     return f"{signal}: " + {True: "wrong", False: "right", None: "no verdict"}[wrong]

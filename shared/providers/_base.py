@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from shared.messages import FinishReason
+
 ErrorKind = Literal[
     "rate_limited", "server_error", "timeout", "connection", "bad_response", "rejected"
 ]
@@ -17,7 +19,7 @@ RETRYABLE: frozenset[ErrorKind] = frozenset(
 @dataclass(frozen=True, slots=True)
 class Completion:
     text: str
-    finish_reason: Literal["stop", "length", "refusal", "other"]
+    finish_reason: FinishReason
     input_tokens: int
     output_tokens: int
     logprob_mean: float | None = None

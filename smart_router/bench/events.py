@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 import time
 
-from shared.messages import AttemptEvent, RequestEvent
+from shared.config import Difficulty, Provider
+from shared.messages import AttemptEvent, Outcome, RequestEvent
 
-MODELS = (("simple", "anthropic", "claude-haiku-4-5"),
+MODELS: tuple[tuple[Difficulty, Provider, str], ...] = (("simple", "anthropic", "claude-haiku-4-5"),
           ("medium", "groq", "llama-3.3-70b-versatile"),
           ("complex", "openai", "gpt-4o"))
 
@@ -20,8 +21,9 @@ def request_with_attempts(request_id: str, job_id: str,
     tiers = MODELS[start:start + rng.choice((1, 1, 1, 2))]
     attempts = [
         AttemptEvent(
-            request_id=request_id, n=n, hop=n, model=model, provider=provider, tier=tier,
-            outcome="ok" if n == len(tiers) else "weak", reason="" if n == len(tiers)
+            trace_id=request_id, request_id=request_id, n=n, hop=n, model=model,
+            provider=provider, tier=tier,
+            outcome=Outcome.OK if n == len(tiers) else Outcome.WEAK, reason="" if n == len(tiers)
             else "hedging", input_tokens=rng.randint(10, 800), output_tokens=rng.randint(5, 600),
             cost_usd=rng.uniform(1e-5, 5e-3), latency_ms=rng.uniform(50, 2000), emulated=True,
             tenant=rng.choice(("acme", "globex", None)), at=now,
@@ -31,7 +33,8 @@ def request_with_attempts(request_id: str, job_id: str,
     served = attempts[-1]
     cost = sum(a.cost_usd for a in attempts)
     request = RequestEvent(
-        request_id=request_id, received_at=now - 1, finished_at=now, tenant=served.tenant,
+        trace_id=request_id, request_id=request_id, received_at=now - 1, finished_at=now,
+        tenant=served.tenant,
         source="batch", job_id=job_id, status="ok", difficulty=MODELS[start][0],
         classifier_backend="local", classifier_confidence=0.9, start_tier=MODELS[start][0],
         tier=served.tier, model_used=served.model, provider=served.provider,
