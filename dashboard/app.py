@@ -15,7 +15,8 @@ def create_app(ledger: Ledger, refresh_s: float = 5.0) -> Dash:
     # update_title=None: the tab title does not flicker to "Updating..." on every tick.
     # add_log_handler=False: Dash's own stdout handler printed each line a second time, next to
     # our structured one.
-    app = Dash(__name__, title=TITLE, update_title=None, add_log_handler=False)
+    app = Dash(__name__, title=TITLE, update_title=None,  # type: ignore[arg-type]  # Dash takes None
+               add_log_handler=False)
     app.layout = layout(refresh_s)
     callbacks.register(app, ledger, refresh_s)
     return app

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     with psycopg.connect(args.database_url) as conn:
-        rows = conn.execute("SELECT coalesce(sum(requests), 0) FROM daily_usage").fetchone()[0]
+        total = conn.execute("SELECT coalesce(sum(requests), 0) FROM daily_usage").fetchone()
+    rows = total[0] if total else 0
     print(f"ledger: {rows:,} requests; {args.runs} refreshes per window after {WARMUP_RUNS} "
           "warm-up ones")
     print(f"{'window':>8}  {'measure':<9}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")

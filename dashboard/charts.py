@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
-BASE_LAYOUT = {
+BASE_LAYOUT: dict[str, Any] = {
     "margin": {"l": 56, "r": 16, "t": 8, "b": 40},
     "paper_bgcolor": "rgba(0,0,0,0)",
     "plot_bgcolor": "rgba(0,0,0,0)",

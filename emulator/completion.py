@@ -68,6 +68,8 @@ def complete(request: ChatRequest, spec: ModelSpec, action: Action) -> Completio
     difficulty = profile(request.prompt).difficulty
     seed = zlib.crc32(f"{request.model}\x00{request.prompt}".encode())
     answer: Answer
+    verdict: Verdict
+    finish: Literal["stop", "length"]
     if action in ("hedge", "refuse", "empty"):
         answer, verdict = weak_answer(request.prompt, seed, action), "weak"
     elif request.wants_json and is_verification(request.prompt):

@@ -50,10 +50,10 @@ async def _serve(
     action: Action = rule.action if rule else "ok"
     if action in _ERROR_FAULTS:
         state.stats.record(wire.provider, chat.model, action)
-        response = wire.error(_ERROR_FAULTS[action], chat.model)
+        refusal = wire.error(_ERROR_FAULTS[action], chat.model)
         if rule and action == "rate_limit":
-            response.headers["retry-after"] = str(rule.retry_after_s)
-        return response
+            refusal.headers["retry-after"] = str(rule.retry_after_s)
+        return refusal
     if rule and action == "hang":
         state.stats.record(wire.provider, chat.model, action)
         return await _hang(http, rule)
@@ -63,6 +63,7 @@ async def _serve(
     state.stats.record(wire.provider, chat.model, outcome)
     pacing = state.pacing()
     malformed = action == "malformed"
+    response: web.StreamResponse
     if chat.stream:
         response = await _stream(http, wire, chat, completion, pacing, malformed)
     else:

@@ -100,7 +100,10 @@ def verification(spec: ModelSpec, model: str, prompt: str) -> str:
     """A verifier's JSON verdict on the tagged answer: right when the answer's final value is
     the market's truth (or, for an unchecked prompt, when it says anything), flipped as often
     as the verifier's strength against the question's difficulty makes it err."""
-    question, answer = (part.strip() for part in _VERIFY.search(prompt).groups())
+    tagged = _VERIFY.search(prompt)
+    if tagged is None:
+        raise ValueError("not a verifier's prompt (see is_verification)")
+    question, answer = (part.strip() for part in tagged.groups())
     right = truth(question)
     stated = _STATED.search(answer)
     if right is None:

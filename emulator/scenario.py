@@ -84,6 +84,14 @@ class FaultRule(BaseModel):
         )
 
 
+@cache
+def default_models() -> dict[str, ModelSpec]:
+    """The packaged market, used when a scenario leaves out its models table."""
+    text = resources.files(__package__).joinpath(DEFAULT_SCENARIO).read_text("utf-8")
+    table = tomllib.loads(text)["models"]
+    return {name: ModelSpec.model_validate(spec) for name, spec in table.items()}
+
+
 class Scenario(BaseModel):
     """Everything the emulator serves; replaceable at runtime through PUT /_emulator/scenario."""
 
@@ -104,11 +112,3 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     else:
         text = Path(path).read_text("utf-8")
     return Scenario.model_validate(tomllib.loads(text))
-
-
-@cache
-def default_models() -> dict[str, ModelSpec]:
-    """The packaged market, used when a scenario leaves out its models table."""
-    text = resources.files(__package__).joinpath(DEFAULT_SCENARIO).read_text("utf-8")
-    table = tomllib.loads(text)["models"]
-    return {name: ModelSpec.model_validate(spec) for name, spec in table.items()}

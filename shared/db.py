@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psycopg
 import structlog
+from psycopg.rows import Row
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -41,6 +42,14 @@ def migrate(database_url: str) -> list[str]:
 
 async def connect(database_url: str) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+
+
+async def one_row(cur: psycopg.AsyncCursor[Row]) -> Row:
+    """The row of a query that always returns one: an aggregate (count, sum...)."""
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("an aggregate query returned no row")
+    return row
 
 
 async def wait_until_ready(database_url: str, timeout_s: float = 60.0) -> None:

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from nats.js.errors import NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
@@ -90,7 +91,7 @@ async def snapshot(kv: KeyValue) -> dict:
             beat = json.loads(entry.value or b"{}")
             if now - beat.get("at", 0) <= STALE_AFTER_S:
                 instances.append(beat)
-    services = {
+    services: dict[str, dict[str, Any]] = {
         name: {"up": False, "instances": []} for name in SERVICES
     }
     for beat in instances:

@@ -9,6 +9,7 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 OUR_LOGGERS = ("services", "shared", "smart_router", "emulator", "dashboard")
 
@@ -22,7 +23,7 @@ def configure(level: str = "INFO", fmt: str = "console", service: str | None = N
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
     )
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -16,6 +16,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import dict_row
 
+from shared import db
+
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
 PERCENTILES = (50, 95, 99)
 
@@ -29,12 +31,12 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         await cur.execute(_LATENCY, {"since": since})
         histogram = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
         await cur.execute(_TTFT, {"since": since})
-        ttft = await cur.fetchone()
+        ttft = await db.one_row(cur)
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
                           {"since": since})
-        dead_letters = (await cur.fetchone())["n"]
+        dead_letters = (await db.one_row(cur))["n"]
         await cur.execute(_VERIFICATION, {"since": since})
-        verification = (await cur.fetchone())["cost"]
+        verification = (await db.one_row(cur))["cost"]
     totals = _totals(rows)
     return {
         "window_days": days,

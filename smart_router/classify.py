@@ -80,7 +80,7 @@ async def _classifier(settings: ClassifierConfig, only: str | None) -> Classifie
     it, instead of importing its SDK and trying a connection on the first prompt (300+ ms)."""
     if only is not None and only not in BACKENDS:
         raise ValueError(f"unknown backend {only!r}: use {', '.join(BACKENDS)}")
-    backends = (only,) if only else settings.backends
+    backends: tuple[str, ...] = (only,) if only else settings.backends
     if "ollama" in backends:
         host, port = ollama_address(os.environ.get("OLLAMA_HOST"))
         problem = await _unreachable(host, port)

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import importlib.metadata
 import json
-import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -535,4 +534,4 @@ def migrate(as_json: JsonFlag = False) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

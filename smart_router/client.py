@@ -219,7 +219,8 @@ async def _matching(sub: JetStreamContext.PushSubscription) -> int:
     """Messages the consumer's filter matches: those still pending and those the server has
     pushed already (a push consumer starts delivering at once)."""
     info = await sub.consumer_info()
-    return (info.num_pending or 0) + (info.delivered.consumer_seq or 0)
+    pushed = info.delivered.consumer_seq if info.delivered else None
+    return (info.num_pending or 0) + (pushed or 0)
 
 
 async def stored_results(nc: Client, job_id: str, tenant: str | None = None) -> int:

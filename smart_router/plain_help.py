@@ -26,7 +26,8 @@ class PlainHelpCommand(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+                metavar = param.metavar or ""  # set in __init__ for every argument
+                pieces.append(metavar if param.required else f"[{metavar}]")
         return pieces
 
     def format_options(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
@@ -36,7 +37,7 @@ class PlainHelpCommand(TyperCommand):
             if record is None:
                 continue
             if isinstance(param, TyperArgument):
-                sections["Arguments"].append((param.metavar, record[1]))
+                sections["Arguments"].append((param.metavar or "", record[1]))
             else:
                 sections["Options"].append(record)
         for title, rows in sections.items():

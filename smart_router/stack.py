@@ -218,19 +218,19 @@ class Stack:
 
     async def _stop_children(self) -> None:
         """SIGTERM, then SIGKILL for those still running after STOP_GRACE_S."""
-        running = [c for c in self._children
+        running = [(c.name, c.process) for c in self._children
                    if c.process is not None and c.process.returncode is None]
-        for child in running:
+        for _, process in running:
             with contextlib.suppress(ProcessLookupError):
-                child.process.terminate()
+                process.terminate()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_GRACE_S):
-                await asyncio.gather(*(c.process.wait() for c in running))
-        for child in running:
-            if child.process.returncode is None:
-                log.warning("up.child_killed", child=child.name, grace_s=STOP_GRACE_S)
-                child.process.kill()
-                await child.process.wait()
+                await asyncio.gather(*(process.wait() for _, process in running))
+        for name, process in running:
+            if process.returncode is None:
+                log.warning("up.child_killed", child=name, grace_s=STOP_GRACE_S)
+                process.kill()
+                await process.wait()
 
 
 def _cli_command() -> str:

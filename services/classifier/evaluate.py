@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.config import DIFFICULTIES, RouterConfig
+from shared.config import DIFFICULTIES, Difficulty, RouterConfig
 from shared.pricing import Pricer
 
 from .decision import decide
@@ -24,7 +24,7 @@ INPUT_TOKENS, OUTPUT_TOKENS = 400, 300
 
 @dataclass
 class Scored:
-    label: str
+    label: Difficulty
     lang: str
     probabilities: np.ndarray
     stage: str
@@ -80,7 +80,7 @@ def report(scored: list[Scored], config: RouterConfig) -> dict:
     }
 
 
-def _routing(labels: list[str], predicted: list[str]) -> dict:
+def _routing(labels: list[Difficulty], predicted: list[Difficulty]) -> dict:
     n = len(labels)
     rank = {d: i for i, d in enumerate(DIFFICULTIES)}
     complex_total = sum(1 for t in labels if t == "complex")
@@ -96,7 +96,7 @@ def _routing(labels: list[str], predicted: list[str]) -> dict:
     }
 
 
-def _cost_per_1k(predicted: list[str], config: RouterConfig) -> float:
+def _cost_per_1k(predicted: list[Difficulty], config: RouterConfig) -> float:
     """What 1,000 such requests cost at their starting tiers' first models."""
     pricer = Pricer(config.pricing)
     each = {d: pricer.cost(config.tiers[config.start_tier(d)].models[0], INPUT_TOKENS,

@@ -20,6 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cachetools import LRUCache
@@ -138,7 +139,7 @@ class Neighbours:
         return cls(a["keys"].astype(np.float32), a["gain"], int(a["k"]))
 
 
-KINDS = {"ridge": Ridge, "neighbours": Neighbours}
+KINDS: dict[str, type[Ridge] | type[Neighbours]] = {"ridge": Ridge, "neighbours": Neighbours}
 
 
 @dataclass
@@ -164,7 +165,8 @@ class RouterModel:
                      for share in shares)
 
     def save(self, path: Path) -> None:
-        arrays = {f"scorer_{k}": v for k, v in self.scorer.arrays().items()}
+        # Any: numpy's stub takes a **dict of arrays for one that may hold allow_pickle too.
+        arrays: dict[str, Any] = {f"scorer_{k}": v for k, v in self.scorer.arrays().items()}
         meta = self.meta | {"format": FORMAT, "format_version": FORMAT_VERSION,
                             "kind": self.kind, "features": list(self.parts)}
         path.parent.mkdir(parents=True, exist_ok=True)

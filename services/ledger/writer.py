@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import assert_never
 
 import psycopg
 
@@ -102,8 +103,15 @@ class Batch:
     def of(cls, events: Iterable[Event]) -> Batch:
         batch = cls()
         for event in events:
-            {RequestEvent: batch.requests, AttemptEvent: batch.attempts,
-             DeadLetterEvent: batch.dead_letters}[type(event)].append(event)
+            match event:
+                case RequestEvent():
+                    batch.requests.append(event)
+                case AttemptEvent():
+                    batch.attempts.append(event)
+                case DeadLetterEvent():
+                    batch.dead_letters.append(event)
+                case _:
+                    assert_never(event)
         return batch
 
     def __len__(self) -> int:

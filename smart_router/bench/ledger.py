@@ -15,7 +15,7 @@ import uuid
 import nats
 import psycopg
 
-from shared import connection, subjects
+from shared import connection, db, subjects
 from shared.config import Settings
 from shared.messages import RequestEvent
 
@@ -48,9 +48,9 @@ async def run(nats_settings: Settings, database_url: str, requests: int) -> dict
         while (written := await _written(conn, job)) < requests:  # noqa: ASYNC110 (polls PG)
             await asyncio.sleep(0.05)
         done = time.perf_counter()
-        attempts = (await (await conn.execute(
+        attempts = (await db.one_row(await conn.execute(
             "SELECT count(*) FROM attempts WHERE request_id IN "
-            "(SELECT request_id FROM requests WHERE job_id = %s)", (job,))).fetchone())[0]
+            "(SELECT request_id FROM requests WHERE job_id = %s)", (job,))))[0]
     await nc.close()
     events = len(messages)
     backlog = events * (requests - written_then) / requests
@@ -68,7 +68,8 @@ async def run(nats_settings: Settings, database_url: str, requests: int) -> dict
 
 async def _written(conn: psycopg.AsyncConnection, job: str) -> int:
     cur = await conn.execute("SELECT count(*) FROM requests WHERE job_id = %s", (job,))
-    return (await cur.fetchone())[0]
+    count: int = (await db.one_row(cur))[0]
+    return count
 
 
 def _say(message: str) -> None:

@@ -47,7 +47,7 @@ class Mix:
         if len(shares) != 3 or min(shares) < 0 or sum(shares) <= 0:
             raise ValueError(f"--mix {text!r}: give three non-negative shares of simple/medium/"
                              "complex prompts, e.g. 70/20/10")
-        return cls(shares)  # type: ignore[arg-type]
+        return cls(shares)
 
     def counts(self, total: int) -> dict[str, int]:
         """`total` split in these proportions, rounded so that the counts add up to it."""

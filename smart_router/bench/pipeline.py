@@ -13,14 +13,15 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import psycopg
 from nats.aio.client import Client
 
-from shared import subjects
+from shared import db, subjects
 
 from ..client import results
 
@@ -86,10 +87,10 @@ async def online(nc: Client, prompts: list[str], count: int, tenant: str, *,
 
 
 async def arrive(tally: Tally, count: int, rate: float | None,
-                 one: Callable[[int], Awaitable[None]]) -> None:
+                 one: Callable[[int], Coroutine[Any, Any, None]]) -> None:
     """Start `one(i)` for each request, back to back or at `rate` a second, timing the run."""
     tally.started = time.perf_counter()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     for i in range(count):
         if rate:
             await asyncio.sleep(max(0.0, tally.started + i / rate - time.perf_counter()))
@@ -132,7 +133,7 @@ async def ledger_lag(database_url: str, tenant: str, expected: int, since: float
         while True:
             cur = await conn.execute("SELECT count(*) FROM requests WHERE tenant = %s",
                                      (tenant,))
-            rows = (await cur.fetchone())[0]
+            rows = (await db.one_row(cur))[0]
             if rows >= expected or time.perf_counter() > deadline:
                 return {"rows": rows, "expected": expected,
                         "caught_up_after_s": round(max(time.perf_counter() - since, 0), 2)

@@ -121,6 +121,7 @@ def word_problem_rows(rng: random.Random) -> list[dict]:
         elif kind == "setup":  # the wrong operation at the last step, worked correctly
             left, op, rhs, _ = steps[-1]
             swapped = {"+": "-", "-": "+", TIMES: "+"}.get(op)
+            value: float
             if swapped is None:  # rounding down where it must round up
                 value = math.floor(float(left))
                 text = (f"{_work(steps[:-1])} Rounding, {left} gives {value}. "
