@@ -138,10 +138,15 @@ class Service:
         log.info("service.started", nats=connection.redact(self.settings.nats_url))
 
     async def _stop_background(self) -> None:
+        """Stop the heartbeat and take this instance out of `health` at once: a stopped copy
+        must not be shown, nor counted as up, until its last beat goes stale."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # gone or unreachable: its beat goes stale anyway
+            kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
+            await kv.delete(health.instance_key(self.name))
 
     async def _answer_health(self, _msg: NatsMessage) -> dict:
         kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
