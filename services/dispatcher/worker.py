@@ -67,7 +67,7 @@ class Dispatcher:
         self.opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening
 
     async def dispatch(self, msg: NatsMessage) -> None:
-        envelope = Envelope.model_validate_json(msg.body)
+        envelope = Envelope.read(msg.body, len(self.cfg.tiers))
         hops = await self.broker.key_value(subjects.HOPS_BUCKET, declare=False)  # cached
         key = f"{envelope.trace_id}.{envelope.hop}"
         redelivered = msg.raw_message.metadata.num_delivered > 1

@@ -62,7 +62,7 @@ class Escalator:
                          if cfg.escalation.verify.enabled else None)
 
     async def on_score(self, msg: NatsMessage) -> None:
-        await self.decide(Envelope.model_validate_json(msg.body))
+        await self.decide(Envelope.read(msg.body, len(self.cfg.tiers)))
 
     async def decide(self, envelope: Envelope) -> None:
         if envelope.cancelled:
