@@ -35,7 +35,9 @@ def host_name(header: str | None) -> str | None:
 
 
 class DashboardSettings(BaseSettings):
-    # An empty variable is an unset one (compose passes `${DASHBOARD_PASSWORD:-}` as "").
+    """Each field is read from DASHBOARD_<FIELD>."""
+
+    # An empty variable is an unset one: .env.example lists the login's variables empty.
     model_config = SettingsConfigDict(env_prefix="DASHBOARD_", env_ignore_empty=True,
                                       extra="ignore")
 
@@ -55,9 +57,9 @@ class DashboardSettings(BaseSettings):
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
-    def _names(cls, value: object) -> tuple[str, ...]:
+    def _names(cls, value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
         names = [name for name in (value.split(",") if isinstance(value, str) else value)
-                 if name.strip()]  # type: ignore[union-attr]
+                 if name.strip()]
         for name in names:
             if normalised(name) is None:
                 raise ValueError(f"{name!r} is not a host name (give names without a port)")
