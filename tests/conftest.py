@@ -139,10 +139,10 @@ def emulator_in_thread() -> Iterator[Emulator]:
 @pytest.fixture
 def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
     """The emulator, back to its default scenario after the test, whatever the test injected.
-    The stack's services share the emulator process; a test without them gets the one in a
-    thread."""
-    uses_stack = "stack" in request.fixturenames
-    chosen = request.getfixturevalue("emulator_process" if uses_stack else "emulator_in_thread")
+    Where the test's services use the emulator process (the stack's, or a module's own), that
+    one; otherwise the one in a thread."""
+    uses_process = "emulator_process" in request.fixturenames
+    chosen = request.getfixturevalue("emulator_process" if uses_process else "emulator_in_thread")
     yield chosen
     chosen.reset()
 
