@@ -43,8 +43,9 @@ NATS_COMMANDS = {"ask", "submit", "results", "stats", "health", "bench"}
 def main() -> None:
     try:
         configured = settings()
-    except ValueError as exc:  # an unreadable NATS_IDENTITY_FILE
-        sys.exit(f"error: {exc}")
+    except ValueError as exc:  # an unreadable NATS_IDENTITY_FILE: the command cannot run
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     logs.configure(configured.log_level, configured.log_format)
     app(prog_name="smart-router")  # the same name in help when run as `python -m smart_router.cli`
 
