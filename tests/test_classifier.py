@@ -161,6 +161,15 @@ def test_more_bias_never_routes_a_prompt_lower(weights, low, high):
     assert rank(decide(probabilities, high)[0]) >= rank(decide(probabilities, low)[0])
 
 
+def test_the_default_bias_is_the_one_cross_validation_on_train_chose(local_model):
+    """Chosen by `python -m services.classifier.train` on the train split, never on the test
+    split: a default moved by hand would no longer be what the model file records."""
+    chosen = next(g for g in local_model.meta["bias_cv"] if g["bias"] == SETTINGS.bias)
+
+    assert SETTINGS.bias == local_model.meta["bias"]
+    assert chosen["accuracy"] >= 0.90 and chosen["upper_95"] <= 0.01
+
+
 def test_classify_prints_one_json_object_per_prompt_and_rejects_empty_ones(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "prompt": "What is 2+2?"}\n{"prompt": "   "}\n'
