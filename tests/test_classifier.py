@@ -187,6 +187,8 @@ def test_classify_prints_one_json_object_per_prompt_and_rejects_empty_ones(tmp_p
 
 
 def test_eval_reports_accuracy_languages_latency_and_the_knob(tmp_path):
+    """The report's shape on a tenth of the test split; test_claims.py gates the full split's
+    figures."""
     sample = tmp_path / "sample.jsonl"
     rows = TEST_SPLIT.read_text().splitlines()[::10]
     sample.write_text("\n".join(rows) + "\n")
@@ -200,7 +202,6 @@ def test_eval_reports_accuracy_languages_latency_and_the_knob(tmp_path):
     assert sum(sum(row.values()) for row in report["confusion"].values()) == len(rows)
     assert len(report["per_language"]) >= 8
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
-    assert report["accuracy"] > 0.7  # a regression floor; the README quotes the full figure
     costs = [b["cost_per_1k_requests_usd"] for b in report["bias_effect"]]
     assert report["bias_effect"][-1]["under_routed"] <= report["bias_effect"][0]["under_routed"]
     assert costs[-1] != costs[0]
