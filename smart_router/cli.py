@@ -443,9 +443,9 @@ def report(
         "(`up` prints it).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Every figure the README quotes that needs no running stack, computed again: the
-    classifier on the test split, escalation on the labelled answers, routing on the outcome
-    data. Speed and savings come from `smart-router bench`."""
+    """The README's classifier, escalation and routing figures, computed again: the classifier
+    on the test split, escalation on the labelled answers, routing on the outcome data. Speed
+    and savings come from `smart-router bench`."""
     from .report import build, render
 
     with _one_line_errors():

@@ -1,6 +1,8 @@
-"""`smart-router report`: every figure the README quotes that needs no running stack, computed
+"""`smart-router report`: the README's classifier, escalation and routing figures, computed
 again from the project's own data and models in this process, so the README can quote what
-this printed. Speed and savings need the running stack: `smart-router bench`."""
+this printed. Speed and savings need the running stack: `smart-router bench`. Not here: the
+escalation rows that need a data set the project does not ship (HaluEval) or another
+configuration than the one in use (other verifiers, the seed profile)."""
 
 from __future__ import annotations
 
