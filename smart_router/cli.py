@@ -455,6 +455,26 @@ def eval_escalation(
 
 
 @command()
+def report(
+    emulator: Annotated[str | None, typer.Option(
+        metavar="URL", help="Also the escalator's figures on the emulator's market at this URL "
+        "(`up` prints it).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The README's classifier, escalation and routing figures, computed again: the classifier
+    on the test split, escalation on the labelled answers, routing on the outcome data. Speed
+    and savings come from `smart-router bench`."""
+    from .report import build, render
+
+    with _one_line_errors():
+        document = asyncio.run(build(emulator))
+    if as_json:
+        _emit(document, compact=True)
+    else:
+        typer.echo(render(document))
+
+
+@command()
 def bench(
     mode: Annotated[str, typer.Option(
         help="online (request-reply), batch (jobs), mixed (both), or ledger (write rate).")]
