@@ -1,6 +1,6 @@
 """The dashboard's connection to the ledger: an async psycopg pool on a background event loop.
 
-Dash runs callbacks synchronously on the web server's threads, while shared.stats.summary() is
+Dash runs callbacks synchronously on the web server's threads, while the ledger's stats.summary() is
 async. One loop thread owns the pool; each callback hands it a coroutine and waits for the result.
 """
 

@@ -1,7 +1,7 @@
 """What one refresh reads: the cost summary that router.v1.stats and `smart-router stats` also
-return and its cost per day (shared.stats), plus the dashboard's own two queries. Each reads the
-daily roll-ups or walks an index (at most 50 rows of `requests`), so a refresh costs the same
-with a thousand or a billion rows."""
+return and its cost per day (the ledger's stats), plus the dashboard's own two queries. Each
+reads the daily roll-ups or walks an index (at most 50 rows of `requests`), so a refresh costs
+the same with a thousand or a billion rows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time
 import psycopg
 from psycopg.rows import dict_row
 
-from shared import stats
+from services.ledger import stats
 
 RECENT_LIMIT = 50
 PROMPT_PREVIEW_CHARS = 120
@@ -38,8 +38,8 @@ ORDER BY finished_at DESC LIMIT %(limit)s
 
 @dataclass(frozen=True)
 class Snapshot:
-    summary: dict  # shared.stats.summary(): totals, breakdowns, latency, projection
-    daily: list[dict]  # shared.stats.daily(): per day, requests and the summary's figures
+    summary: dict  # services.ledger.stats.summary(): totals, breakdowns, latency, projection
+    daily: list[dict]  # services.ledger.stats.daily(): per day, requests and the summary's figures
     by_model: list[dict]  # answered requests per model, most first: requests, cost_usd
     by_tier: list[dict]  # answered requests per tier, most first: requests, cost_usd
     recent: list[dict]  # the newest requests of the window, newest first

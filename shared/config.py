@@ -6,6 +6,7 @@ ROUTER_CONFIG is merged over them table by table, so it only needs the parts it 
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -254,7 +255,8 @@ class Settings(BaseSettings):
     # One URL or several, comma-separated (a cluster); user:password@ or token@ may sit in each.
     nats_url: str = "nats://127.0.0.1:4222"
     # How this process proves who it is to NATS (see shared/connection.py): at most one of a
-    # user and password, a token, an nkey seed file or a .creds file (JWT).
+    # user and password, a token, an nkey seed file or a .creds file (JWT). NATS_IDENTITY_FILE
+    # names a file of these variables (KEY=value lines, see settings()).
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_token: SecretStr | None = None
@@ -306,7 +308,18 @@ def load_config(path: Path | None = None) -> RouterConfig:
 
 @cache
 def settings() -> Settings:
-    return Settings()
+    """From the environment, and from the file NATS_IDENTITY_FILE names (one identity's NATS_*
+    variables, as shared/nats_auth.py writes them for `up` and compose); a variable set in the
+    environment wins over the file's."""
+    identity = os.environ.get("NATS_IDENTITY_FILE")
+    if not identity:
+        return Settings()
+    try:
+        with open(identity, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"NATS_IDENTITY_FILE: cannot read {identity}: {exc.strerror}") from None
+    return Settings(_env_file=identity)
 
 
 @cache

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -158,6 +159,14 @@ class _Internal(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# What stages pass each other, bounded as the ledger's columns are: a forged or buggy message
+# cannot carry a negative, infinite or overflowing figure on to a bill.
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Ordinal = Annotated[int, Field(ge=1, le=2**31 - 1)]  # the first is 1
+Money = Annotated[float, Field(ge=0, lt=1e10, allow_inf_nan=False)]
+Duration = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class Claim(_Internal):
     """An idempotency key a request holds (shared/idempotency.py): where its reply is kept."""
 
@@ -196,17 +205,17 @@ class Attempt(_Internal):
     after a crash is an attempt of its own in the ledger, which keys attempts on it."""
 
     call_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    n: int
-    hop: int
+    n: Ordinal
+    hop: Ordinal
     model: str
     provider: Provider
     tier: str
     outcome: Outcome
     reason: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float = 0.0
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cost_usd: Money = 0.0
+    latency_ms: Duration = 0.0
     emulated: bool = False
 
 
@@ -214,8 +223,8 @@ class Answer(_Internal):
     """A model's answer, with what the escalator needs to judge it."""
 
     text: str
-    attempt: int
-    tier_index: int
+    attempt: Ordinal
+    tier_index: Count
     finish_reason: FinishReason
     logprob_mean: float | None = None
     score: float | None = None
@@ -234,9 +243,9 @@ class Envelope(_Internal):
     deadline: float
     classification: Classification
     start_tier: str
-    tier_index: int
-    max_tier_index: int
-    hop: int = 1
+    tier_index: Count
+    max_tier_index: Count
+    hop: Ordinal = 1
     attempts: list[Attempt] = []
     answer: Answer | None = None
     best: Answer | None = None
@@ -244,6 +253,24 @@ class Envelope(_Internal):
     # released, a stream is never replaced. `cancelled`: the caller left in the middle of it.
     ttft_ms: float | None = None
     cancelled: bool = False
+
+    @model_validator(mode="after")
+    def _within_tiers(self, info: ValidationInfo) -> Envelope:
+        """A stage reads an envelope as if it came from outside: its tier must lie within the
+        request's bounds and, given `context={"tiers": n}`, within the configured tiers."""
+        tiers = (info.context or {}).get("tiers")
+        if self.tier_index > self.max_tier_index:
+            raise ValueError(f"tier_index {self.tier_index} is above max_tier_index "
+                             f"{self.max_tier_index}")
+        if tiers is not None and self.max_tier_index >= tiers:
+            raise ValueError(f"max_tier_index {self.max_tier_index} is beyond the {tiers} "
+                             "configured tiers")
+        return self
+
+    @classmethod
+    def read(cls, body: bytes, tiers: int) -> Envelope:
+        """The envelope in `body`, checked against the `tiers` configured."""
+        return cls.model_validate_json(body, context={"tiers": tiers})
 
     @property
     def cost_usd(self) -> float:

@@ -11,17 +11,22 @@ Identities (users of one account, ROUTER, which holds the JetStream streams and 
 - *admin* (the operator's CLI, `up`) asks router.v1.stats (every tenant's figures), asks and
   submits on the shared subjects for any tenant, and reads every result and heartbeat.
 
-`server_config` writes the config `up` runs the embedded server with; `python -m
-shared.nats_auth` prints deploy/nats.conf, the same config with each password taken from an
-environment variable (compose).
+`write_identities` keeps, in one private folder, the server's nats.conf and one <identity>.env
+per identity (its NATS_* settings, read through NATS_IDENTITY_FILE): `up` runs its embedded
+server and its children with them, and compose's one-shot `nats-auth` service
+(`python -m shared.nats_auth --write DIR`) does the same in a volume. `python -m
+shared.nats_auth` alone prints the config with each password taken from an environment variable.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import secrets
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared import subjects
 
@@ -208,16 +213,64 @@ def _list(items: tuple[str, ...]) -> str:
 
 
 def password_variable(user: str) -> str:
-    """The environment variable deploy/nats.conf reads a user's password from."""
+    """The environment variable the printed config reads a user's password from."""
     return "NATS_PASSWORD_" + user.upper().replace("-", "_")
 
 
 def deploy_config() -> str:
-    """deploy/nats.conf: the shipped identities (the demo tenant `default`), passwords from
+    """The printed config: the shipped identities (the demo tenant `default`), passwords from
     the environment."""
     tenants = [DEMO_TENANT]
     return server_config({u: f"${password_variable(u)}" for u in identities(tenants)}, tenants)
 
 
+def write_identities(folder: Path, tenants: list[str], url: str | None = None) -> dict[str, Path]:
+    """nats.conf and one <identity>.env per identity in `folder` (mode 0700, files 0600); the
+    env files name `url` when given. A password already in its file is kept, so a restart or a
+    new version changes no credential; a missing one is generated. Returns each identity's
+    file."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    passwords, files = {}, {}
+    for user in identities(tenants):
+        files[user] = folder / f"{user}.env"
+        kept = read_env(files[user]).get("NATS_PASSWORD") if files[user].exists() else None
+        passwords[user] = kept or secrets.token_urlsafe(24)
+        env = ({"NATS_URL": url} if url else {}) | identity_env(user, passwords[user])
+        _write_private(files[user], "".join(f"{k}={v}\n" for k, v in env.items()))
+    _write_private(folder / "nats.conf", server_config(passwords, tenants))
+    return files
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """An identity file's variables (KEY=value lines, as write_identities writes them)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Readable by its owner only from the start, and replaced whole (a reader never sees half)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+    partial.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.nats_auth",
+        description="Print the nats-server config (passwords from NATS_PASSWORD_* variables), "
+        "or write the config and each identity's credentials into a folder.")
+    parser.add_argument("--write", metavar="DIR", type=Path,
+                        help="write DIR/nats.conf and DIR/<identity>.env (passwords kept)")
+    args = parser.parse_args(argv)
+    if args.write is None:
+        sys.stdout.write(deploy_config())
+        return
+    files = write_identities(args.write, [DEMO_TENANT])
+    print(f"wrote {args.write}/nats.conf and {len(files)} identities", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(deploy_config())
+    main()

@@ -8,8 +8,11 @@ failure, and turns the last failed delivery into a dead-letter record instead of
 The broker runs without FastStream's dependency injection (apply_types=False): injecting the
 message as a handler argument resolves it through a thread-pool hop on every delivery (fast_depends
 runs custom fields' sync `use` in a worker thread), a tenth of a service's CPU under load. A
-handler takes the raw body (FastStream does not decode it) and reads the message with
-`service.message()`.
+handler is called with the NatsMessage itself (FastStream decodes nothing) and parses its body
+once, with the model it needs.
+
+Each service builds its Service in a `create_app(config, settings)` factory: nothing is
+connected or loaded at import, and a test can build one with other settings.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from tenacity import (
 )
 
 from shared import connection, health, logs, outcomes, payload, subjects, topology
-from shared.config import RouterConfig, Settings, config, settings
+from shared.config import RouterConfig, Settings
+from shared.config import config as environment_config
+from shared.config import settings as environment_settings
 
 log = structlog.get_logger(__name__)
 
@@ -52,11 +57,18 @@ UNRECOVERABLE = ("authorization violation", "authorization timeout", "maximum pa
 NATS_LOST_EXIT_S = 120.0
 
 
+Handler = Callable[[NatsMessage], Awaitable[None]]
+
+
 class Service:
-    def __init__(self, name: str) -> None:
+    """One service process: its broker, its FastStream app, its heartbeat. `config` and
+    `settings` default to the environment's (ROUTER_CONFIG, NATS_URL, ...)."""
+
+    def __init__(self, name: str, config: RouterConfig | None = None,
+                 settings: Settings | None = None) -> None:
         self.name = name
-        self.settings: Settings = settings()
-        self.config: RouterConfig = config()
+        self.settings: Settings = settings or environment_settings()
+        self.config: RouterConfig = config or environment_config()
         self.counters = health.Counters()
         logs.configure(self.settings.log_level, self.settings.log_format, service=name)
         self.broker = NatsBroker(
@@ -69,7 +81,7 @@ class Service:
             reconnect_time_wait=1,
             graceful_timeout=self.config.limits.provider_timeout_s,
             apply_types=False,
-            decoder=_raw_body,
+            decoder=_the_message,
             closed_cb=self._exit_if_unexpected,
             error_cb=self._exit_if_unrecoverable,
         )
@@ -134,31 +146,38 @@ class Service:
         log.info("service.started", nats=connection.redact(self.settings.nats_url))
 
     async def _stop_background(self) -> None:
+        """Stop the heartbeat and take this instance out of `health` at once: a stopped copy
+        must not be shown, nor counted as up, until its last beat goes stale."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # gone or unreachable: its beat goes stale anyway
+            kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
+            await kv.delete(health.instance_key(self.name))
 
-    def message(self) -> NatsMessage:
-        """The message the running handler was called for."""
-        return self.broker.context.get_local("message")
-
-    async def _answer_health(self, _body: object) -> dict:
+    async def _answer_health(self, _msg: NatsMessage) -> dict:
         kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
         return await health.snapshot(kv)
 
-    def consumer(self, name: str, concurrency: int):
-        """Subscribe a handler to the service's durable push consumer: every copy of the service
+    def consume(self, name: str, concurrency: int, handle: Handler, *,
+                keepalive: bool = False) -> None:
+        """Run `handle` on the service's durable push consumer `name`: every copy of the service
         binds the same one (through its deliver group) and handles `concurrency` messages at
-        once; the handler settles each message itself (see `settle`)."""
+        once; each message is settled when `handle` returns or raises (see `settle`)."""
         consumer = topology.push_consumers(self.config.pipeline)[name]
-        return self.broker.subscriber(
+
+        async def settled(msg: NatsMessage) -> None:
+            await self.settle(msg, lambda: handle(msg), keepalive=keepalive)
+
+        settled.__name__ = getattr(handle, "__name__", name)  # FastStream logs under this name
+        self.broker.subscriber(
             consumer.filter_subject,
             stream=JStream(consumer.stream, declare=False),
             queue=consumer.name,  # nats-py binds the durable consumer of that name
             max_workers=concurrency,
             ack_policy=AckPolicy.MANUAL,
-        )
+        )(settled)
 
     async def settle(
         self,
@@ -208,8 +227,6 @@ class Service:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    def run(self) -> None:
-        asyncio.run(self.app.run())
 
 
 def _exit(reason: str) -> None:
@@ -217,11 +234,11 @@ def _exit(reason: str) -> None:
     os._exit(EXIT_NATS_CLOSED)
 
 
-async def _raw_body(msg: NatsMessage) -> bytes:
+async def _the_message(msg: NatsMessage) -> NatsMessage:
     """Handlers parse and validate bodies themselves. FastStream's decoder would JSON-decode
     each one first, and a hostile body (1,000 nested brackets) makes it raise before the
     handler can answer."""
-    return msg.body
+    return msg
 
 
 async def _connect_patiently(settings: Settings) -> nats.NATS:

@@ -1,4 +1,5 @@
-"""The JetStream topology, declared idempotently by every service at start-up.
+"""The JetStream topology, declared idempotently by every service at start-up, or once by the
+setup identity where services may not (`python -m shared.topology`, NATS_DECLARE=false).
 
 Streams and durable consumers are declared here rather than left to FastStream's auto-declare, so
 retention, dedup windows and redelivery limits are set on purpose and a changed setting is applied
@@ -7,8 +8,10 @@ to an existing stream or consumer on the next start.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+import nats
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -23,8 +26,8 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from shared import subjects
-from shared.config import LedgerConfig, PipelineConfig
+from shared import connection, logs, subjects
+from shared.config import LedgerConfig, PipelineConfig, RouterConfig, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -176,6 +179,16 @@ async def declare(js: JetStreamContext, pipeline: PipelineConfig, ledger: Ledger
         await _declare_bucket(js, bucket)
 
 
+async def declare_as(identity: Settings, router: RouterConfig) -> None:
+    """Connect as `identity` (the setup identity) and declare everything: with least-privilege
+    identities, the step before the services start (`up`, compose)."""
+    nc = await nats.connect(**connection.nats_options(identity))
+    try:
+        await declare(nc.jetstream(), router.pipeline, router.ledger)
+    finally:
+        await nc.close()
+
+
 def buckets(pipeline: PipelineConfig) -> list[KeyValueConfig]:
     return [
         KeyValueConfig(bucket=subjects.HOPS_BUCKET, ttl=HOP_DEDUP_WINDOW_S, history=1,
@@ -220,3 +233,15 @@ async def _declare_consumer(js: JetStreamContext, stream: str, config: ConsumerC
     except BadRequestError as exc:
         log.warning("consumer.update_refused", consumer=config.durable_name,
                     reason=exc.description)
+
+
+def main() -> None:
+    """`python -m shared.topology`: declare as this process's settings say (compose)."""
+    from shared.config import config, settings
+
+    logs.configure(settings().log_level, settings().log_format)
+    asyncio.run(declare_as(settings(), config()))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib.metadata
 import json
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ import typer
 from shared import jsonl, logs, subjects
 from shared.config import settings
 
-from . import client
+from . import client, up_auth
 from .errors import CommandFailed
 from .plain_help import PlainHelpCommand
 
@@ -35,8 +36,17 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="One compact JSON documen
 Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="How long to wait for the answer.")]
 
 
+# The commands that talk to NATS: without NATS credentials, they use `up`'s (up_auth.py).
+NATS_COMMANDS = {"ask", "submit", "results", "stats", "health", "bench"}
+
+
 def main() -> None:
-    logs.configure(settings().log_level, settings().log_format)
+    try:
+        configured = settings()
+    except ValueError as exc:  # an unreadable NATS_IDENTITY_FILE: the command cannot run
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(configured.log_level, configured.log_format)
     app(prog_name="smart-router")  # the same name in help when run as `python -m smart_router.cli`
 
 
@@ -48,11 +58,16 @@ def _print_version(wanted: bool) -> None:
 
 @app.callback()
 def _app(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
         help="Print the version and exit.")] = False,
 ) -> None:
     """Routes LLM prompts to the cheapest model tier that answers them well."""
+    if ctx.invoked_subcommand in NATS_COMMANDS:
+        with _one_line_errors():
+            if up_auth.use_admin_identity():
+                settings.cache_clear()
 
 
 @contextlib.contextmanager
@@ -92,16 +107,20 @@ def _emit(document: Any, compact: bool) -> None:
 @command()
 def up(
     data_dir: Annotated[Path, typer.Option(
-        metavar="DIR", help="Where the embedded NATS and PostgreSQL keep their data.")]
-    = Path(".data"),
+        metavar="DIR", envvar=up_auth.DATA_DIR_VARIABLE,
+        help="Where the embedded NATS and PostgreSQL keep their data, and the NATS "
+        "credentials the other commands use.")] = up_auth.DEFAULT_DATA_DIR,
     config: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Router TOML, merged over the defaults.")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Run the embedded NATS open (no users): anyone who reaches it can "
+        "read and forge every message. For local experiments only.")] = False,
 ) -> None:
     """Run the whole stack on this machine. NATS, PostgreSQL, the five services and the
     dashboard; Ctrl-C stops it."""
     from .stack import Stack
 
-    _run(Stack(data_dir=data_dir.resolve(), config_path=config).run())
+    _run(Stack(data_dir=data_dir.resolve(), config_path=config, insecure=insecure).run())
 
 
 @command()
@@ -433,6 +452,26 @@ def eval_escalation(
         from .escalation import render
 
         typer.echo(render(report))
+
+
+@command()
+def report(
+    emulator: Annotated[str | None, typer.Option(
+        metavar="URL", help="Also the escalator's figures on the emulator's market at this URL "
+        "(`up` prints it).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The README's classifier, escalation and routing figures, computed again: the classifier
+    on the test split, escalation on the labelled answers, routing on the outcome data. Speed
+    and savings come from `smart-router bench`."""
+    from .report import build, render
+
+    with _one_line_errors():
+        document = asyncio.run(build(emulator))
+    if as_json:
+        _emit(document, compact=True)
+    else:
+        typer.echo(render(document))
 
 
 @command()

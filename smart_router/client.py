@@ -54,7 +54,7 @@ async def connect(settings: Settings) -> Client:
         if refused:
             raise ConnectionError(f"NATS at {where} refused these credentials "
                                   f"({_reason(refused[0])}): see NATS_USER / NATS_CREDS / "
-                                  "NATS_TOKEN") from None
+                                  "NATS_TOKEN, or ROUTER_DATA_DIR for `up`'s") from None
         cause = errors[-1] if errors else exc
         raise ConnectionError(f"cannot reach NATS at {where} ({_reason(cause)}): "
                               "is the router running (`smart-router up`)?") from None

@@ -1,7 +1,11 @@
 """`smart-router up`: the whole stack on one machine.
 
-It uses NATS and PostgreSQL at NATS_URL / DATABASE_URL when they answer and starts embedded ones
-under the data folder when they do not; it serves any provider that has no API key from the
+It uses NATS and PostgreSQL at NATS_URL / DATABASE_URL when they answer (NATS with the NATS_*
+variables given, the server left as it is) and starts embedded ones under the data folder when
+they do not. Its embedded NATS runs with the least-privilege identities of shared/nats_auth.py
+(open only with --insecure, said loudly): their credentials stay in <data>/nats-auth/, `setup`
+declares the streams, each service runs as its own identity and the command line finds the
+admin's (up_auth.py). It serves any provider that has no API key from the
 provider emulator (and says so loudly); then it runs the five services (the HTTP gateway on
 127.0.0.1:8000, GATEWAY_PORT, among them), restarts one that dies,
 and on Ctrl-C stops everything it started: the services first, then NATS, then PostgreSQL.
@@ -28,11 +32,11 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from shared import db
-from shared.config import Settings, settings
+from shared import connection, db, nats_auth, topology
+from shared.config import Settings, load_config, settings
 from shared.health import SERVICES
 
-from . import client, embedded
+from . import client, embedded, up_auth
 
 log = structlog.get_logger("smart_router.up")
 
@@ -48,6 +52,7 @@ STABLE_AFTER_S = 60.0  # a child that ran this long restarts after the first pau
 class Child:
     name: str
     argv: list[str]
+    identity: str | None = None  # its NATS identity, when up's own NATS checks them
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
@@ -56,7 +61,9 @@ class Child:
 class Stack:
     data_dir: Path
     config_path: Path | None = None
+    insecure: bool = False
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _identities: dict[str, Path] = field(default_factory=dict)  # identity -> its file
     _nats: embedded.EmbeddedNats | None = None
     _postgres: embedded.EmbeddedPostgres | None = None
     _children: list[Child] = field(default_factory=list)
@@ -94,25 +101,60 @@ class Stack:
         log.info("up.migrated", applied=applied or "already current")
         if self.config_path is not None:
             self.env["ROUTER_CONFIG"] = str(self.config_path.resolve())
+        if self._identities:  # the services may not declare the topology: setup does, once
+            await topology.declare_as(self._settings(nats_auth.SETUP),
+                                      load_config(self.env.get("ROUTER_CONFIG")))
         await self._emulate_missing_providers()
         for name in SERVICES:
-            self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"]))
+            self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"], identity=name))
         self._spawn(Child("dashboard", [sys.executable, "-m", "dashboard"]))
         await self._wait_until_healthy()
 
     def _nats_url(self) -> str:
         url = self.env.get("NATS_URL") or settings().nats_url
         if embedded.nats_answers(url):
-            log.info("up.nats", url=url, embedded=False)
+            log.info("up.nats", url=connection.redact(url), embedded=False)
+            if self.insecure:
+                log.warning("up.insecure_ignored", why="this NATS is not up's: it stays as it is")
             return url
         # On the configured port, so `smart-router ask` elsewhere finds it with no settings.
         port = urlsplit(url).port or 4222
         if embedded.port_open("127.0.0.1", port):
             raise RuntimeError(f"{url} does not speak NATS, and its port {port} is taken")
-        self._nats = embedded.EmbeddedNats.start(self.data_dir / "nats", port)
+        # Credentials meant for the server that does not answer are not ours to pass on.
+        self.env = {k: v for k, v in self.env.items() if not k.startswith("NATS_")}
+        config = None
+        if self.insecure:
+            _banner(f"NATS IS OPEN (--insecure): anyone who can reach 127.0.0.1:{port} can read "
+                    "every prompt and answer, send requests as any tenant and write to the "
+                    "ledger. For local experiments only; without --insecure, up runs NATS with "
+                    "a user and permissions per service.")
+        else:
+            self._identities = nats_auth.write_identities(
+                up_auth.folder(self.data_dir), [nats_auth.DEMO_TENANT],
+                url=f"nats://127.0.0.1:{port}")
+            config = up_auth.folder(self.data_dir) / "nats.conf"
+        self._nats = embedded.EmbeddedNats.start(self.data_dir / "nats", port, config=config)
         log.info("up.nats", url=self._nats.url, embedded=True, data=str(self.data_dir / "nats"),
+                 auth="open" if self.insecure else str(up_auth.folder(self.data_dir)),
                  binary=self._nats.binary, version=self._nats.version)
         return self._nats.url
+
+    def _settings(self, identity: str) -> Settings:
+        """How `up` itself connects: as one of its identities on its own NATS, whatever NATS_*
+        this shell has; as the NATS_* variables say on a NATS it did not start."""
+        if self._nats is None:
+            return Settings(nats_url=self.env["NATS_URL"])
+        unset = {name: None for name, spec in Settings.model_fields.items()
+                 if name.startswith("nats_") and spec.default is None}
+        given = nats_auth.read_env(self._identities[identity]) if self._identities else {}
+        given["NATS_URL"] = self.env["NATS_URL"]
+        return Settings(**unset | {k.lower(): v for k, v in given.items()})
+
+    def _env(self, child: Child) -> dict[str, str]:
+        if child.identity is None or not self._identities:
+            return self.env
+        return {**self.env, up_auth.IDENTITY_FILE: str(self._identities[child.identity])}
 
     def _database_url(self) -> str:
         url = self.env.get("DATABASE_URL") or settings().database_url
@@ -156,7 +198,7 @@ class Stack:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             child.process = await asyncio.create_subprocess_exec(
-                *child.argv, env=self.env, preexec_fn=embedded.die_with_parent,
+                *child.argv, env=self._env(child), preexec_fn=embedded.die_with_parent,
                 start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
                 stdout=subprocess_stdout(child.name),
             )
@@ -175,7 +217,7 @@ class Stack:
     async def _wait_until_healthy(self) -> None:
         """Until every service beats from a process of ours: a crashed run's heartbeats stay
         fresh for a few seconds and must not count."""
-        nc = await client.connect(Settings(nats_url=self.env["NATS_URL"]))
+        nc = await client.connect(self._settings(nats_auth.ADMIN))
 
         def ready(report: dict) -> bool:
             ours = {c.process.pid for c in self._children if c.process is not None}
@@ -192,9 +234,16 @@ class Stack:
         finally:
             await nc.close()
         cli = _cli_command()
+        if self._identities and self.data_dir != up_auth.DEFAULT_DATA_DIR.resolve():
+            cli = f"{up_auth.DATA_DIR_VARIABLE}={self.data_dir} {cli}"
+        nats = connection.redact(self.env["NATS_URL"])
+        if self._identities:
+            nats += f" (users and passwords in {up_auth.folder(self.data_dir)}/)"
+        elif self._nats is not None:
+            nats += " (OPEN: --insecure)"
         _banner(
             "Smart Router is up.\n"
-            f"  NATS      {self.env['NATS_URL']}\n"
+            f"  NATS      {nats}\n"
             f"  HTTP      http://127.0.0.1:{self.env.get('GATEWAY_PORT', '8000')}/v1 "
             "(POST /v1/chat, OpenAI SDK base_url; docs at /docs)\n"
             f"  dashboard http://127.0.0.1:{self.env.get('DASHBOARD_PORT', '8050')}/\n"

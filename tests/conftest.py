@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -12,11 +13,29 @@ from dataclasses import dataclass
 import nats
 import psycopg
 import pytest
+from aiohttp import web
 from nats.js.errors import NotFoundError
 
+from emulator import create_app as create_emulator
+from emulator import load_scenario
 from shared import db, health, subjects
 from smart_router import embedded
 from tests import harness
+
+# Every real server and process hangs off one of these fixtures...
+REAL_SERVER_FIXTURES = frozenset({"servers", "emulator_process"})
+# ...except in these modules, which start servers and processes of their own.
+REAL_SERVER_MODULES = frozenset({"test_up", "test_embedded", "test_nats_lost"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real-server tier is `slow`: a test that needs a server or a process is marked, so
+    `pytest -m "not slow"` runs the unit tier alone, in seconds."""
+    for item in items:
+        if (REAL_SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.module.__name__.rpartition(".")[2] in REAL_SERVER_MODULES
+                or item.get_closest_marker("browser") or item.get_closest_marker("faults")):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass
@@ -98,11 +117,34 @@ def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emula
     processes.stop_all()
 
 
+@pytest.fixture(scope="session")
+def emulator_in_thread() -> Iterator[Emulator]:
+    """The provider emulator in a thread of the test process: no process to start, so the
+    tests that only call providers stay in the fast tier."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_emulator(load_scenario()), access_log=None,
+                           handler_cancellation=True, shutdown_timeout=0.5)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    host, port = runner.addresses[0][:2]
+    thread = threading.Thread(target=loop.run_forever, name="emulator", daemon=True)
+    thread.start()
+    yield Emulator(f"http://{host}:{port}")
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+
+
 @pytest.fixture
-def emulator(emulator_process: Emulator) -> Iterator[Emulator]:
-    """The emulator, back to its default scenario after the test, whatever the test injected."""
-    yield emulator_process
-    emulator_process.reset()
+def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """The emulator, back to its default scenario after the test, whatever the test injected.
+    Where the test's services use the emulator process (the stack's, or a module's own), that
+    one; otherwise the one in a thread."""
+    uses_process = "emulator_process" in request.fixturenames
+    chosen = request.getfixturevalue("emulator_process" if uses_process else "emulator_in_thread")
+    yield chosen
+    chosen.reset()
 
 
 @dataclass

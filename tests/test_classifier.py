@@ -177,6 +177,15 @@ def test_more_bias_never_routes_a_prompt_lower(weights, low, high):
     assert rank(decide(probabilities, high)[0]) >= rank(decide(probabilities, low)[0])
 
 
+def test_the_default_bias_is_the_one_cross_validation_on_train_chose(local_model):
+    """Chosen by `python -m services.classifier.train` on the train split, never on the test
+    split: a default moved by hand would no longer be what the model file records."""
+    chosen = next(g for g in local_model.meta["bias_cv"] if g["bias"] == SETTINGS.bias)
+
+    assert SETTINGS.bias == local_model.meta["bias"]
+    assert chosen["accuracy"] >= 0.90 and chosen["upper_95"] <= 0.01
+
+
 def test_classify_prints_one_json_object_per_prompt_and_rejects_empty_ones(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "prompt": "What is 2+2?"}\n{"prompt": "   "}\n'
@@ -194,6 +203,8 @@ def test_classify_prints_one_json_object_per_prompt_and_rejects_empty_ones(tmp_p
 
 
 def test_eval_reports_accuracy_languages_latency_and_the_knob(tmp_path):
+    """The report's shape on a tenth of the test split; test_claims.py gates the full split's
+    figures."""
     sample = tmp_path / "sample.jsonl"
     rows = TEST_SPLIT.read_text().splitlines()[::10]
     sample.write_text("\n".join(rows) + "\n")
@@ -207,7 +218,6 @@ def test_eval_reports_accuracy_languages_latency_and_the_knob(tmp_path):
     assert sum(sum(row.values()) for row in report["confusion"].values()) == len(rows)
     assert len(report["per_language"]) >= 8
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
-    assert report["accuracy"] > 0.7  # a regression floor; the README quotes the full figure
     costs = [b["cost_per_1k_requests_usd"] for b in report["bias_effect"]]
     assert report["bias_effect"][-1]["under_routed"] <= report["bias_effect"][0]["under_routed"]
     assert costs[-1] != costs[0]

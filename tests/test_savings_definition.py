@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from dashboard import callbacks, queries
+from services.ledger import stats
 from services.ledger.writer import Batch, LedgerWriter
-from shared import db, stats
+from shared import db
 from shared.messages import RequestEvent
 from smart_router import render
 from tests import harness

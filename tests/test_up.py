@@ -1,14 +1,17 @@
 """`smart-router up` as a fresh machine sees it: nothing answers at NATS_URL or DATABASE_URL and
 there are no API keys, so it starts embedded NATS and PostgreSQL and the provider emulator. It
 owns every process it reports, restarts a service that dies, stops cleanly on Ctrl-C and leaves
-nothing behind when it is killed."""
+nothing behind when it is killed. Its NATS refuses a client without credentials, and the command
+line finds up's own with no NATS_* variable set; `up --insecure` runs it open."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -16,9 +19,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nats
 import pytest
 
-from smart_router import embedded
+from shared import nats_auth
+from smart_router import embedded, up_auth
 from tests import harness
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
@@ -29,8 +34,11 @@ PG_CTL_ORPHAN = ("import pgserver, sys; "
 
 
 @pytest.fixture
-def fresh_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in KEYS and not k.endswith("_BASE_URL")}
+def fresh_env(tmp_path: Path) -> dict[str, str]:
+    """No keys, no NATS credentials; ROUTER_DATA_DIR is up's data folder, for the CLI."""
+    env = {k: v for k, v in os.environ.items() if k not in KEYS and not k.endswith("_BASE_URL")
+           and not k.startswith("NATS_")}
+    env[up_auth.DATA_DIR_VARIABLE] = str(harness.server_dir(tmp_path / "data"))
     env["NATS_URL"] = f"nats://127.0.0.1:{embedded.free_port()}"
     env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/none"
     env["DASHBOARD_PORT"] = str(embedded.free_port())
@@ -38,9 +46,9 @@ def fresh_env() -> dict[str, str]:
     return env
 
 
-def start_up(env: dict[str, str], data: Path, log: Path) -> subprocess.Popen:
+def start_up(env: dict[str, str], data: Path, log: Path, *options: str) -> subprocess.Popen:
     """In a process group of its own, which ctrl_c signals as a terminal would."""
-    return subprocess.Popen([*CLI, "up", "--data-dir", str(data)], env=env,
+    return subprocess.Popen([*CLI, "up", "--data-dir", str(data), *options], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
                             start_new_session=True)
 
@@ -74,6 +82,29 @@ def wait_healthy(env: dict[str, str], up: subprocess.Popen, log: Path, timeout_s
             return
         time.sleep(0.5)
     raise AssertionError(f"not healthy in time:\n{log.read_text()[-3000:]}")
+
+
+def without_nats_variables(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith("NATS_")}
+
+
+def plain_connection_error(url: str) -> str | None:
+    """What the server says to a nats-py client with no credentials; None when it connects."""
+    async def attempt() -> str | None:
+        errors: list[str] = []
+
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        try:
+            nc = await nats.connect(url, error_cb=remember, allow_reconnect=False,
+                                    max_reconnect_attempts=0, connect_timeout=5)
+        except Exception as exc:  # the refusal is what is looked for
+            return " ".join([*errors, str(exc)])
+        await nc.close()
+        return None
+
+    return asyncio.run(attempt())
 
 
 def ledger_requests(env: dict[str, str]) -> int:
@@ -134,13 +165,21 @@ def assert_stops_cleanly(up: subprocess.Popen, log: Path, tree: set[tuple[int, i
 
 
 def test_up_serves_restarts_a_dead_service_and_stops_cleanly(fresh_env, tmp_path):
-    data, log = harness.server_dir(tmp_path / "data"), tmp_path / "up.log"
+    data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
 
     with stopped_if_failing(start_up(fresh_env, data, log)) as up:
         wait_healthy(fresh_env, up, log)
         tree = owned_tree(fresh_env, up, data)
+        # Its NATS checks who connects; the CLI, with no NATS_* variable at all, uses up's admin.
+        assert "authorization violation" in plain_connection_error(fresh_env["NATS_URL"]).lower()
+        credentials = up_auth.folder(data)
+        assert {stat.S_IMODE(f.stat().st_mode) for f in credentials.iterdir()} == {0o600}
+        cli_env = without_nats_variables(fresh_env)
+        health = subprocess.run([*CLI, "health", "--json"], env=cli_env, capture_output=True,
+                                text=True, timeout=30)
+        assert health.returncode == 0, health.stderr
         asked = subprocess.run([*CLI, "ask", "What is the capital of France?", "--json"],
-                               env=fresh_env, capture_output=True, text=True, timeout=60)
+                               env=cli_env, capture_output=True, text=True, timeout=60)
         assert asked.returncode == 0, asked.stderr
         reply = json.loads(asked.stdout)
         assert reply["emulated"] is True and reply["cost_usd"] > 0
@@ -163,7 +202,7 @@ def test_up_serves_restarts_a_dead_service_and_stops_cleanly(fresh_env, tmp_path
 
 
 def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_path):
-    data = harness.server_dir(tmp_path / "data")
+    data = Path(fresh_env[up_auth.DATA_DIR_VARIABLE])
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     with stopped_if_failing(start_up(fresh_env, data, first_log)) as killed:
@@ -184,9 +223,13 @@ def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_
     orphan = harness.process_identity(int(started.stdout.split()[-1]))
     assert orphan is not None
 
+    passwords = {f.name: nats_auth.read_env(f)["NATS_PASSWORD"]
+                 for f in up_auth.folder(data).glob("*.env")}
     with stopped_if_failing(start_up(fresh_env, data, second_log)) as again:
         wait_healthy(fresh_env, again, second_log)
         tree = owned_tree(fresh_env, again, data)
+        assert {f.name: nats_auth.read_env(f)["NATS_PASSWORD"]
+                for f in up_auth.folder(data).glob("*.env")} == passwords  # kept, not renewed
         assert harness.process_identity(orphan[0]) != orphan
         assert second_log.read_text().count("postgres.orphan_stopped") == 1
         # The first run's request is in the ledger, written then or caught up from JetStream
@@ -195,3 +238,34 @@ def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_
             fresh_env)
 
     assert_stops_cleanly(again, second_log, tree)
+
+
+def test_up_insecure_runs_nats_open_and_says_so(fresh_env, tmp_path):
+    data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+
+    with stopped_if_failing(start_up(fresh_env, data, log, "--insecure")) as up:
+        wait_healthy(fresh_env, up, log)
+        tree = owned_tree(fresh_env, up, data)
+        assert plain_connection_error(fresh_env["NATS_URL"]) is None
+        assert "NATS IS OPEN (--insecure)" in log.read_text()
+        assert not up_auth.folder(data).exists()
+
+    assert_stops_cleanly(up, log, tree)
+
+
+def test_the_cli_uses_ups_admin_identity_only_for_ups_own_server(tmp_path):
+    url = "nats://127.0.0.1:4999"
+    files = nats_auth.write_identities(up_auth.folder(tmp_path), ["default"], url=url)
+    admin = str(files[nats_auth.ADMIN].resolve())
+    data = {up_auth.DATA_DIR_VARIABLE: str(tmp_path)}
+
+    for env in ({}, {"NATS_URL": url}):
+        environ = data | env
+        assert up_auth.use_admin_identity(environ) is not None
+        assert environ[up_auth.IDENTITY_FILE] == admin
+    for env in ({"NATS_URL": "nats://elsewhere:4222"}, {"NATS_USER": "me"},
+                {"NATS_CREDS": "/my.creds"}, {up_auth.IDENTITY_FILE: "/mine.env"}):
+        environ = data | env
+        assert up_auth.use_admin_identity(environ) is None
+        assert environ.get(up_auth.IDENTITY_FILE) == env.get(up_auth.IDENTITY_FILE)
+    assert up_auth.use_admin_identity({up_auth.DATA_DIR_VARIABLE: str(tmp_path / "none")}) is None

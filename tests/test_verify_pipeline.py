@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from emulator.mistakes import final_line, truth
-from shared import db, stats
+from services.ledger import stats
+from shared import db
 from smart_router import embedded
 from tests import harness
 from tests.conftest import _wait_until_up

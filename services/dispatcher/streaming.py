@@ -127,7 +127,7 @@ class Relay:
         opening = "".join(self._pieces)
         if len(opening) < self._opening_chars and not _first_sentence_done(opening):
             return
-        score = self._scorer.score(Answer(text=opening, attempt=0, tier_index=0,
+        score = self._scorer.score(Answer(text=opening, attempt=1, tier_index=0,  # text only
                                           finish_reason="stop"))
         if score.weak(self._threshold):
             raise WeakOpening(f"weak opening ({','.join(score.signals)})", opening,

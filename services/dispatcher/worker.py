@@ -10,13 +10,15 @@ instead of paying for the same call twice.
 from __future__ import annotations
 
 import structlog
-from faststream.nats import NatsMessage
+from faststream import FastStream
+from faststream.nats import NatsBroker, NatsMessage
 from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from services.escalator.scoring import Scorer
 from shared import outcomes, payload, subjects
+from shared.config import RouterConfig, Settings
 from shared.errors import ErrorCode
 from shared.messages import Answer, Attempt, Envelope
 from shared.pricing import Pricer
@@ -28,17 +30,6 @@ from .tier_call import TierCaller, TierResult
 
 log = structlog.get_logger(__name__)
 
-service = Service("dispatcher")
-broker, cfg = service.broker, service.config
-Pricer.check(cfg)  # no configured model may cost a guessed $0
-providers = Providers(connections=cfg.pipeline.dispatcher_concurrency)
-providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
-caller = TierCaller(
-    providers, Pricer(cfg.pricing), cfg.limits,
-    want_logprobs="logprob" in cfg.escalation.signals,
-)
-opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening, before its release
-
 
 class HopResult(BaseModel):
     """What replaying a hop needs: the calls it made and the answer it got."""
@@ -49,58 +40,98 @@ class HopResult(BaseModel):
     cancelled: bool = False  # the streaming caller left
 
 
-@service.consumer("dispatcher", cfg.pipeline.dispatcher_concurrency)
-async def on_dispatch(_body: object) -> None:
-    msg = service.message()
-    await service.settle(msg, lambda: dispatch(msg), keepalive=True)
+def create_app(config: RouterConfig | None = None,
+               settings: Settings | None = None) -> FastStream:
+    service = Service("dispatcher", config, settings)
+    dispatcher = Dispatcher(service.broker, service.config)
+    service.consume("dispatcher", service.config.pipeline.dispatcher_concurrency,
+                    dispatcher.dispatch, keepalive=True)
+    return service.app
 
 
-async def dispatch(msg: NatsMessage) -> None:
-    envelope = Envelope.model_validate_json(msg.body)
-    hops = await broker.key_value(subjects.HOPS_BUCKET, declare=False)  # cached by FastStream
-    key = f"{envelope.trace_id}.{envelope.hop}"
-    result = await _recorded(hops, key) if msg.raw_message.metadata.num_delivered > 1 else None
-    if result is None:
-        result = _bounded(await _call(envelope))
-        await _record(hops, key, result)
-    # The calls are paid: recorded before anything after them can fail, on a replay too (the
-    # events dedup on their call). The hop record comes first, so a failed event publish is
-    # redelivered to a replay, never to a second call; a crash before it calls again, and those
-    # calls are attempts of their own.
-    await outcomes.record_attempts(broker, envelope, result.attempts)
-    scored = envelope.model_copy(update={
-        "attempts": [*envelope.attempts, *result.attempts], "answer": result.answer,
-        "ttft_ms": result.ttft_ms, "cancelled": result.cancelled,
-    })
-    try:
-        await payload.publish(broker, scored.model_dump_json().encode(), subjects.SCORE,
-                              headers={subjects.MSG_ID: f"{key}.s"},
-                              stream=subjects.PIPELINE_STREAM)
-    except payload.TooLarge as exc:
-        await _give_up(scored, exc)
+class Dispatcher:
+    """Calls each envelope's tier once, whatever the redeliveries, and forwards the result."""
+
+    def __init__(self, broker: NatsBroker, cfg: RouterConfig,
+                 providers: Providers | None = None) -> None:
+        """`providers` defaults to the official SDKs, configured from the environment."""
+        Pricer.check(cfg)  # no configured model may cost a guessed $0
+        self.broker, self.cfg = broker, cfg
+        if providers is None:
+            providers = Providers(connections=cfg.pipeline.dispatcher_concurrency)
+            providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
+        self.caller = TierCaller(
+            providers, Pricer(cfg.pricing), cfg.limits,
+            want_logprobs="logprob" in cfg.escalation.signals,
+        )
+        self.opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening
+
+    async def dispatch(self, msg: NatsMessage) -> None:
+        envelope = Envelope.read(msg.body, len(self.cfg.tiers))
+        hops = await self.broker.key_value(subjects.HOPS_BUCKET, declare=False)  # cached
+        key = f"{envelope.trace_id}.{envelope.hop}"
+        redelivered = msg.raw_message.metadata.num_delivered > 1
+        result = await _recorded(hops, key) if redelivered else None
+        if result is None:
+            result = bounded(await self.call(envelope), self.cfg.limits.max_answer_bytes)
+            await self._record(hops, key, result)
+        # The calls are paid: recorded before anything after them can fail, on a replay too (the
+        # events dedup on their call). The hop record comes first, so a failed event publish is
+        # redelivered to a replay, never to a second call; a crash before it calls again, and those
+        # calls are attempts of their own.
+        await outcomes.record_attempts(self.broker, envelope, result.attempts)
+        scored = envelope.model_copy(update={
+            "attempts": [*envelope.attempts, *result.attempts], "answer": result.answer,
+            "ttft_ms": result.ttft_ms, "cancelled": result.cancelled,
+        })
+        try:
+            await payload.publish(self.broker, scored.model_dump_json().encode(), subjects.SCORE,
+                                  headers={subjects.MSG_ID: f"{key}.s"},
+                                  stream=subjects.PIPELINE_STREAM)
+        except payload.TooLarge as exc:
+            await self._give_up(scored, exc)
 
 
-async def _call(envelope: Envelope) -> HopResult:
-    """The tier's call, streamed to the caller when it asked for a stream."""
-    tier = cfg.tiers[envelope.tier_index]
-    if not wants_stream(envelope):
-        call: TierResult = await caller.call(envelope, tier)
-        return HopResult(attempts=call.attempts, answer=call.answer)
-    async with Relay(broker.connection, envelope, tier, cfg.escalation, opening_scorer) as relay:
-        call = await caller.call(envelope, tier, relay)
-    return HopResult(attempts=call.attempts, answer=call.answer, ttft_ms=relay.ttft_ms,
-                     cancelled=relay.cancelled and not call.answer)
+    async def call(self, envelope: Envelope) -> HopResult:
+        """The tier's call, streamed to the self.caller when it asked for a stream."""
+        tier = self.cfg.tiers[envelope.tier_index]
+        if not wants_stream(envelope):
+            call: TierResult = await self.caller.call(envelope, tier)
+            return HopResult(attempts=call.attempts, answer=call.answer)
+        async with Relay(self.broker.connection, envelope, tier, self.cfg.escalation,
+                         self.opening_scorer) as relay:
+            call = await self.caller.call(envelope, tier, relay)
+        return HopResult(attempts=call.attempts, answer=call.answer, ttft_ms=relay.ttft_ms,
+                         cancelled=relay.cancelled and not call.answer)
 
 
-async def _record(hops: KeyValue, key: str, result: HopResult) -> None:
-    """Keep the hop's result for a redelivery. Without the record (bucket full, too large) a
-    redelivered hop calls again; the request still goes on."""
-    body = result.model_dump_json().encode()
-    try:
-        payload.check(broker.connection.max_payload, key, body)
-        await hops.put(key, body)
-    except (payload.TooLarge, APIError) as exc:
-        log.warning("hop.not_recorded", key=key, reason=str(exc))
+    async def _record(self, hops: KeyValue, key: str, result: HopResult) -> None:
+        """Keep the hop's result for a redelivery. Without the record (bucket full, too large) a
+        redelivered hop calls again; the request still goes on."""
+        body = result.model_dump_json().encode()
+        try:
+            payload.check(self.broker.connection.max_payload, key, body)
+            await hops.put(key, body)
+        except (payload.TooLarge, APIError) as exc:
+            log.warning("hop.not_recorded", key=key, reason=str(exc))
+
+
+    async def _give_up(self, envelope: Envelope, too_large: payload.TooLarge) -> None:
+        """The hop's result cannot travel on (its calls are recorded already): end the request with
+        an error, rather than redeliver it and pay for the same calls again."""
+        log.error("hop.too_large", request_id=envelope.request_id, size=too_large.size,
+                  limit=too_large.limit)
+        await outcomes.fail(
+            self.broker,
+            origin=envelope.origin,
+            request_id=envelope.request_id,
+            trace_id=envelope.trace_id,
+            code=ErrorCode.PROMPT_TOO_LARGE,
+            message=f"the request and its answer cannot travel between the router's stages: "
+                    f"{too_large}",
+            event=outcomes.request_event(envelope, store_prompt=self.cfg.ledger.store_prompt_text,
+                                         status="error"),
+        )
 
 
 async def _recorded(hops: KeyValue, key: str) -> HopResult | None:
@@ -111,37 +142,20 @@ async def _recorded(hops: KeyValue, key: str) -> HopResult | None:
     return HopResult.model_validate_json(entry.value) if entry.value else None
 
 
-def _bounded(result: HopResult) -> HopResult:
-    """An answer over `limits.max_answer_bytes` is cut there, and its attempt says so."""
+def bounded(result: HopResult, max_bytes: int) -> HopResult:
+    """An answer over `max_bytes` (limits.max_answer_bytes) is cut there, and its attempt says
+    so."""
     answer = result.answer
     if answer is None:
         return result
-    text, cut = payload.bound_text(answer.text, cfg.limits.max_answer_bytes)
+    text, cut = payload.bound_text(answer.text, max_bytes)
     if not cut:
         return result
-    reason = f"answer cut to {cfg.limits.max_answer_bytes} bytes (limits.max_answer_bytes)"
-    log.warning("answer.cut", attempt=answer.attempt, limit=cfg.limits.max_answer_bytes)
+    reason = f"answer cut to {max_bytes} bytes (limits.max_answer_bytes)"
+    log.warning("answer.cut", attempt=answer.attempt, limit=max_bytes)
     return HopResult(
         attempts=[a.model_copy(update={"reason": reason}) if a.n == answer.attempt else a
                   for a in result.attempts],
         answer=answer.model_copy(update={"text": text}),
         ttft_ms=result.ttft_ms, cancelled=result.cancelled,
-    )
-
-
-async def _give_up(envelope: Envelope, too_large: payload.TooLarge) -> None:
-    """The hop's result cannot travel on (its calls are recorded already): end the request with
-    an error, rather than redeliver it and pay for the same calls again."""
-    log.error("hop.too_large", request_id=envelope.request_id, size=too_large.size,
-              limit=too_large.limit)
-    await outcomes.fail(
-        broker,
-        origin=envelope.origin,
-        request_id=envelope.request_id,
-        trace_id=envelope.trace_id,
-        code=ErrorCode.PROMPT_TOO_LARGE,
-        message=f"the request and its answer cannot travel between the router's stages: "
-                f"{too_large}",
-        event=outcomes.request_event(envelope, store_prompt=cfg.ledger.store_prompt_text,
-                                     status="error"),
     )

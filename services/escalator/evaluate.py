@@ -125,7 +125,7 @@ async def paid_flags(verifier: Verifier | None, signals: Iterable[VerifySignal],
         if not applies(signal, prompt, answer):
             judged.flags[signal], judged.costs[signal] = False, 0.0
             continue
-        wrong, call = await verifier.run(signal, prompt, answer, n=1, hop=0, tier="eval")
+        wrong, call = await verifier.run(signal, prompt, answer, n=1, hop=1, tier="eval")
         judged.flags[signal], judged.costs[signal] = bool(wrong), call.cost_usd
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from faststream import FastStream
+from faststream.nats import NatsBroker, NatsMessage
 
 from shared import outcomes, payload, subjects
+from shared.config import RouterConfig, Settings
 from shared.errors import ErrorCode
 from shared.messages import (
     Answer,
@@ -32,191 +35,205 @@ from .verify import Verifier
 
 log = structlog.get_logger(__name__)
 
-service = Service("escalator")
-broker, cfg = service.broker, service.config
-Pricer.check(cfg)  # no configured model may cost a guessed $0
-scorer = Scorer(cfg.escalation)
-pricer = Pricer(cfg.pricing)
-judge = (Judge(cfg.escalation.judge, Providers(), pricer)
-         if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals else None)
-verifier = (Verifier(cfg.escalation.verify, Providers(), pricer)
-            if cfg.escalation.verify.enabled else None)
 MONEY_DIGITS = 10  # the ledger's numeric scale
 
 
-@service.consumer("escalator", cfg.pipeline.escalator_concurrency)
-async def on_score(_body: object) -> None:
-    msg = service.message()
-    await service.settle(msg, lambda: decide(Envelope.model_validate_json(msg.body)))
+def create_app(config: RouterConfig | None = None,
+               settings: Settings | None = None) -> FastStream:
+    service = Service("escalator", config, settings)
+    escalator = Escalator(service.broker, service.config)
+    service.consume("escalator", service.config.pipeline.escalator_concurrency,
+                    escalator.on_score)
+    return service.app
 
 
-async def decide(envelope: Envelope) -> None:
-    if envelope.cancelled:
-        await _fail(envelope, ErrorCode.CANCELLED)
-        return
-    envelope = await _scored(envelope)
-    answer = envelope.answer
-    released = envelope.ttft_ms is not None  # a stream the caller has seen is never replaced
-    if answer is not None and (released or not _is_weak(answer)):
-        await _succeed(envelope, answer)  # a late weak verdict stays on its attempt's row
-        return
-    if released:
-        await _fail(envelope, ErrorCode.UPSTREAM_ERROR)
-        return
-    stop = _stop_reason(envelope)
-    if stop is None:
-        await _escalate(envelope)
-    elif envelope.best is not None:
-        await _succeed(envelope, envelope.best)
-    else:
-        await _fail(envelope, stop)
+class Escalator:
+    """Decides each scored hop: answer, climb a tier, or fail."""
 
+    def __init__(self, broker: NatsBroker, cfg: RouterConfig) -> None:
+        Pricer.check(cfg)  # no configured model may cost a guessed $0
+        self.broker, self.cfg = broker, cfg
+        self.scorer = Scorer(cfg.escalation)
+        self.pricer = Pricer(cfg.pricing)
+        self.judge = (Judge(cfg.escalation.judge, Providers(), self.pricer)
+                      if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals
+                      else None)
+        self.verifier = (Verifier(cfg.escalation.verify, Providers(), self.pricer)
+                         if cfg.escalation.verify.enabled else None)
 
-async def _scored(envelope: Envelope) -> Envelope:
-    """The envelope with this hop's answer scored, its attempt marked and the best kept."""
-    answer = envelope.answer
-    if answer is None:
-        return envelope
-    score = scorer.score(answer)
-    value, signals, attempts = score.value, list(score.signals), list(envelope.attempts)
-    if judge is not None and not signals:
-        served = next(a for a in attempts if a.n == answer.attempt)
-        addresses, call = await judge.addresses(
-            envelope.request.prompt_text, answer.text, n=len(attempts) + 1,
-            hop=envelope.hop, tier=served.tier)
-        await outcomes.record_attempts(broker, envelope, [call])  # paid: recorded at once
-        attempts.append(call)
-        if addresses is False:
-            value, signals = CAPS["judge"], ["judge"]
-    if not signals and _verifiable(envelope):
-        served = next(a for a in attempts if a.n == answer.attempt)
-        check = await verifier.check(
-            envelope.model_copy(update={"attempts": attempts}), answer.text, tier=served.tier,
-            record=lambda calls: outcomes.record_attempts(broker, envelope, calls))
-        attempts += check.calls
-        if check.wrong_by is not None:
-            value, signals = CAPS[check.wrong_by], [check.wrong_by]
-    answer = answer.model_copy(update={"score": value, "signals": signals})
-    if value < cfg.escalation.threshold:
-        attempts = [
-            a.model_copy(update={"outcome": "weak", "reason": ",".join(signals)})
-            if a.n == answer.attempt else a
-            for a in attempts
-        ]
-        weak = [a for a in attempts if a.n == answer.attempt]
-        await outcomes.record_attempts(broker, envelope, weak, verdict=True)
-    best = envelope.best
-    if best is None or (answer.score or 0) > (best.score or 0):
-        best = answer
-    return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
+    async def on_score(self, msg: NatsMessage) -> None:
+        await self.decide(Envelope.read(msg.body, len(self.cfg.tiers)))
 
-
-def _verifiable(envelope: Envelope) -> bool:
-    """Worth a paid check: an answer not yet shown to the caller, on a tier that can still
-    climb, of a request the verification policy picks."""
-    return (verifier is not None and envelope.ttft_ms is None
-            and envelope.tier_index < envelope.max_tier_index and verifier.eligible(envelope))
-
-
-def _is_weak(answer: Answer) -> bool:
-    return (answer.score if answer.score is not None else 1.0) < cfg.escalation.threshold
-
-
-def _stop_reason(envelope: Envelope) -> ErrorCode | None:
-    """Why the request may not climb further, or None when it may."""
-    request = envelope.request
-    if envelope.seconds_left() <= 0:
-        return ErrorCode.TIMEOUT
-    if request.max_cost_usd is not None and envelope.cost_usd >= request.max_cost_usd:
-        return ErrorCode.BUDGET_EXCEEDED
-    answers = sum(1 for a in envelope.attempts if a.outcome in ("ok", "weak"))
-    if envelope.tier_index >= envelope.max_tier_index or answers >= cfg.escalation.max_attempts:
-        if envelope.attempts and all(a.outcome == "skipped" for a in envelope.attempts):
-            return ErrorCode.BUDGET_EXCEEDED
-        return ErrorCode.NO_PROVIDER_AVAILABLE
-    return None
-
-
-async def _escalate(envelope: Envelope) -> None:
-    hop = envelope.hop + 1
-    onward = envelope.model_copy(
-        update={"tier_index": envelope.tier_index + 1, "hop": hop, "answer": None}
-    )
-    log.debug("request.escalated", request_id=envelope.request_id,
-              to_tier=cfg.tiers[onward.tier_index].name)
-    try:
-        await payload.publish(
-            broker,
-            onward.model_dump_json().encode(),
-            subjects.DISPATCH,
-            headers={subjects.MSG_ID: f"{envelope.trace_id}.{hop}.d"},
-            stream=subjects.PIPELINE_STREAM,
-        )
-    except payload.TooLarge as exc:  # it cannot climb: the best answer so far, or the error
-        log.error("escalation.too_large", request_id=envelope.request_id, size=exc.size)
-        if envelope.best is not None:
-            await _succeed(envelope, envelope.best)
+    async def decide(self, envelope: Envelope) -> None:
+        if envelope.cancelled:
+            await self._fail(envelope, ErrorCode.CANCELLED)
+            return
+        envelope = await self._scored(envelope)
+        answer = envelope.answer
+        released = envelope.ttft_ms is not None  # a stream the caller has seen is never replaced
+        if answer is not None and (released or not self._is_weak(answer)):
+            await self._succeed(envelope, answer)  # a late weak verdict stays on its attempt's row
+            return
+        if released:
+            await self._fail(envelope, ErrorCode.UPSTREAM_ERROR)
+            return
+        stop = self.stop_reason(envelope)
+        if stop is None:
+            await self._escalate(envelope)
+        elif envelope.best is not None:
+            await self._succeed(envelope, envelope.best)
         else:
-            await _fail(envelope, ErrorCode.PROMPT_TOO_LARGE)
+            await self._fail(envelope, stop)
 
 
-async def _succeed(envelope: Envelope, answer: Answer) -> None:
-    served = next(a for a in envelope.attempts if a.n == answer.attempt)
-    cost = envelope.cost_usd
-    baseline = pricer.cost(cfg.baseline_model, served.input_tokens, served.output_tokens)
-    answered_tiers = {a.tier for a in envelope.attempts if a.outcome in ("ok", "weak")}
-    event = outcomes.request_event(
-        envelope, store_prompt=cfg.ledger.store_prompt_text, status="ok"
-    ).model_copy(update={
-        "tier": served.tier,
-        "model_used": served.model,
-        "provider": served.provider,
-        "escalated": len(answered_tiers) > 1,
-        "baseline_cost_usd": baseline,
-        "escalation_cost_usd": cost - served.cost_usd,
-    })
-    reply = ChatReply(
-        request_id=envelope.request_id,
-        job_id=envelope.origin.job_id,
-        response=answer.text,
-        model_used=served.model,
-        provider=served.provider,
-        difficulty_tag=envelope.classification.difficulty,
-        tier=served.tier,
-        cost_usd=round(cost, MONEY_DIGITS),
-        baseline_cost_usd=round(baseline, MONEY_DIGITS),
-        saved_usd=round(baseline - cost, MONEY_DIGITS),
-        input_tokens=event.input_tokens,
-        output_tokens=event.output_tokens,
-        latency_ms=event.latency_ms,
-        escalated=event.escalated,
-        emulated=event.emulated,
-        attempts=[AttemptView(**a.model_dump()) for a in envelope.attempts],
-        classifier=ClassifierView(**envelope.classification.model_dump()),
-    )
-    await asyncio.gather(
-        outcomes.deliver(broker, envelope.origin, reply, msg_id=envelope.trace_id),
-        outcomes.publish_event(broker, event),
-    )
+    async def _scored(self, envelope: Envelope) -> Envelope:
+        """The envelope with this hop's answer scored, its attempt marked and the best kept."""
+        answer = envelope.answer
+        if answer is None:
+            return envelope
+        score = self.scorer.score(answer)
+        value, signals, attempts = score.value, list(score.signals), list(envelope.attempts)
+        if self.judge is not None and not signals:
+            served = next(a for a in attempts if a.n == answer.attempt)
+            addresses, call = await self.judge.addresses(
+                envelope.request.prompt_text, answer.text, n=len(attempts) + 1,
+                hop=envelope.hop, tier=served.tier)
+            await outcomes.record_attempts(self.broker, envelope, [call])  # paid: recorded at once
+            attempts.append(call)
+            if addresses is False:
+                value, signals = CAPS["judge"], ["judge"]
+        if not signals and self._verifiable(envelope):
+            served = next(a for a in attempts if a.n == answer.attempt)
+            check = await self.verifier.check(
+                envelope.model_copy(update={"attempts": attempts}), answer.text, tier=served.tier,
+                record=lambda calls: outcomes.record_attempts(self.broker, envelope, calls))
+            attempts += check.calls
+            if check.wrong_by is not None:
+                value, signals = CAPS[check.wrong_by], [check.wrong_by]
+        answer = answer.model_copy(update={"score": value, "signals": signals})
+        if value < self.cfg.escalation.threshold:
+            attempts = [
+                a.model_copy(update={"outcome": "weak", "reason": ",".join(signals)})
+                if a.n == answer.attempt else a
+                for a in attempts
+            ]
+            weak = [a for a in attempts if a.n == answer.attempt]
+            await outcomes.record_attempts(self.broker, envelope, weak, verdict=True)
+        best = envelope.best
+        if best is None or (answer.score or 0) > (best.score or 0):
+            best = answer
+        return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
 
 
-async def _fail(envelope: Envelope, code: ErrorCode) -> None:
-    reasons = "; ".join(f"{a.model}: {a.reason}" for a in envelope.attempts if a.reason)
-    message = {
-        ErrorCode.TIMEOUT: "no answer before the request's deadline",
-        ErrorCode.BUDGET_EXCEEDED: "every call would exceed max_cost_usd",
-        ErrorCode.PROMPT_TOO_LARGE: "the request cannot travel to the next tier",
-        ErrorCode.CANCELLED: "the caller left before the end of the stream",
-        ErrorCode.UPSTREAM_ERROR: "the stream broke after it was released",
-    }.get(code, "no model answered")
-    await outcomes.fail(
-        broker,
-        origin=envelope.origin,
-        request_id=envelope.request_id,
-        code=code,
-        message=f"{message} ({reasons})" if reasons else message,
-        trace_id=envelope.trace_id,
-        event=outcomes.request_event(
-            envelope, store_prompt=cfg.ledger.store_prompt_text, status="error"
-        ),
-    )
+    def _verifiable(self, envelope: Envelope) -> bool:
+        """Worth a paid check: an answer not yet shown to the caller, on a tier that can still
+        climb, of a request the verification policy picks."""
+        return (self.verifier is not None and envelope.ttft_ms is None
+                and envelope.tier_index < envelope.max_tier_index
+                and self.verifier.eligible(envelope))
+
+
+    def _is_weak(self, answer: Answer) -> bool:
+        return (answer.score if answer.score is not None else 1.0) < self.cfg.escalation.threshold
+
+
+    def stop_reason(self, envelope: Envelope) -> ErrorCode | None:
+        """Why the request may not climb further, or None when it may."""
+        request = envelope.request
+        if envelope.seconds_left() <= 0:
+            return ErrorCode.TIMEOUT
+        if request.max_cost_usd is not None and envelope.cost_usd >= request.max_cost_usd:
+            return ErrorCode.BUDGET_EXCEEDED
+        answers = sum(1 for a in envelope.attempts if a.outcome in ("ok", "weak"))
+        if (envelope.tier_index >= envelope.max_tier_index
+                or answers >= self.cfg.escalation.max_attempts):
+            if envelope.attempts and all(a.outcome == "skipped" for a in envelope.attempts):
+                return ErrorCode.BUDGET_EXCEEDED
+            return ErrorCode.NO_PROVIDER_AVAILABLE
+        return None
+
+
+    async def _escalate(self, envelope: Envelope) -> None:
+        hop = envelope.hop + 1
+        onward = envelope.model_copy(
+            update={"tier_index": envelope.tier_index + 1, "hop": hop, "answer": None}
+        )
+        log.debug("request.escalated", request_id=envelope.request_id,
+                  to_tier=self.cfg.tiers[onward.tier_index].name)
+        try:
+            await payload.publish(
+                self.broker,
+                onward.model_dump_json().encode(),
+                subjects.DISPATCH,
+                headers={subjects.MSG_ID: f"{envelope.trace_id}.{hop}.d"},
+                stream=subjects.PIPELINE_STREAM,
+            )
+        except payload.TooLarge as exc:  # it cannot climb: the best answer so far, or the error
+            log.error("escalation.too_large", request_id=envelope.request_id, size=exc.size)
+            if envelope.best is not None:
+                await self._succeed(envelope, envelope.best)
+            else:
+                await self._fail(envelope, ErrorCode.PROMPT_TOO_LARGE)
+
+
+    async def _succeed(self, envelope: Envelope, answer: Answer) -> None:
+        served = next(a for a in envelope.attempts if a.n == answer.attempt)
+        cost = envelope.cost_usd
+        baseline = self.pricer.cost(self.cfg.baseline_model, served.input_tokens,
+                                    served.output_tokens)
+        answered_tiers = {a.tier for a in envelope.attempts if a.outcome in ("ok", "weak")}
+        event = outcomes.request_event(
+            envelope, store_prompt=self.cfg.ledger.store_prompt_text, status="ok"
+        ).model_copy(update={
+            "tier": served.tier,
+            "model_used": served.model,
+            "provider": served.provider,
+            "escalated": len(answered_tiers) > 1,
+            "baseline_cost_usd": baseline,
+            "escalation_cost_usd": cost - served.cost_usd,
+        })
+        reply = ChatReply(
+            request_id=envelope.request_id,
+            job_id=envelope.origin.job_id,
+            response=answer.text,
+            model_used=served.model,
+            provider=served.provider,
+            difficulty_tag=envelope.classification.difficulty,
+            tier=served.tier,
+            cost_usd=round(cost, MONEY_DIGITS),
+            baseline_cost_usd=round(baseline, MONEY_DIGITS),
+            saved_usd=round(baseline - cost, MONEY_DIGITS),
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            latency_ms=event.latency_ms,
+            escalated=event.escalated,
+            emulated=event.emulated,
+            attempts=[AttemptView(**a.model_dump()) for a in envelope.attempts],
+            classifier=ClassifierView(**envelope.classification.model_dump()),
+        )
+        await asyncio.gather(
+            outcomes.deliver(self.broker, envelope.origin, reply, msg_id=envelope.trace_id),
+            outcomes.publish_event(self.broker, event),
+        )
+
+
+    async def _fail(self, envelope: Envelope, code: ErrorCode) -> None:
+        reasons = "; ".join(f"{a.model}: {a.reason}" for a in envelope.attempts if a.reason)
+        message = {
+            ErrorCode.TIMEOUT: "no answer before the request's deadline",
+            ErrorCode.BUDGET_EXCEEDED: "every call would exceed max_cost_usd",
+            ErrorCode.PROMPT_TOO_LARGE: "the request cannot travel to the next tier",
+            ErrorCode.CANCELLED: "the caller left before the end of the stream",
+            ErrorCode.UPSTREAM_ERROR: "the stream broke after it was released",
+        }.get(code, "no model answered")
+        await outcomes.fail(
+            self.broker,
+            origin=envelope.origin,
+            request_id=envelope.request_id,
+            code=code,
+            message=f"{message} ({reasons})" if reasons else message,
+            trace_id=envelope.trace_id,
+            event=outcomes.request_event(
+                envelope, store_prompt=self.cfg.ledger.store_prompt_text, status="error"
+            ),
+        )

@@ -1,3 +1,5 @@
-from .worker import service
+import asyncio
 
-service.run()
+from .worker import create_app
+
+asyncio.run(create_app().run())

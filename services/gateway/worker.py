@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 
 import structlog
 import uvicorn
+from faststream import FastStream
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from shared import subjects
+from shared.config import RouterConfig, Settings
 from shared.runtime import Service
 
-from .app import create_app
+from .app import create_app as create_http_app
 from .link import RouterLink
 
 log = structlog.get_logger(__name__)
@@ -40,49 +43,56 @@ class _Server(uvicorn.Server):
         yield
 
 
-service = Service("gateway")
-cfg = service.config
-where = GatewaySettings()
-link = RouterLink(lambda: service.broker.connection,
-                  lambda: service.broker.key_value(subjects.HEALTH_BUCKET, declare=False),
-                  cfg.limits.request_timeout_s)
-server = _Server(uvicorn.Config(
-    create_app(link, cfg, service.counters), host=where.gateway_host, port=where.gateway_port,
-    http="httptools", lifespan="off", access_log=False, log_config=None,
-    timeout_graceful_shutdown=int(cfg.limits.request_timeout_s) + 5,
-))
-sockets: list = []
-serving: asyncio.Task | None = None
+def create_app(config: RouterConfig | None = None,
+               settings: Settings | None = None) -> FastStream:
+    service = Service("gateway", config, settings)
+    HttpFrontDoor(service, GatewaySettings())
+    return service.app
 
 
-@service.app.on_startup
-async def bind_http() -> None:
-    """Bind before the first heartbeat, so the instance `health` shows up serves at the URL it
-    shows (port 0 takes a free one); a taken port fails the start with uvicorn's error."""
-    sockets.append(server.config.bind_socket())
-    host, port = sockets[0].getsockname()[:2]
-    service.counters.url = f"http://{host}:{port}"
+class HttpFrontDoor:
+    """The HTTP server's life inside the service's: bound before the first heartbeat, serving
+    after start-up, drained at shutdown."""
 
+    def __init__(self, service: Service, where: GatewaySettings) -> None:
+        cfg, broker = service.config, service.broker
+        self.counters = service.counters
+        link = RouterLink(lambda: broker.connection,
+                          lambda: broker.key_value(subjects.HEALTH_BUCKET, declare=False),
+                          cfg.limits.request_timeout_s)
+        self.server = _Server(uvicorn.Config(
+            create_http_app(link, cfg, service.counters), host=where.gateway_host,
+            port=where.gateway_port, http="httptools", lifespan="off", access_log=False,
+            log_config=None, timeout_graceful_shutdown=int(cfg.limits.request_timeout_s) + 5,
+        ))
+        self.sockets: list[socket.socket] = []
+        self.serving: asyncio.Task | None = None
+        service.app.on_startup(self.bind)
+        service.app.after_startup(self.open)
+        service.app.on_shutdown(self.close)
 
-@service.app.after_startup
-async def open_http() -> None:
-    global serving
-    serving = asyncio.create_task(server.serve(sockets=sockets))
-    serving.add_done_callback(_exit_if_unexpected)
-    log.info("gateway.listening", url=service.counters.url)
+    async def bind(self) -> None:
+        """Bind before the first heartbeat, so the instance `health` shows up serves at the URL
+        it shows (port 0 takes a free one); a taken port fails the start with uvicorn's error."""
+        self.sockets.append(self.server.config.bind_socket())
+        host, port = self.sockets[0].getsockname()[:2]
+        self.counters.url = f"http://{host}:{port}"
 
+    async def open(self) -> None:
+        self.serving = asyncio.create_task(self.server.serve(sockets=self.sockets))
+        self.serving.add_done_callback(self._exit_if_unexpected)
+        log.info("gateway.listening", url=self.counters.url)
 
-def _exit_if_unexpected(task: asyncio.Task) -> None:
-    """An HTTP server that stopped on its own leaves a process that beats but serves nothing."""
-    if server.should_exit:
-        return
-    error = None if task.cancelled() else task.exception()
-    log.critical("gateway.http_stopped", reason=repr(error))
-    os._exit(1)
+    def _exit_if_unexpected(self, task: asyncio.Task) -> None:
+        """An HTTP server that stopped on its own leaves a process that beats but serves
+        nothing."""
+        if self.server.should_exit:
+            return
+        error = None if task.cancelled() else task.exception()
+        log.critical("gateway.http_stopped", reason=repr(error))
+        os._exit(1)
 
-
-@service.app.on_shutdown
-async def close_http() -> None:
-    if serving is not None:
-        server.should_exit = True
-        await serving
+    async def close(self) -> None:
+        if self.serving is not None:
+            self.server.should_exit = True
+            await self.serving

@@ -1,6 +1,5 @@
-import sys
+import asyncio
 
-from .worker import service, supervision
+from .worker import create_app
 
-service.run()
-sys.exit(1 if supervision.failure else 0)
+asyncio.run(create_app().run())

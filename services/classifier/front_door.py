@@ -1,0 +1,116 @@
+"""The online front door: router.v1.chat on plain nats-py subscriptions, no framework hop, so
+admission costs far less than the work it refuses and a burst is answered at once. An admitted
+request becomes a task of its own; a refusal (`overloaded`) is answered in the callback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shared import outcomes, subjects
+from shared.config import RouterConfig
+from shared.errors import ErrorCode, RouterError
+from shared.messages import ErrorBody, ErrorReply, Origin, new_request_id
+
+from .admission import Admission
+from .intake import Intake
+
+log = structlog.get_logger(__name__)
+
+SALVAGE_MAX_BYTES = 4096
+
+
+class FrontDoor:
+    """Admits online requests to the intake, or refuses them with `overloaded`."""
+
+    def __init__(self, broker: NatsBroker, cfg: RouterConfig, intake: Intake) -> None:
+        self.broker, self.cfg, self.intake = broker, cfg, intake
+        self.admission = Admission(cfg.pipeline.max_online_in_flight)
+        self.done_subject = subjects.done(new_request_id())
+        self.chat_subscriptions: list[Subscription] = []
+        self.chats: set[asyncio.Task] = set()  # requests in hand, and refusals' ledger rows
+
+    async def open(self) -> None:
+        nc = self.broker.connection
+        await nc.subscribe(self.done_subject, cb=self._count_out)
+        # The shared subject (open mode, admin) and the per-tenant ones client identities use.
+        for subject in (subjects.CHAT, f"{subjects.CHAT}.*"):
+            self.chat_subscriptions.append(
+                await nc.subscribe(subject, queue="classifier", cb=self.on_chat))
+
+    async def close(self) -> None:
+        """Take no more requests, and let the ones in hand reach the dispatcher."""
+        for subscription in self.chat_subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.drain()  # the requests already queued are still served
+        if self.chats:
+            await asyncio.wait(self.chats, timeout=self.cfg.limits.provider_timeout_s)
+
+    async def _count_out(self, msg: Msg) -> None:
+        self.admission.done(msg.data.decode())
+
+    async def on_chat(self, msg: Msg) -> None:
+        """Runs in nats-py's delivery loop, so it never waits on work: an admitted request goes
+        on as a task of its own; a refusal is answered here (one publish), its row follows."""
+        origin = Origin(kind="online", tenant=subjects.tenant_of(msg.subject),
+                        reply_to=msg.reply or None,
+                        correlation_id=(msg.headers or {}).get("correlation_id"))
+        trace_id, received_at = new_request_id(), time.time()
+        if self.admission.admit(trace_id, received_at + self.cfg.limits.request_timeout_s):
+            self._spawn(self._serve_chat(msg.data, origin, trace_id, received_at))
+            return
+        # Reading the ids of a large body would make a refusal cost what it saves.
+        small = len(msg.data) <= SALVAGE_MAX_BYTES
+        request_id = (outcomes.salvage_ids(msg.data)[0] if small else None) or trace_id
+        tenant = origin.tenant or (outcomes.salvage_tenant(msg.data) if small else None)
+        if origin.reply_to and _reply_allowed(origin):
+            refusal = ErrorReply(request_id=request_id, error=ErrorBody(
+                code=ErrorCode.OVERLOADED,
+                message=f"the router holds {self.admission.limit} online requests already; "
+                        "try again shortly",
+                retry_after_s=self.cfg.pipeline.overloaded_retry_after_s))
+            await outcomes.send_reply(self.broker, origin, refusal.model_dump_json().encode(),
+                                      trace_id)
+        event = outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
+                                         body=msg.data, received_at=received_at, tenant=tenant)
+        self._spawn(outcomes.publish_event(self.broker, event.model_copy(
+            update={"error_code": ErrorCode.OVERLOADED})))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.chats.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self.chats.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a refusal's row not recorded
+            log.error("chat.task_failed", reason=repr(task.exception()))
+
+    async def _serve_chat(self, body: bytes, origin: Origin, trace_id: str,
+                          received_at: float) -> None:
+        handed_on = False
+        try:
+            handed_on = await self.intake.hand_on(
+                body, origin.model_copy(update={"done_subject": self.done_subject}), trace_id)
+        except Exception as exc:  # a core message has no redelivery: answer now, whatever
+            log.exception("chat.failed", trace_id=trace_id)
+            await self.intake.reject(body, origin, trace_id, received_at, RouterError(
+                ErrorCode.INTERNAL, f"the router failed: {type(exc).__name__}"))
+        finally:
+            if not handed_on:
+                self.admission.done(trace_id)
+
+
+def _reply_allowed(origin: Origin) -> bool:
+    """A tenant's own subject may only be answered in that tenant's inboxes: a refusal must not
+    become a way to publish into another tenant's."""
+    return origin.tenant is None or (origin.reply_to or "").startswith(
+        subjects.inbox_prefix(origin.tenant) + ".")

@@ -1,0 +1,216 @@
+"""Intake: validates a request, tags its difficulty, picks its starting tier and hands the
+envelope to the dispatcher; or answers it at once with the reason it cannot go on (invalid, a
+reused request_id, too large, the queues full). Online requests and batch jobs both come here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+from faststream.nats import NatsBroker
+from nats.js.errors import APIError
+
+from shared import idempotency, outcomes, payload, subjects
+from shared.config import RouterConfig
+from shared.errors import ErrorCode, RouterError
+from shared.messages import (
+    ChatRequest,
+    Claim,
+    Classification,
+    Envelope,
+    Origin,
+    parse_request,
+)
+
+from .chain import Classifier
+
+log = structlog.get_logger(__name__)
+
+
+class Intake:
+    """The front door's work behind admission, shared by online requests and batch jobs."""
+
+    def __init__(self, broker: NatsBroker, cfg: RouterConfig, classifier: Classifier) -> None:
+        self.broker, self.cfg, self.classifier = broker, cfg, classifier
+
+    async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
+        """Validate, classify and hand the request to the dispatcher; False when it was answered
+        here instead (rejected)."""
+        received_at = time.time()
+        try:
+            request = vouched(parse_request(body, self.cfg.limits), origin)
+            pinned, top = self.tier_bounds(request)
+        except RouterError as error:
+            await self.reject(body, origin, trace_id, received_at, error)
+            return False
+        request_id = request.request_id or trace_id
+        if origin.kind == "batch":
+            origin = origin.model_copy(update={
+                "job_id": request.job_id or outcomes.DEFAULT_JOB_ID, "tenant": request.tenant})
+        claim = idempotency.claim_for(request, origin)
+        if claim is not None:
+            try:
+                earlier = await idempotency.take(self.broker, claim, trace_id)
+            except APIError as exc:  # the bucket is full: no key can be honoured now
+                if origin.kind == "batch":
+                    raise  # redelivered after a backoff
+                await self.reject(body, origin, trace_id, received_at, self._overloaded(exc),
+                                  tenant=request.tenant)
+                return False
+            if earlier is not None and earlier.trace_id != trace_id:  # not our own redelivery
+                await self._answer_reused_id(body, request, origin, trace_id, received_at,
+                                             claim, earlier)
+                return False
+            origin = origin.model_copy(update={"claim": claim})
+        try:
+            verdict = await self.classifier.classify(request.prompt_text)
+            # A router model, when configured, picks the routing row; the tag stays in the reply.
+            decided_by = ("request" if pinned is not None
+                          else "router_model" if verdict.routed_as is not None else "difficulty")
+            start = pinned if pinned is not None else min(
+                self.cfg.start_tier(verdict.routed_as or verdict.difficulty), top)
+            envelope = Envelope(
+                request_id=request_id,
+                trace_id=trace_id,
+                request=request,
+                origin=origin,
+                received_at=received_at,
+                deadline=received_at + (self.cfg.limits.batch_timeout_s if origin.kind == "batch"
+                                        else self.cfg.limits.request_timeout_s),
+                classification=Classification(
+                    difficulty=verdict.difficulty,
+                    confidence=verdict.confidence,
+                    backend=verdict.backend,
+                    latency_ms=verdict.latency_ms,
+                    strong_score=verdict.strong_score,
+                    decided_by=decided_by,
+                ),
+                start_tier=self.cfg.tiers[start].name,
+                tier_index=start,
+                max_tier_index=top,
+            )
+            await payload.publish(
+                self.broker,
+                envelope.model_dump_json().encode(),
+                subjects.DISPATCH,
+                headers={subjects.MSG_ID: f"{trace_id}.1.d"},
+                stream=subjects.PIPELINE_STREAM,
+            )
+        except payload.TooLarge as exc:
+            error = RouterError(ErrorCode.PROMPT_TOO_LARGE, f"the request cannot travel: {exc}")
+        except APIError as exc:  # the pipeline stream is full (its max_bytes) or refuses for now
+            error = self._overloaded(exc)
+            if claim is not None:  # a passing refusal: the same id may be tried again
+                await idempotency.release(self.broker, claim)
+                origin = origin.model_copy(update={"claim": None})
+            if origin.kind == "batch":
+                raise  # a job waits in its stream and is redelivered after a backoff
+        except Exception:
+            if claim is not None:  # the key must not stay pending for the whole window
+                await idempotency.release(self.broker, claim)
+            raise
+        else:
+            return True
+        await self.reject(body, origin, trace_id, received_at, error, tenant=request.tenant)
+        return False
+
+    def _overloaded(self, exc: APIError) -> RouterError:
+        return RouterError(ErrorCode.OVERLOADED, f"the router's queues refuse the request for "
+                           f"now: {exc.description}", self.cfg.pipeline.overloaded_retry_after_s)
+
+    async def _answer_reused_id(
+        self, body: bytes, request: ChatRequest, origin: Origin, trace_id: str,
+        received_at: float, claim: Claim, earlier: idempotency.Record,
+    ) -> None:
+        """A request_id seen within the window: the first reply again for the same request (no
+        provider call, nothing billed), `duplicate_request` for a different one."""
+        if earlier.fingerprint != claim.fingerprint:
+            await self.reject(body, origin, trace_id, received_at, RouterError(
+                ErrorCode.DUPLICATE_REQUEST,
+                f"request_id '{request.request_id}' was used for a different request in the "
+                f"last {self.cfg.pipeline.dedup_window_s:.0f} s; give this request an id of its "
+                "own"),
+                tenant=request.tenant)
+            return
+        reply = earlier.reply
+        if reply is None and origin.kind == "online":  # the first is still running: wait for it
+            reply = await idempotency.reply_when_done(
+                self.broker, claim, received_at + self.cfg.limits.request_timeout_s)
+        if reply is None:  # a batch duplicate: the first's result goes to the same job
+            log.info("request.duplicate_pending", request_id=request.request_id)
+            if origin.kind == "online":
+                await self.reject(body, origin, trace_id, received_at, RouterError(
+                    ErrorCode.TIMEOUT,
+                    "the first request with this request_id is still running"),
+                    tenant=request.tenant)
+            return
+        log.info("request.replayed", request_id=request.request_id)
+        await outcomes.send_reply(self.broker, origin, json.dumps(reply).encode(),
+                                  earlier.trace_id)
+
+    def tier_bounds(self, request: ChatRequest) -> tuple[int | None, int]:
+        """The pinned starting tier, if any, and the highest tier this request may reach."""
+        names = [t.name for t in self.cfg.tiers]
+        for field in ("tier", "max_tier"):
+            value = getattr(request, field)
+            if value is not None and value not in names:
+                raise RouterError(ErrorCode.INVALID_REQUEST,
+                                  f"'{field}': unknown tier '{value}' "
+                                  f"(tiers: {', '.join(names)})")
+        top = self.cfg.top_tier_index
+        if request.max_tier:
+            top = min(top, self.cfg.tier_index(request.max_tier))
+        pinned = self.cfg.tier_index(request.tier) if request.tier else None
+        if pinned is not None and pinned > top:
+            raise RouterError(ErrorCode.INVALID_REQUEST,
+                              f"'tier' is above the highest tier this request may reach "
+                              f"({self.cfg.tiers[top].name})")
+        return pinned, top
+
+    async def reject(
+        self, body: bytes, origin: Origin, trace_id: str, received_at: float,
+        error: RouterError, *, tenant: str | None = None,
+    ) -> None:
+        """Answer with the error and record the refusal; `tenant` once the request is valid."""
+        request_id, job_id = outcomes.salvage_ids(body)
+        request_id = request_id or trace_id  # a redelivered job is rejected under the same id
+        if origin.kind == "batch":
+            origin = origin.model_copy(update={
+                "job_id": job_id or outcomes.DEFAULT_JOB_ID,
+                "tenant": origin.tenant or outcomes.salvage_tenant(body)})
+        log.info("request.rejected", request_id=request_id, code=error.code, bytes=len(body))
+        await outcomes.fail(
+            self.broker,
+            origin=origin.model_copy(update={"done_subject": None}),  # never counted in
+            request_id=request_id,
+            trace_id=trace_id,
+            code=error.code,
+            message=error.message,
+            retry_after_s=error.retry_after_s,
+            event=outcomes.rejection_event(trace_id=trace_id, request_id=request_id,
+                                           origin=origin, body=body, received_at=received_at,
+                                           tenant=tenant),
+        )
+
+
+def vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
+    """The request with the tenant its subject names: a client identity may publish only on
+    its own tenant's subjects (the server's permissions vouch for it), and a body naming
+    another tenant is refused. On the shared subjects the body's tenant stands (open mode)."""
+    tenant = origin.tenant
+    if tenant is None:
+        return request
+    if not subjects.TENANT_TOKEN_RE.fullmatch(tenant):
+        raise RouterError(ErrorCode.INVALID_REQUEST, f"'{tenant}' is not a tenant name")
+    if request.tenant is not None and request.tenant != tenant:
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"'tenant': this connection is tenant '{tenant}', not "
+                          f"'{request.tenant}'")
+    if origin.kind == "online" and origin.reply_to and not origin.reply_to.startswith(
+            subjects.inbox_prefix(tenant) + "."):
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"replies to tenant '{tenant}' go to its own inbox "
+                          f"({subjects.inbox_prefix(tenant)}.>), not {origin.reply_to}")
+    return request.model_copy(update={"tenant": tenant})

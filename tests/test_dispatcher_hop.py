@@ -1,0 +1,45 @@
+"""One dispatcher hop in-process: the tier's call through the real SDKs against the emulator in
+a thread, and an answer over the byte limit cut with its attempt saying so. No broker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from faststream.nats import NatsBroker
+
+from services.dispatcher.worker import Dispatcher, bounded
+from shared.providers import Providers
+from tests import harness
+from tests.stage_helpers import envelope, stage_config
+
+
+@pytest.fixture
+def dispatcher(emulator, monkeypatch) -> Dispatcher:
+    for name, value in harness.emulator_env(emulator.base).items():
+        monkeypatch.setenv(name, value)
+    return Dispatcher(NatsBroker(), stage_config(), Providers())
+
+
+async def test_a_hop_calls_its_tier_and_keeps_what_a_replay_needs(dispatcher):
+    result = await dispatcher.call(envelope())
+
+    simple = dispatcher.cfg.tiers[0]
+    assert result.answer is not None and result.answer.text
+    assert [a.model for a in result.attempts] == [simple.models[0].model]
+    assert result.attempts[0].outcome == "ok" and result.attempts[0].cost_usd > 0
+    assert result.ttft_ms is None and not result.cancelled
+
+
+async def test_an_answer_over_the_limit_is_cut_and_its_attempt_says_so(dispatcher):
+    result = await dispatcher.call(envelope("Write a long essay on the history of Rome."))
+    answer_bytes = len(json.dumps(result.answer.text, ensure_ascii=False).encode())
+    limit = answer_bytes // 3
+
+    cut = bounded(result, limit)
+
+    assert len(json.dumps(cut.answer.text, ensure_ascii=False).encode()) <= limit
+    assert result.answer.text.startswith(cut.answer.text)
+    served = next(a for a in cut.attempts if a.n == cut.answer.attempt)
+    assert served.reason == f"answer cut to {limit} bytes (limits.max_answer_bytes)"
+    assert bounded(result, answer_bytes) == result  # at the limit: untouched
