@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TypedDict
 
 import nats
 import structlog
@@ -39,6 +40,13 @@ ADVISORIES_MAX_BYTES = 64 << 20
 HEALTH_MAX_BYTES = 8 << 20
 
 
+class _Placement(TypedDict):
+    """Where every stream of ours is kept: the StreamConfig fields they share."""
+
+    storage: StorageType
+    num_replicas: int
+
+
 @dataclass(frozen=True)
 class PushConsumer:
     """A durable push consumer shared by every copy of a service through its deliver group."""
@@ -62,7 +70,7 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
     """Every stream is bounded on disk. Work that was accepted is never dropped to make room:
     a full work queue refuses new messages (the producer hears it); only the results stream,
     which callers read at leisure, drops its oldest."""
-    common = {"storage": StorageType.FILE, "num_replicas": pipeline.stream_replicas}
+    common = _Placement(storage=StorageType.FILE, num_replicas=pipeline.stream_replicas)
     return [
         StreamConfig(
             name=subjects.JOBS_STREAM,
@@ -212,6 +220,7 @@ async def _declare_bucket(js: JetStreamContext, config: KeyValueConfig) -> None:
 
 
 async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None, "every stream of ours is named"
     try:
         await js.stream_info(config.name)
     except NotFoundError:
