@@ -60,10 +60,13 @@ class DashboardSettings(BaseSettings):
     def _names(cls, value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
         names = [name for name in (value.split(",") if isinstance(value, str) else value)
                  if name.strip()]
+        hosts = []
         for name in names:
-            if normalised(name) is None:
+            host = normalised(name)
+            if host is None:
                 raise ValueError(f"{name!r} is not a host name (give names without a port)")
-        return tuple(normalised(name) for name in names)
+            hosts.append(host)
+        return tuple(hosts)
 
     @model_validator(mode="after")
     def _one_login(self) -> DashboardSettings:

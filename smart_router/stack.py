@@ -28,6 +28,7 @@ import sysconfig
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -102,8 +103,9 @@ class Stack:
         if self.config_path is not None:
             self.env["ROUTER_CONFIG"] = str(self.config_path.resolve())
         if self._identities:  # the services may not declare the topology: setup does, once
+            config = self.env.get("ROUTER_CONFIG")
             await topology.declare_as(self._settings(nats_auth.SETUP),
-                                      load_config(self.env.get("ROUTER_CONFIG")))
+                                      load_config(Path(config) if config else None))
         await self._emulate_missing_providers()
         for name in SERVICES:
             self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"], identity=name))
@@ -149,7 +151,8 @@ class Stack:
                  if name.startswith("nats_") and spec.default is None}
         given = nats_auth.read_env(self._identities[identity]) if self._identities else {}
         given["NATS_URL"] = self.env["NATS_URL"]
-        return Settings(**unset | {k.lower(): v for k, v in given.items()})
+        fields: dict[str, Any] = unset | {k.lower(): v for k, v in given.items()}
+        return Settings(**fields)
 
     def _env(self, child: Child) -> dict[str, str]:
         if child.identity is None or not self._identities:

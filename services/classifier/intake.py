@@ -19,6 +19,7 @@ from shared.messages import (
     ChatRequest,
     Claim,
     Classification,
+    DecidedBy,
     Envelope,
     Origin,
     parse_request,
@@ -42,8 +43,8 @@ class Intake:
         try:
             request = vouched(parse_request(body, self.cfg.limits), origin)
             pinned, top = self.tier_bounds(request)
-        except RouterError as error:
-            await self.reject(body, origin, trace_id, received_at, error)
+        except RouterError as invalid:
+            await self.reject(body, origin, trace_id, received_at, invalid)
             return False
         request_id = request.request_id or trace_id
         if origin.kind == "batch":
@@ -67,7 +68,7 @@ class Intake:
         try:
             verdict = await self.classifier.classify(request.prompt_text)
             # A router model, when configured, picks the routing row; the tag stays in the reply.
-            decided_by = ("request" if pinned is not None
+            decided_by: DecidedBy = ("request" if pinned is not None
                           else "router_model" if verdict.routed_as is not None else "difficulty")
             start = pinned if pinned is not None else min(
                 self.cfg.start_tier(verdict.routed_as or verdict.difficulty), top)
