@@ -25,7 +25,7 @@ from tests import harness
 # Every real server and process hangs off one of these fixtures...
 REAL_SERVER_FIXTURES = frozenset({"servers", "emulator_process"})
 # ...except in these modules, which start servers and processes of their own.
-REAL_SERVER_MODULES = frozenset({"test_up", "test_embedded", "test_nats_lost"})
+REAL_SERVER_MODULES = frozenset({"test_up", "test_embedded", "test_nats_lost", "test_startup_wait"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
