@@ -12,7 +12,9 @@ import json
 
 from faststream.nats import NatsBroker
 
+from shared import subjects
 from shared.config import Limits
+from shared.messages import Envelope
 
 # FastStream's own headers (correlation_id, content-type) and the header block's framing.
 HEADER_RESERVE = 512
@@ -54,6 +56,14 @@ async def publish(
     check(broker.connection.max_payload, subject, body, headers)
     js = broker.config.connection_state.stream
     await js.publish(subject, body, timeout=RECEIPT_TIMEOUT_S, stream=stream, headers=headers)
+
+
+async def dispatch(broker: NatsBroker, envelope: Envelope) -> None:
+    """Hand an envelope to the dispatcher for its hop. The message id names the trace and the
+    hop, so a stage redelivered after this publish repeats nothing."""
+    await publish(broker, envelope.model_dump_json().encode(), subjects.DISPATCH,
+                  headers={subjects.MSG_ID: f"{envelope.trace_id}.{envelope.hop}.d"},
+                  stream=subjects.PIPELINE_STREAM)
 
 
 def check_limits(limits: Limits, max_payload: int) -> None:

@@ -24,16 +24,18 @@ from tests import harness
 
 # Every real server and process hangs off one of these fixtures...
 REAL_SERVER_FIXTURES = frozenset({"servers", "emulator_process"})
-# ...except in these modules, which start servers and processes of their own.
-REAL_SERVER_MODULES = frozenset({"test_up", "test_embedded", "test_nats_lost", "test_startup_wait"})
+# ...except in these modules, which start servers and processes of their own, or train and
+# evaluate the learned router (tens of seconds of CPU).
+SLOW_MODULES = frozenset({"test_up", "test_embedded", "test_nats_lost", "test_startup_wait",
+                          "test_router_train", "test_router_eval"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The real-server tier is `slow`: a test that needs a server or a process is marked, so
-    `pytest -m "not slow"` runs the unit tier alone, in seconds."""
+    `pytest -m "not slow"` runs the unit tier alone, within a minute."""
     for item in items:
         if (REAL_SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
-                or item.module.__name__.rpartition(".")[2] in REAL_SERVER_MODULES
+                or item.module.__name__.rpartition(".")[2] in SLOW_MODULES
                 or item.get_closest_marker("browser") or item.get_closest_marker("faults")):
             item.add_marker(pytest.mark.slow)
 

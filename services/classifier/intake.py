@@ -92,13 +92,7 @@ class Intake:
                 tier_index=start,
                 max_tier_index=top,
             )
-            await payload.publish(
-                self.broker,
-                envelope.model_dump_json().encode(),
-                subjects.DISPATCH,
-                headers={subjects.MSG_ID: f"{trace_id}.1.d"},
-                stream=subjects.PIPELINE_STREAM,
-            )
+            await payload.dispatch(self.broker, envelope)
         except payload.TooLarge as exc:
             error = RouterError(ErrorCode.PROMPT_TOO_LARGE, f"the request cannot travel: {exc}")
         except APIError as exc:  # the pipeline stream is full (its max_bytes) or refuses for now

@@ -15,7 +15,7 @@ import structlog
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
 
-from shared import outcomes, payload, subjects
+from shared import outcomes, payload
 from shared.config import RouterConfig, Settings
 from shared.errors import ErrorCode
 from shared.messages import (
@@ -102,7 +102,7 @@ class Escalator:
             attempts.append(call)
             if addresses is False:
                 value, signals = CAPS["judge"], ["judge"]
-        if not signals and self._verifiable(envelope):
+        if not signals and self.verifier is not None and self._verifiable(envelope):
             served = next(a for a in attempts if a.n == answer.attempt)
             check = await self.verifier.check(
                 envelope.model_copy(update={"attempts": attempts}), answer.text, tier=served.tier,
@@ -154,20 +154,14 @@ class Escalator:
 
 
     async def _escalate(self, envelope: Envelope) -> None:
-        hop = envelope.hop + 1
         onward = envelope.model_copy(
-            update={"tier_index": envelope.tier_index + 1, "hop": hop, "answer": None}
+            update={"tier_index": envelope.tier_index + 1, "hop": envelope.hop + 1,
+                    "answer": None}
         )
         log.debug("request.escalated", request_id=envelope.request_id,
                   to_tier=self.cfg.tiers[onward.tier_index].name)
         try:
-            await payload.publish(
-                self.broker,
-                onward.model_dump_json().encode(),
-                subjects.DISPATCH,
-                headers={subjects.MSG_ID: f"{envelope.trace_id}.{hop}.d"},
-                stream=subjects.PIPELINE_STREAM,
-            )
+            await payload.dispatch(self.broker, onward)
         except payload.TooLarge as exc:  # it cannot climb: the best answer so far, or the error
             log.error("escalation.too_large", request_id=envelope.request_id, size=exc.size)
             if envelope.best is not None:
