@@ -279,6 +279,12 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
 
 
+# What an identity file may set: how to reach NATS and who to be there.
+IDENTITY_SETTINGS = frozenset(
+    {name for name in Settings.model_fields if name.startswith("nats_")} | {"router_tenant"}
+) - {"nats_identity_file"}
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -310,16 +316,21 @@ def load_config(path: Path | None = None) -> RouterConfig:
 def settings() -> Settings:
     """From the environment, and from the file NATS_IDENTITY_FILE names (one identity's NATS_*
     variables, as shared/nats_auth.py writes them for `up` and compose); a variable set in the
-    environment wins over the file's."""
+    environment wins over the file's. Only the identity's own settings are read from the file:
+    it cannot point the database, the config or the log anywhere."""
     identity = os.environ.get("NATS_IDENTITY_FILE")
     if not identity:
         return Settings()
     try:
-        with open(identity, "rb"):
-            pass
+        text = Path(identity).read_text()
     except OSError as exc:
         raise ValueError(f"NATS_IDENTITY_FILE: cannot read {identity}: {exc.strerror}") from None
-    return Settings(_env_file=identity)
+    given: dict[str, Any] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.lower() in IDENTITY_SETTINGS and key.upper() not in os.environ:
+            given[key.lower()] = value
+    return Settings(**given)
 
 
 @cache

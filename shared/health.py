@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -63,8 +64,13 @@ class Counters:
     url: str | None = None  # the gateway's instances only: where it serves HTTP
 
 
+# Two copies may share a host name and a pid (containers, each its pid 1, on one network
+# namespace or with a fixed hostname): a per-process token keeps their heartbeats apart.
+_PROCESS_TOKEN = secrets.token_hex(3)
+
+
 def instance_key(service: str) -> str:
-    return f"{service}.{socket.gethostname().replace('.', '-')}-{os.getpid()}"
+    return f"{service}.{socket.gethostname().replace('.', '-')}-{os.getpid()}-{_PROCESS_TOKEN}"
 
 
 async def beat_forever(kv: KeyValue, service: str, counters: Counters) -> None:

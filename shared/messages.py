@@ -162,9 +162,10 @@ class _Internal(BaseModel):
 # What stages pass each other, bounded as the ledger's columns are: a forged or buggy message
 # cannot carry a negative, infinite or overflowing figure on to a bill.
 Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Ordinal = Annotated[int, Field(ge=1, le=2**31 - 1)]  # the first is 1
+Ordinal = Annotated[int, Field(ge=1, le=2**15 - 1)]  # the first is 1; smallint in the ledger
 Money = Annotated[float, Field(ge=0, lt=1e10, allow_inf_nan=False)]
 Duration = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Instant = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # seconds since the epoch
 
 
 class Claim(_Internal):
@@ -234,13 +235,14 @@ class Answer(_Internal):
 class Envelope(_Internal):
     """A request's whole state. It travels with the message, so no service keeps any."""
 
-    request_id: str
-    # Unique per intake, unlike a caller's request_id: it names this request's hops for dedup.
-    trace_id: str
+    request_id: Token
+    # Unique per intake, unlike a caller's request_id: it names this request's hops for dedup
+    # (and their keys in the hop-record bucket).
+    trace_id: Token
     request: ChatRequest
     origin: Origin
-    received_at: float
-    deadline: float
+    received_at: Instant
+    deadline: Instant
     classification: Classification
     start_tier: str
     tier_index: Count
@@ -257,7 +259,8 @@ class Envelope(_Internal):
     @model_validator(mode="after")
     def _within_tiers(self, info: ValidationInfo) -> Envelope:
         """A stage reads an envelope as if it came from outside: its tier must lie within the
-        request's bounds and, given `context={"tiers": n}`, within the configured tiers."""
+        request's bounds and, given `context={"tiers": n}`, within the configured tiers; its
+        answers must be answers of its own attempts."""
         tiers = (info.context or {}).get("tiers")
         if self.tier_index > self.max_tier_index:
             raise ValueError(f"tier_index {self.tier_index} is above max_tier_index "
@@ -265,6 +268,11 @@ class Envelope(_Internal):
         if tiers is not None and self.max_tier_index >= tiers:
             raise ValueError(f"max_tier_index {self.max_tier_index} is beyond the {tiers} "
                              "configured tiers")
+        made = {a.n for a in self.attempts}
+        for name, answer in (("answer", self.answer), ("best", self.best)):
+            if answer is not None and answer.attempt not in made:
+                raise ValueError(f"{name} names attempt {answer.attempt}, which is not among "
+                                 "the envelope's attempts")
         return self
 
     @classmethod

@@ -248,12 +248,14 @@ def job_trace_id(stream_seq: int, stored_at: datetime) -> str:
 
 
 async def dead_letter(
-    broker: NatsBroker, message: Unsettled, reason: str, *, store_prompt: bool
+    broker: NatsBroker, message: Unsettled, reason: str, *, store_prompt: bool, tiers: int
 ) -> None:
     """Record a message no delivery could settle, and tell its caller why when the message
-    says who that is: a batch job's results subject, or an envelope's origin."""
+    says who that is: a batch job's results subject, or an envelope's origin (only when the
+    envelope reads as possible with the `tiers` configured: a forged one is recorded, never
+    answered or billed)."""
     is_job = message.stream == subjects.JOBS_STREAM
-    ending = _job_ending(message) if is_job else _envelope_ending(message, store_prompt)
+    ending = _job_ending(message) if is_job else _envelope_ending(message, store_prompt, tiers)
     event = DeadLetterEvent(
         subject=message.subject,
         stream_seq=message.stream_seq,
@@ -299,9 +301,9 @@ def _job_ending(message: Unsettled) -> _Ending:
     return _Ending(origin, row, trace_id)
 
 
-def _envelope_ending(message: Unsettled, store_prompt: bool) -> _Ending | None:
+def _envelope_ending(message: Unsettled, store_prompt: bool, tiers: int) -> _Ending | None:
     try:
-        envelope = Envelope.model_validate_json(message.body)
+        envelope = Envelope.read(message.body, tiers)
     except ValidationError:
         return None
     row = request_event(envelope, store_prompt=store_prompt, status="error")

@@ -94,7 +94,7 @@ class Service:
         )
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
-        self.broker.subscriber(subjects.HEALTH, queue="health")(self._answer_health)
+        self.respond(subjects.HEALTH, "health", self._answer_health)
 
     async def _declare_topology(self) -> None:
         """Streams and consumers must exist with our settings before a subscriber binds, and a
@@ -168,7 +168,10 @@ class Service:
         consumer = topology.push_consumers(self.config.pipeline)[name]
 
         async def settled(msg: NatsMessage) -> None:
-            await self.settle(msg, lambda: handle(msg), keepalive=keepalive)
+            try:
+                await self.settle(msg, lambda: handle(msg), keepalive=keepalive)
+            finally:
+                msg.clear_cache()  # see _the_message
 
         settled.__name__ = getattr(handle, "__name__", name)  # FastStream logs under this name
         self.broker.subscriber(
@@ -178,6 +181,19 @@ class Service:
             max_workers=concurrency,
             ack_policy=AckPolicy.MANUAL,
         )(settled)
+
+    def respond(self, subject: str, queue: str,
+                answer: Callable[[NatsMessage], Awaitable[dict]]) -> None:
+        """Answer requests on a core subject with the dict `answer` returns (sent as JSON)."""
+
+        async def answered(msg: NatsMessage) -> dict:
+            try:
+                return await answer(msg)
+            finally:
+                msg.clear_cache()  # see _the_message
+
+        answered.__name__ = getattr(answer, "__name__", subject)
+        self.broker.subscriber(subject, queue=queue)(answered)
 
     async def settle(
         self,
@@ -206,7 +222,8 @@ class Service:
                 log.error("message.dead_letter", subject=msg.raw_message.subject,
                           delivery=delivery, reason=reason)
                 await outcomes.dead_letter(self.broker, outcomes.Unsettled.of(msg), reason,
-                                           store_prompt=self.config.ledger.store_prompt_text)
+                                           store_prompt=self.config.ledger.store_prompt_text,
+                                           tiers=len(self.config.tiers))
                 await msg.ack()
             else:
                 delay = self.config.pipeline.retry_delay(delivery)
@@ -237,7 +254,9 @@ def _exit(reason: str) -> None:
 async def _the_message(msg: NatsMessage) -> NatsMessage:
     """Handlers parse and validate bodies themselves. FastStream's decoder would JSON-decode
     each one first, and a hostile body (1,000 nested brackets) makes it raise before the
-    handler can answer."""
+    handler can answer. FastStream caches the decoded value on the message, which then refers
+    to itself: every handler clears that cache when done (`consume`, `respond`), or each
+    message, body and all, would wait for the garbage collector."""
     return msg
 
 

@@ -3,15 +3,17 @@
 `up` writes nats.conf and one <identity>.env per identity into <data dir>/nats-auth/
 (shared/nats_auth.py). A command that talks to NATS, given no NATS credentials, connects as
 that folder's admin identity: the data dir is ROUTER_DATA_DIR, else `.data` (up's default), and
-the file is used only when NATS_URL is unset or names the server the file was written for, so
-up's admin password never goes to another server.
+the file is used only when it is this user's alone (mode 0600), names a server on loopback, and
+NATS_URL is unset or names that server, so up's admin password never goes to another server.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import MutableMapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shared import nats_auth
 
@@ -21,6 +23,7 @@ FOLDER = "nats-auth"
 IDENTITY_FILE = "NATS_IDENTITY_FILE"
 # Any of these set means the environment says who to be.
 CREDENTIALS = (IDENTITY_FILE, "NATS_USER", "NATS_TOKEN", "NATS_NKEY_SEED", "NATS_CREDS")
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def folder(data_dir: Path) -> Path:
@@ -38,10 +41,26 @@ def use_admin_identity(environ: MutableMapping[str, str] = os.environ) -> Path |
     if any(environ.get(name) for name in CREDENTIALS):
         return None
     path = admin_file(environ)
-    if not path.is_file():
+    if not _private(path):
         return None
     url = nats_auth.read_env(path).get("NATS_URL")
-    if environ.get("NATS_URL", url) != url:
+    if url is None or not _on_this_machine(url) or environ.get("NATS_URL", url) != url:
         return None
     environ[IDENTITY_FILE] = str(path.resolve())
     return path
+
+
+def _private(path: Path) -> bool:
+    """Written by `up` for this user: a file someone else could have planted or read (another
+    owner, group or other permissions) is not trusted with the admin identity."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return (stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+            and not info.st_mode & 0o077)
+
+
+def _on_this_machine(url: str) -> bool:
+    """`up`'s NATS listens on loopback: a file naming any other server is not up's."""
+    return all(urlsplit(u.strip()).hostname in LOOPBACK for u in url.split(","))

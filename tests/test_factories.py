@@ -37,3 +37,4 @@ async def test_a_service_runs_in_process_with_other_settings():
 
     error = json.loads(reply.body)["error"]
     assert error["code"] == "invalid_request" and "days" in error["message"]
+

@@ -39,6 +39,10 @@ def forged(**fields: object) -> dict:
     {"attempts__0__cost_usd": math.inf},
     {"attempts__0__input_tokens": -5},
     {"attempts__0__n": 0},
+    {"hop": 40_000},                           # past the ledger's smallint
+    {"trace_id": "a b.*"},                     # not a key the hop-record bucket can hold
+    {"deadline": math.nan},                    # would switch every timeout off
+    {"answer": {"text": "x", "attempt": 9, "tier_index": 0, "finish_reason": "stop"}},
 ], ids=lambda fields: ",".join(f"{k}={v}" for k, v in fields.items()))
 def test_an_impossible_envelope_is_refused_when_read(fields):
     body = json.dumps(forged(**fields)).encode()  # allow_nan: inf is written as Infinity

@@ -23,6 +23,7 @@ import nats
 import pytest
 
 from shared import nats_auth
+from shared.config import settings
 from smart_router import embedded, up_auth
 from tests import harness
 
@@ -269,3 +270,32 @@ def test_the_cli_uses_ups_admin_identity_only_for_ups_own_server(tmp_path):
         assert up_auth.use_admin_identity(environ) is None
         assert environ.get(up_auth.IDENTITY_FILE) == env.get(up_auth.IDENTITY_FILE)
     assert up_auth.use_admin_identity({up_auth.DATA_DIR_VARIABLE: str(tmp_path / "none")}) is None
+
+
+@pytest.mark.parametrize("tamper", ["readable by others", "another server"])
+def test_a_planted_admin_file_is_not_trusted(tmp_path, tamper):
+    files = nats_auth.write_identities(up_auth.folder(tmp_path), ["default"],
+                                       url="nats://127.0.0.1:4999")
+    admin = files[nats_auth.ADMIN]
+    if tamper == "readable by others":
+        admin.chmod(0o644)
+    else:
+        admin.write_text(admin.read_text().replace("127.0.0.1:4999", "evil.example:4222"))
+
+    assert up_auth.use_admin_identity({up_auth.DATA_DIR_VARIABLE: str(tmp_path)}) is None
+
+
+def test_an_identity_file_sets_only_who_to_be_on_nats(tmp_path, monkeypatch):
+    identity = tmp_path / "x.env"
+    identity.write_text("NATS_USER=me\nNATS_PASSWORD=pw\nNATS_URL=nats://127.0.0.1:4999\n"
+                        "DATABASE_URL=postgresql://evil.example/x\nROUTER_CONFIG=/tmp/evil.toml\n")
+    for name in ("NATS_USER", "NATS_PASSWORD", "NATS_URL", "DATABASE_URL", "ROUTER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NATS_IDENTITY_FILE", str(identity))
+    monkeypatch.setenv("NATS_USER", "from-the-environment")
+
+    given = settings.__wrapped__()
+
+    assert (given.nats_user, given.nats_url) == ("from-the-environment", "nats://127.0.0.1:4999")
+    assert given.nats_password.get_secret_value() == "pw"
+    assert "evil" not in given.database_url and given.router_config is None

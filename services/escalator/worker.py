@@ -24,6 +24,7 @@ from shared.messages import (
     ChatReply,
     ClassifierView,
     Envelope,
+    Outcome,
 )
 from shared.pricing import Pricer
 from shared.providers import Providers
@@ -36,6 +37,7 @@ from .verify import Verifier
 log = structlog.get_logger(__name__)
 
 MONEY_DIGITS = 10  # the ledger's numeric scale
+ANSWERED = (Outcome.OK, Outcome.WEAK)
 
 
 def create_app(config: RouterConfig | None = None,
@@ -113,7 +115,7 @@ class Escalator:
         answer = answer.model_copy(update={"score": value, "signals": signals})
         if value < self.cfg.escalation.threshold:
             attempts = [
-                a.model_copy(update={"outcome": "weak", "reason": ",".join(signals)})
+                a.model_copy(update={"outcome": Outcome.WEAK, "reason": ",".join(signals)})
                 if a.n == answer.attempt else a
                 for a in attempts
             ]
@@ -144,10 +146,10 @@ class Escalator:
             return ErrorCode.TIMEOUT
         if request.max_cost_usd is not None and envelope.cost_usd >= request.max_cost_usd:
             return ErrorCode.BUDGET_EXCEEDED
-        answers = sum(1 for a in envelope.attempts if a.outcome in ("ok", "weak"))
+        answers = sum(1 for a in envelope.attempts if a.outcome in ANSWERED)
         if (envelope.tier_index >= envelope.max_tier_index
                 or answers >= self.cfg.escalation.max_attempts):
-            if envelope.attempts and all(a.outcome == "skipped" for a in envelope.attempts):
+            if envelope.attempts and all(a.outcome == Outcome.SKIPPED for a in envelope.attempts):
                 return ErrorCode.BUDGET_EXCEEDED
             return ErrorCode.NO_PROVIDER_AVAILABLE
         return None
@@ -175,7 +177,7 @@ class Escalator:
         cost = envelope.cost_usd
         baseline = self.pricer.cost(self.cfg.baseline_model, served.input_tokens,
                                     served.output_tokens)
-        answered_tiers = {a.tier for a in envelope.attempts if a.outcome in ("ok", "weak")}
+        answered_tiers = {a.tier for a in envelope.attempts if a.outcome in ANSWERED}
         event = outcomes.request_event(
             envelope, store_prompt=self.cfg.ledger.store_prompt_text, status="ok"
         ).model_copy(update={

@@ -30,9 +30,10 @@ class MaxDeliveriesAdvisory(BaseModel):
 
 class Exhausted:
     def __init__(self, broker: NatsBroker, jetstream: Callable[[], JetStreamContext], *,
-                 store_prompt: bool) -> None:
+                 store_prompt: bool, tiers: int) -> None:
         """`jetstream` gives the broker's JetStream context, which exists once it connects."""
-        self.broker, self.jetstream, self.store_prompt = broker, jetstream, store_prompt
+        self.broker, self.jetstream = broker, jetstream
+        self.store_prompt, self.tiers = store_prompt, tiers
 
     async def on_advisory(self, msg: NatsMessage) -> None:
         advisory = MaxDeliveriesAdvisory.model_validate_json(msg.body)
@@ -47,5 +48,6 @@ class Exhausted:
         unsettled = outcomes.Unsettled(advisory.stream, stored.subject or "",
                                        advisory.stream_seq, advisory.deliveries,
                                        stored.data or b"", stored.time or datetime.now(UTC))
-        await outcomes.dead_letter(self.broker, unsettled, reason, store_prompt=self.store_prompt)
+        await outcomes.dead_letter(self.broker, unsettled, reason, store_prompt=self.store_prompt,
+                                   tiers=self.tiers)
         await self.jetstream().delete_msg(advisory.stream, advisory.stream_seq)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 
 import structlog
 from faststream import FastStream
@@ -40,6 +39,7 @@ from .writer import first_line
 log = structlog.get_logger(__name__)
 
 STOP_WAIT_S = 10.0
+LEDGER = "ledger"  # where create_app's app keeps its Ledger, in the app's context
 
 
 def create_app(config: RouterConfig | None = None,
@@ -48,9 +48,9 @@ def create_app(config: RouterConfig | None = None,
     cfg, database_url = service.config, service.settings.database_url
     ledger = Ledger(service)
     responder = StatsResponder(database_url)
-    service.broker.subscriber(subjects.STATS, queue="ledger")(responder.on_stats)
+    service.respond(subjects.STATS, "ledger", responder.on_stats)
     exhausted = Exhausted(service.broker, lambda: service.jetstream,
-                          store_prompt=cfg.ledger.store_prompt_text)
+                          store_prompt=cfg.ledger.store_prompt_text, tiers=len(cfg.tiers))
     service.consume("exhausted", 1, exhausted.on_advisory)
 
     @service.app.on_startup
@@ -71,11 +71,7 @@ def create_app(config: RouterConfig | None = None,
         await ledger.stop()
         await responder.close()
 
-    @service.app.after_shutdown
-    async def exit_1_if_failed() -> None:
-        if ledger.failure is not None:
-            sys.exit(1)
-
+    service.app.context.set_global(LEDGER, ledger)  # __main__ reads its failure
     return service.app
 
 
