@@ -46,7 +46,7 @@ async def run(mode: str, requests: int, concurrency: int, rate: float | None,
             raise ValueError(f"unknown mode {mode!r}: online, batch, mixed or ledger")
         last_answer = max(r["finished_at"] for r in runs.values())
         lag = await pipeline.ledger_lag(database_url, tenant, requests, last_answer)
-        usage = meter.report(requests)  # until the ledger holds every row: its work is in
+        usage = meter.report(requests)  # once the ledger holds every row, so its work counts
     finally:
         await nc.close()
         if provider_latency_ms is not None and emulator is not None:
