@@ -498,6 +498,10 @@ def bench(
     gateway: Annotated[str | None, typer.Option(
         metavar="URL", help="The gateway for --via http (default http://127.0.0.1:GATEWAY_PORT, "
         "8000).")] = None,
+    unique: Annotated[bool, typer.Option(
+        "--unique/--no-unique", help="Every prompt new, as in real traffic (the classifier's "
+        "cache never answers); --no-unique cycles the test split, for the warm-cache figure.")]
+    = True,
     mix: Annotated[str | None, typer.Option(
         metavar="S/M/C", help="Instead, the savings report: prompts of the test split in these "
         "shares of simple/medium/complex (e.g. 70/20/10), routed and always-top-tier; cost, "
@@ -506,14 +510,15 @@ def bench(
     as_json: JsonFlag = False,
 ) -> None:
     """Load-test the running stack. Prints throughput, latency percentiles, the router's
-    overhead and the ledger's lag; with --mix, what routing saves and what it costs in
-    quality."""
+    overhead, the ledger's lag and CPU ms per request of each process (the emulator's apart);
+    with --mix, what routing saves and what it costs in quality."""
     if via not in ("nats", "http") or (stream and via != "http"):
         raise typer.BadParameter("--via is nats or http; --stream needs --via http")
     if via == "http":
         from .bench import http
 
-        _run(_bench(http.run(gateway, mode, requests, concurrency, rate, stream), as_json))
+        _run(_bench(http.run(gateway, mode, requests, concurrency, rate, stream, emulator,
+                             unique), as_json))
     from .bench.run import run, savings
 
     if mix is not None:
@@ -521,8 +526,8 @@ def bench(
 
         _run(_report(savings(mix, requests, concurrency, emulator), as_json, render))
     else:
-        _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms),
-                    as_json))
+        _run(_bench(run(mode, requests, concurrency, rate, emulator, provider_latency_ms,
+                        unique), as_json))
 
 
 async def _bench(work: Coroutine[Any, Any, dict], as_json: bool) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.classifier import chain, rules
+from services.classifier import chain, features, rules
 from services.classifier.chain import Classifier
 from services.classifier.decision import decide
 from services.classifier.encoder import TOKEN_BUDGET, Encoder
@@ -221,3 +223,29 @@ def test_eval_reports_accuracy_languages_latency_and_the_knob(tmp_path):
     costs = [b["cost_per_1k_requests_usd"] for b in report["bias_effect"]]
     assert report["bias_effect"][-1]["under_routed"] <= report["bias_effect"][0]["under_routed"]
     assert costs[-1] != costs[0]
+
+
+@pytest.mark.parametrize("text", [
+    "What is the capital of Peru?",
+    "请证明根号2是无理数。" * 30,
+    "  Σίσυφος\tand   İstanbul 😀 " + "def f(x): return x\n" * 120,
+])
+def test_ngram_counts_are_the_crc32_buckets_of_each_space(text):
+    """The model's weights are indexed by these buckets: the fast counting must find exactly the
+    n-grams, hashes and counts of the definition."""
+    def definition(part: str) -> dict[int, int]:
+        padded = " " + re.sub(r"\s+", " ", part.lower()) + " "
+        found: dict[int, int] = {}
+        for n in features.NGRAMS:
+            for i in range(len(padded) - n + 1):
+                bucket = zlib.crc32(padded[i:i + n].encode()) & (features.BUCKETS - 1)
+                found[bucket] = found.get(bucket, 0) + 1
+        return found
+
+    text = text.strip()
+    cut = features.BODY_CHARS
+    body = text if len(text) <= 2 * cut else f"{text[:cut]} {text[-cut:]}"
+    spaces = (text[:features.EDGE_CHARS], text[-features.EDGE_CHARS:], body)
+    counted = features.ngram_counts(text)
+    assert [dict(zip(g.tolist(), c.tolist(), strict=True)) for g, c in counted] == \
+        [definition(part) for part in spaces]

@@ -1,14 +1,15 @@
 """`smart-router bench --via http [--stream]`: the same online load through the HTTP gateway and
 straight over NATS, in one run, so the gateway's own cost is the difference between the two.
 
-Both paths get the same prompts, rate and concurrency, after a warm-up over NATS that fills the
-classifier's cache for both alike. With --rate both run at once, each at that rate, so whatever
-else the machine does weighs on both alike; without, one after the other, each saturating the
-router alone (the throughput comparison). The HTTP path posts the seed's /v1/chat body; with
---stream it asks /v1/chat/completions for server-sent events and also times the first content
-chunk (time to first token). Reported: throughput, end-to-end p50/p95/p99, TTFT with --stream,
-and the gateway's overhead (HTTP minus NATS, per percentile) with the share of NATS throughput
-the HTTP path keeps.
+Both paths get the same prompts (made new for each path by default: see pipeline.Prompts), rate and
+concurrency, after a warm-up over NATS. With --rate both run at once, each at that rate, so whatever
+else the machine does weighs on both alike; without, one after the other, each saturating the router
+alone (the throughput comparison). The HTTP path posts the seed's /v1/chat body; with --stream it
+asks /v1/chat/completions for server-sent events and also times the first content chunk (time to
+first token). Reported: throughput, end-to-end p50/p95/p99, TTFT with --stream, and the gateway's
+overhead (HTTP minus NATS, per percentile) with the share of NATS throughput the HTTP path keeps;
+CPU per request and process for each path when they run one after the other, for both together when
+they run at once.
 """
 
 from __future__ import annotations
@@ -26,34 +27,37 @@ from shared import subjects
 from shared.config import settings
 
 from .. import client
-from . import pipeline
-from .run import PROMPTS
+from . import cpu, pipeline
 
 WARM_UP = 200
 
 
 async def run(gateway: str | None, mode: str, requests: int, concurrency: int,
-              rate: float | None, stream: bool) -> dict:
+              rate: float | None, stream: bool, emulator: str | None = None,
+              unique: bool = True) -> dict:
     if mode != "online":
         raise ValueError("--via http measures online requests: use --mode online")
     gateway = gateway or f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8000')}"
-    prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
+    prompts = pipeline.Prompts.test_split(unique)
     nc = await client.connect(settings())
     tenant = pipeline.new_tenant()
     try:
+        meter = await cpu.Meter.find(nc, settings().database_url, emulator, via_gateway=True)
         runs = await compare(nc, gateway, prompts, requests, tenant, concurrency=concurrency,
-                             rate=rate, stream=stream)
+                             rate=rate, stream=stream, meter=meter)
         last_answer = max(runs[path].pop("finished_at") for path in ("nats", "http"))
         lag = await pipeline.ledger_lag(settings().database_url, tenant, runs.pop("sent"),
                                         last_answer)
     finally:
         await nc.close()
     return {"mode": "online", "via": "http", "stream": stream, "requests": requests,
-            "concurrency": concurrency, "rate": rate, "gateway": gateway, **runs, "ledger": lag}
+            "unique_prompts": unique, "concurrency": concurrency, "rate": rate,
+            "gateway": gateway, **runs, "ledger": lag}
 
 
-async def compare(nc: Client, gateway: str, prompts: list[str], count: int, tenant: str, *,
-                  concurrency: int, rate: float | None, stream: bool) -> dict:
+async def compare(nc: Client, gateway: str, prompts: pipeline.Prompts, count: int, tenant: str,
+                  *, concurrency: int, rate: float | None, stream: bool,
+                  meter: cpu.Meter) -> dict:
     """With a rate, both paths at that rate at once, so the machine's other load weighs on both
     alike (the latency comparison); without, one after the other, each saturating the router
     alone (the throughput comparison)."""
@@ -61,19 +65,25 @@ async def compare(nc: Client, gateway: str, prompts: list[str], count: int, tena
     await pipeline.online(nc, prompts, min(WARM_UP, count), tenant, concurrency=concurrency,
                           rate=None)
     async with _gateway_session(gateway, concurrency) as http:
-        over_nats = Path("nats", _over_nats(nc, tenant))
-        over_http = Path("http", _streamed(http, tenant) if stream else _plain(http, tenant))
+        over_nats = Path("nats", _over_nats(nc, tenant), prompts.fresh())
+        over_http = Path("http", _streamed(http, tenant) if stream else _plain(http, tenant),
+                         prompts.fresh())
         if rate:
             pipeline.say(f"NATS and HTTP at once: {count} requests each at {rate:g}/s")
-            await asyncio.gather(*(p.load(prompts, count, concurrency, rate)
+            meter.start()
+            await asyncio.gather(*(p.load(count, concurrency, rate)
                                    for p in (over_nats, over_http)))
+            usage = {"cpu": meter.report(2 * count)}
         else:
+            usage = {}
             for path in (over_nats, over_http):
                 pipeline.say(f"{path.name}: {count} requests, {concurrency} in flight")
-                await path.load(prompts, count, concurrency, rate)
+                meter.start()
+                await path.load(count, concurrency, rate)
+                path.cpu = meter.report(count)
     reports = {p.name: p.report() for p in (over_nats, over_http)}
     return {**reports, "gateway_overhead": overhead(reports["nats"], reports["http"]),
-            "sent": count * 2 + min(WARM_UP, count)}
+            **usage, "sent": count * 2 + min(WARM_UP, count)}
 
 
 def overhead(over_nats: dict, over_http: dict) -> dict:
@@ -92,20 +102,20 @@ Send = Callable[[str], Awaitable[dict]]
 class Path:
     """One way into the router, its tally, and time to first token when it streams."""
 
-    def __init__(self, name: str, send: Send) -> None:
-        self.name, self._send = name, send
+    def __init__(self, name: str, send: Send, prompts: pipeline.Prompts) -> None:
+        self.name, self._send, self._prompts = name, send, prompts
         self.tally = pipeline.Tally()
         self.first_tokens_ms: list[float] = []
+        self.cpu: dict | None = None  # when it ran alone
 
-    async def load(self, prompts: list[str], count: int, concurrency: int,
-                   rate: float | None) -> None:
-        tally, gate = self.tally, asyncio.Semaphore(concurrency)
+    async def load(self, count: int, concurrency: int, rate: float | None) -> None:
+        tally, gate, prompts = self.tally, asyncio.Semaphore(concurrency), self._prompts
 
         async def one(i: int) -> None:
             async with gate:
                 sent = time.perf_counter()
                 try:
-                    reply = await self._send(prompts[i % len(prompts)])
+                    reply = await self._send(prompts[i])
                 except Exception as exc:
                     tally.errors[type(exc).__name__] = tally.errors.get(type(exc).__name__,
                                                                         0) + 1
@@ -122,6 +132,8 @@ class Path:
         if self.first_tokens_ms:  # streamed: the chunks carry no provider time
             report.pop("router_overhead_ms")
             report["time_to_first_token_ms"] = pipeline._percentiles(self.first_tokens_ms)
+        if self.cpu is not None:
+            report["cpu"] = self.cpu
         return report
 
 

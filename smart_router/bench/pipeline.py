@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,36 @@ from ..client import results
 
 REPLY_TIMEOUT_S = 120.0
 LEDGER_WAIT_S = 120.0
+_AS_WHITESPACE = str.maketrans("01", " \t")
+PROMPTS = Path(__file__).resolve().parents[2] / "services/classifier/data/test.jsonl"
+
+
+class Prompts:
+    """The classifier's test split, cycled. With `unique`, every request's prompt is one no run
+    sent before: a tag of the run and the request's number follows it as trailing whitespace.
+    The classifier's features and e5 excerpt strip that, so a tagged prompt costs what its
+    original costs uncached, while its cache (keyed by a digest of the text, as is the ledger's
+    prompt_sha256) misses. A visible tag would change the work measured: on the test split a
+    "(ref <run>-<n>)" suffix sent 42% of prompts to e5 instead of 36%."""
+
+    def __init__(self, texts: list[str], unique: bool) -> None:
+        self._texts, self.unique = texts, unique
+        self._run = random.getrandbits(32)
+
+    @classmethod
+    def test_split(cls, unique: bool) -> Prompts:
+        return cls([json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()],
+                   unique)
+
+    def fresh(self) -> Prompts:
+        """The same texts under another run tag: for a second load in the same run."""
+        return Prompts(self._texts, self.unique)
+
+    def __getitem__(self, i: int) -> str:
+        text = self._texts[i % len(self._texts)]
+        if not self.unique:
+            return text
+        return f"{text}\n{format(self._run << 24 | i, 'b').translate(_AS_WHITESPACE)}"
 
 
 @dataclass
@@ -65,14 +97,14 @@ class Tally:
         }
 
 
-async def online(nc: Client, prompts: list[str], count: int, tenant: str, *,
+async def online(nc: Client, prompts: Prompts, count: int, tenant: str, *,
                  concurrency: int, rate: float | None) -> dict:
     """`count` requests on router.v1.chat: `concurrency` callers back to back, or, with
     `rate`, arrivals at that many per second (at most `concurrency` in flight)."""
     tally, gate = Tally(), asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
-        body = json.dumps({"prompt": prompts[i % len(prompts)], "tenant": tenant}).encode()
+        body = json.dumps({"prompt": prompts[i], "tenant": tenant}).encode()
         async with gate:
             sent = time.perf_counter()
             try:
@@ -99,7 +131,7 @@ async def arrive(tally: Tally, count: int, rate: float | None,
     tally.finished = time.perf_counter()
 
 
-async def batch(nc: Client, prompts: list[str], count: int, tenant: str) -> dict:
+async def batch(nc: Client, prompts: Prompts, count: int, tenant: str) -> dict:
     """`count` jobs on router.v1.jobs, timed until the last result is in."""
     js, tally = nc.jetstream(), Tally()
     job = f"bench-{uuid.uuid4().hex[:8]}"
@@ -108,7 +140,7 @@ async def batch(nc: Client, prompts: list[str], count: int, tenant: str) -> dict
 
     async def publish(i: int) -> None:
         request_id = f"{job}-{i}"
-        body = json.dumps({"prompt": prompts[i % len(prompts)], "tenant": tenant,
+        body = json.dumps({"prompt": prompts[i], "tenant": tenant,
                            "job_id": job, "request_id": request_id}).encode()
         async with gate:
             sent_at[request_id] = time.perf_counter()

@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from pathlib import Path
 
 from shared.config import config, settings
 
 from .. import client
-from . import ledger, mix, pipeline
-
-PROMPTS = Path(__file__).resolve().parents[2] / "services/classifier/data/test.jsonl"
+from . import cpu, ledger, mix, pipeline
+from .pipeline import PROMPTS
 
 
 async def run(mode: str, requests: int, concurrency: int, rate: float | None,
-              emulator: str | None, provider_latency_ms: float | None) -> dict:
+              emulator: str | None, provider_latency_ms: float | None,
+              unique: bool = True) -> dict:
     database_url = settings().database_url
     if mode == "ledger":
         return await ledger.run(settings(), database_url, requests)
-    prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
+    prompts = pipeline.Prompts.test_split(unique)
     if provider_latency_ms is not None:
         if emulator is None:
             raise ValueError("--provider-latency-ms needs --emulator URL")
@@ -28,7 +27,10 @@ async def run(mode: str, requests: int, concurrency: int, rate: float | None,
     nc = await client.connect(settings())
     tenant = pipeline.new_tenant()
     try:
-        pipeline.say(f"{mode}: {requests} requests, tenant {tenant}")
+        meter = await cpu.Meter.find(nc, database_url, emulator)
+        pipeline.say(f"{mode}: {requests} {'unique' if unique else 'repeating'} prompts, "
+                     f"tenant {tenant}")
+        meter.start()
         if mode == "online":
             runs = {"online": await pipeline.online(nc, prompts, requests, tenant,
                                                     concurrency=concurrency, rate=rate)}
@@ -38,20 +40,22 @@ async def run(mode: str, requests: int, concurrency: int, rate: float | None,
             half = requests // 2
             online, batch = await asyncio.gather(
                 pipeline.online(nc, prompts, half, tenant, concurrency=concurrency, rate=rate),
-                pipeline.batch(nc, prompts, requests - half, tenant))
+                pipeline.batch(nc, prompts.fresh(), requests - half, tenant))
             runs = {"online": online, "batch": batch}
         else:
             raise ValueError(f"unknown mode {mode!r}: online, batch, mixed or ledger")
         last_answer = max(r["finished_at"] for r in runs.values())
         lag = await pipeline.ledger_lag(database_url, tenant, requests, last_answer)
+        usage = meter.report(requests)  # once the ledger holds every row, so its work counts
     finally:
         await nc.close()
         if provider_latency_ms is not None and emulator is not None:
             _emulator(emulator, "POST", "reset", None)
     for r in runs.values():
         r.pop("finished_at")
-    return {"mode": mode, "requests": requests, "concurrency": concurrency, "rate": rate,
-            "provider_latency_ms": provider_latency_ms, **runs, "ledger": lag}
+    return {"mode": mode, "requests": requests, "unique_prompts": unique, "tenant": tenant,
+            "concurrency": concurrency, "rate": rate, "provider_latency_ms": provider_latency_ms,
+            **runs, "ledger": lag, "cpu": usage}
 
 
 async def savings(shares: str, requests: int, concurrency: int, emulator: str | None) -> dict:
