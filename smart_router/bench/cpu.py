@@ -134,7 +134,8 @@ def _listening(port: int | None, command: str) -> list[psutil.Process]:
         return []
     with contextlib.suppress(psutil.Error):
         for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+            if (conn.status == psutil.CONN_LISTEN and conn.laddr
+                    and conn.laddr.port == port):
                 process = _running(conn.pid, command)
                 return [process] if process is not None else []
     return []
