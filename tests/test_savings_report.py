@@ -104,6 +104,15 @@ async def test_the_verdicts_read_are_those_the_emulator_marks_on_its_answers(emu
     assert read == marked and {"good", "weak"} <= set(read)
 
 
+def test_a_report_refuses_to_name_a_configuration_that_did_not_answer():
+    config = load_config()  # the default profile, cheapest
+    own = {m.key for t in config.tiers for m in t.models}
+
+    mix._same_configuration(config, own)  # the stack's own models: fine
+    with pytest.raises(mix.OtherConfiguration, match="openai:gpt-4o-2024"):
+        mix._same_configuration(config, {*own, "openai:gpt-4o-2024"})
+
+
 def test_the_bench_command_needs_the_emulator_for_quality():
     done = subprocess.run(
         [sys.executable, "-m", "smart_router.cli", "bench", "--mix", "70/20/10"],

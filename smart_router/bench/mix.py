@@ -172,6 +172,7 @@ async def run(nc: Client, prompts_path: Path, mix: Mix, requests: int, concurren
 
     report = tally(routed, routed_verdicts)
     top_tally = tally(pinned, pinned_verdicts)
+    _same_configuration(config, {*report["models"], *top_tally["models"]})
     by_label = {}
     for label in DIFFICULTIES:
         mine = [i for i, x in enumerate(labels) if x == label]
@@ -230,3 +231,18 @@ def render(report: dict) -> str:
 
 def _pct(value: float | None, scale: float = 1.0) -> str:
     return "n/a" if value is None else f"{100 * value / scale:.1f}%"
+
+
+class OtherConfiguration(ValueError):
+    """The stack answered with models this command's configuration does not name."""
+
+
+def _same_configuration(config: RouterConfig, served: set[str]) -> None:
+    """The report names the profile and tiers this command reads (ROUTER_CONFIG): they must be
+    the stack's, or the report would name a configuration that did not answer."""
+    configured = {m.key for t in config.tiers for m in t.models}
+    if served - configured:
+        raise OtherConfiguration(
+            f"the stack answered with {', '.join(sorted(served - configured))}, which this "
+            f"command's configuration (profile '{config.profile}') does not name: run bench "
+            "with the stack's ROUTER_CONFIG (the file given to `up --config`)")
