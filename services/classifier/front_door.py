@@ -18,7 +18,7 @@ from nats.aio.subscription import Subscription
 from shared import outcomes, subjects
 from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
-from shared.messages import ErrorBody, ErrorReply, Origin, new_request_id
+from shared.messages import ErrorBody, ErrorReply, Origin, RequestEvent, new_request_id
 
 from .admission import Admission
 from .intake import Intake
@@ -26,6 +26,9 @@ from .intake import Intake
 log = structlog.get_logger(__name__)
 
 SALVAGE_MAX_BYTES = 4096
+REFUSAL_ROWS_HELD = 100_000  # past this a refusal waits for room: no row is dropped
+REFUSAL_BATCH = 256
+RECORD_WAIT_S = 10.0
 
 
 class FrontDoor:
@@ -36,10 +39,15 @@ class FrontDoor:
         self.admission = Admission(cfg.pipeline.max_online_in_flight)
         self.done_subject = subjects.done(new_request_id())
         self.chat_subscriptions: list[Subscription] = []
-        self.chats: set[asyncio.Task] = set()  # requests in hand, and refusals' ledger rows
+        self.chats: set[asyncio.Task] = set()  # requests in hand
+        # Refusals' ledger rows, published in the background: under a burst, a storage receipt
+        # awaited per refusal would put every later refusal behind the earlier ones' rows.
+        self.refusal_rows: asyncio.Queue[RequestEvent] = asyncio.Queue(REFUSAL_ROWS_HELD)
+        self._recorder: asyncio.Task | None = None
 
     async def open(self) -> None:
         nc = self.broker.connection
+        self._recorder = asyncio.create_task(self._record_refusals())
         await nc.subscribe(self.done_subject, cb=self._count_out)
         # The shared subject (open mode, admin) and the per-tenant ones client identities use.
         for subject in (subjects.CHAT, f"{subjects.CHAT}.*"):
@@ -53,6 +61,25 @@ class FrontDoor:
                 await subscription.drain()  # the requests already queued are still served
         if self.chats:
             await asyncio.wait(self.chats, timeout=self.cfg.limits.provider_timeout_s)
+        if self._recorder is not None:
+            with contextlib.suppress(TimeoutError):  # the refusals' rows still in hand
+                await asyncio.wait_for(self.refusal_rows.join(), RECORD_WAIT_S)
+            self._recorder.cancel()
+
+    async def _record_refusals(self) -> None:
+        """Publish the refusals' rows, a batch at a time, their receipts awaited together."""
+        while True:
+            batch = [await self.refusal_rows.get()]
+            while len(batch) < REFUSAL_BATCH and not self.refusal_rows.empty():
+                batch.append(self.refusal_rows.get_nowait())
+            results = await asyncio.gather(
+                *(outcomes.publish_event(self.broker, row) for row in batch),
+                return_exceptions=True)
+            for row, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):  # NATS away for longer than the receipt
+                    log.error("chat.refusal_not_recorded", trace_id=row.trace_id,
+                              reason=repr(result))
+                self.refusal_rows.task_done()
 
     async def _count_out(self, msg: Msg) -> None:
         self.admission.done(msg.data.decode())
@@ -81,8 +108,7 @@ class FrontDoor:
                                       trace_id)
         event = outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
                                          body=msg.data, received_at=received_at, tenant=tenant)
-        self._spawn(outcomes.publish_event(self.broker, event.model_copy(
-            update={"error_code": ErrorCode.OVERLOADED})))
+        await self.refusal_rows.put(event.model_copy(update={"error_code": ErrorCode.OVERLOADED}))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -91,7 +117,7 @@ class FrontDoor:
 
     def _finished(self, task: asyncio.Task) -> None:
         self.chats.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # a refusal's row not recorded
+        if not task.cancelled() and task.exception() is not None:
             log.error("chat.task_failed", reason=repr(task.exception()))
 
     async def _serve_chat(self, body: bytes, origin: Origin, trace_id: str,
