@@ -48,6 +48,10 @@ class ModelRef(_Strict):
     def key(self) -> str:
         return f"{self.provider}:{self.model}"
 
+    def named(self, name: str) -> bool:
+        """Whether a request's `model` names this model: its id, or provider:model."""
+        return name in (self.model, self.key)
+
 
 class Tier(_Strict):
     name: str

@@ -31,6 +31,17 @@ async def test_a_hop_calls_its_tier_and_keeps_what_a_replay_needs(dispatcher):
     assert result.ttft_ms is None and not result.cancelled
 
 
+async def test_a_pinned_model_is_the_only_one_called(dispatcher, emulator):
+    second = dispatcher.cfg.tiers[0].models[1]
+    emulator.faults({"model": second.model, "action": "server_error"})
+
+    result = await dispatcher.call(envelope(model=second.model))
+
+    # It alone is tried, each round, even though the tier's first model would have answered.
+    assert {a.model for a in result.attempts} == {second.model}
+    assert result.answer is None
+
+
 async def test_an_answer_over_the_limit_is_cut_and_its_attempt_says_so(dispatcher):
     result = await dispatcher.call(envelope("Write a long essay on the history of Rome."))
     answer_bytes = len(json.dumps(result.answer.text, ensure_ascii=False).encode())

@@ -103,6 +103,8 @@ async def test_content_parts_developer_messages_and_limits_reach_the_router(sdk)
 @pytest.mark.parametrize(("model", "tier", "models"), [
     ("complex", "complex", TIER_MODELS["complex"]),
     ("gpt-4o", "complex", {"gpt-4o"}),
+    ("gpt-4o-mini", "simple", {"gpt-4o-mini"}),  # the second of its tier: only it answers
+    ("anthropic:claude-sonnet-4-5", "complex", {"claude-sonnet-4-5"}),
     ("smart-router", None, None),
 ])
 async def test_the_model_names_a_tier_a_model_or_the_router(sdk, model, tier, models):

@@ -21,6 +21,8 @@ INTAKE = Intake(NatsBroker(), CONFIG, Classifier(CONFIG.classifier))
     ({"tier": "medium"}, (1, 2)),
     ({"max_tier": "medium"}, (None, 1)),
     ({"tier": "simple", "max_tier": "simple"}, (0, 0)),
+    ({"model": "gpt-4o-mini"}, (0, 0)),  # the first tier that lists it; no climb
+    ({"model": "openai:gpt-4o"}, (2, 2)),
 ])
 def test_a_request_may_pin_its_tier_and_cap_its_climb(request_fields, bounds):
     assert INTAKE.tier_bounds(ChatRequest(prompt="hi", **request_fields)) == bounds
@@ -29,6 +31,8 @@ def test_a_request_may_pin_its_tier_and_cap_its_climb(request_fields, bounds):
 @pytest.mark.parametrize(("request_fields", "message"), [
     ({"tier": "huge"}, "unknown tier 'huge' (tiers: simple, medium, complex)"),
     ({"tier": "complex", "max_tier": "medium"}, "'tier' is above the highest tier"),
+    ({"model": "gpt-5-ultra"}, "'model': 'gpt-5-ultra' is not a configured model"),
+    ({"model": "gpt-4o", "tier": "simple"}, "'model' pins its own tier"),
 ])
 def test_an_impossible_tier_is_an_invalid_request(request_fields, message):
     with pytest.raises(RouterError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:

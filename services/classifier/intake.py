@@ -147,6 +147,9 @@ class Intake:
 
     def tier_bounds(self, request: ChatRequest) -> tuple[int | None, int]:
         """The pinned starting tier, if any, and the highest tier this request may reach."""
+        if request.model is not None:
+            own = self._model_tier(request)
+            return own, own
         names = [t.name for t in self.cfg.tiers]
         for field in ("tier", "max_tier"):
             value = getattr(request, field)
@@ -163,6 +166,19 @@ class Intake:
                               f"'tier' is above the highest tier this request may reach "
                               f"({self.cfg.tiers[top].name})")
         return pinned, top
+
+    def _model_tier(self, request: ChatRequest) -> int:
+        """The first tier that lists the model the request names."""
+        if request.tier is not None or request.max_tier is not None:
+            raise RouterError(ErrorCode.INVALID_REQUEST,
+                              "'model' pins its own tier: give 'model' or 'tier'/'max_tier'")
+        for index, tier in enumerate(self.cfg.tiers):
+            if any(ref.named(request.model or "") for ref in tier.models):
+                return index
+        known = sorted({ref.model for tier in self.cfg.tiers for ref in tier.models})
+        raise RouterError(ErrorCode.INVALID_REQUEST,
+                          f"'model': '{request.model}' is not a configured model "
+                          f"({', '.join(known)})")
 
     async def reject(
         self, body: bytes, origin: Origin, trace_id: str, received_at: float,

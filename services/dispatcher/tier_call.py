@@ -45,9 +45,10 @@ class TierCaller:
         max_tokens = request.max_tokens or self._limits.default_max_tokens
         messages = [m.model_dump() for m in request.chat]
         input_bound = worst_case_input_tokens(m["content"] for m in messages)
+        models = [r for r in tier.models if request.model is None or r.named(request.model)]
         for round_no in range(self._limits.provider_retries + 1):
             waits: list[float] = []
-            for ref in tier.models:
+            for ref in models:
                 n = len(envelope.attempts) + len(attempts) + 1
                 remaining = envelope.seconds_left()
                 if remaining <= 0:

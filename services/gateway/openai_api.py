@@ -133,17 +133,15 @@ def to_router_request(request: CompletionRequest, cfg: RouterConfig) -> dict[str
 
 
 def model_pin(model: str, cfg: RouterConfig) -> dict[str, str]:
-    """`auto` routes; a tier name starts there; a model id pins its tier (the first tier that
-    lists it) with no escalation beyond it. Within that tier its models are tried in order:
-    the pipeline has no per-model pin yet."""
+    """`auto` routes; a tier name starts there (escalation may climb); a configured model id
+    pins that model, on its tier, with no escalation."""
     if model in ROUTING_MODELS:
         return {}
     tiers = [t.name for t in cfg.tiers]
     if model in tiers:
         return {"tier": model}
-    for tier in cfg.tiers:
-        if any(ref.model == model for ref in tier.models):
-            return {"tier": tier.name, "max_tier": tier.name}
+    if any(ref.named(model) for tier in cfg.tiers for ref in tier.models):
+        return {"model": model}
     raise RouterError(
         ErrorCode.INVALID_REQUEST,
         f"'model': unknown model '{model}'; use 'auto', a tier ({', '.join(tiers)}) or a model "
