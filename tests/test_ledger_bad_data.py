@@ -269,8 +269,11 @@ async def test_a_ledger_that_cannot_commit_is_reported_stuck(stack, nc, tmp_path
         job = f"stuck-{uuid.uuid4().hex[:8]}"
         expected = await harness.publish_ledger_events(nc, job, 50)
 
-        code, report = await health_until(
-            env, lambda _, report: report["services"]["ledger"]["stuck"], timeout_s=60)
+        # Stuck, and saying why: writer states travel in heartbeats (every 2 s), so the first
+        # stuck report may still show the writers as they were a beat earlier.
+        code, report = await health_until(env, lambda _, report: (
+            report["services"]["ledger"]["stuck"]
+            and "waiting_for_database" in report["problems"][0]), timeout_s=60)
         assert code == 1 and not report["ok"] and report["services"]["ledger"]["up"]
         assert report["problems"][0].startswith("ledger is stuck: no commit for")
         code, out = await health(env)
