@@ -78,7 +78,7 @@ class ChatRequest(BaseModel):
     max_tier: str | None = None
     # A configured model (its id as GET /v1/models lists it, or provider:model): only that model
     # answers, on the first tier that lists it, with no escalation.
-    model: str | None = None
+    model: Name | None = None
     # JSON's Infinity and 1e400 parse as inf, which would serialise as null: no budget at all.
     max_cost_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, ge=1, le=200_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from faststream.nats import NatsBroker
+from pydantic import ValidationError
 
 from services.classifier.chain import Classifier
 from services.classifier.intake import Intake, vouched
@@ -48,3 +49,9 @@ def test_a_tenants_subject_names_its_tenant_whatever_the_body_says():
         vouched(ChatRequest(prompt="hi", tenant="other"), origin)
     with pytest.raises(RouterError, match="go to its own inbox"):
         vouched(ChatRequest(prompt="hi"), origin.model_copy(update={"reply_to": "_INBOX.x"}))
+
+
+@pytest.mark.parametrize("model", ["gpt\x00x", "m" * 65])
+def test_a_model_name_is_a_printable_name_of_a_bounded_length(model):
+    with pytest.raises(ValidationError, match="model"):
+        ChatRequest(prompt="hi", model=model)

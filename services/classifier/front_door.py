@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -48,6 +49,7 @@ class FrontDoor:
     async def open(self) -> None:
         nc = self.broker.connection
         self._recorder = asyncio.create_task(self._record_refusals())
+        self._recorder.add_done_callback(_exit_if_recorder_failed)
         await nc.subscribe(self.done_subject, cb=self._count_out)
         # The shared subject (open mode, admin) and the per-tenant ones client identities use.
         for subject in (subjects.CHAT, f"{subjects.CHAT}.*"):
@@ -86,7 +88,8 @@ class FrontDoor:
 
     async def on_chat(self, msg: Msg) -> None:
         """Runs in nats-py's delivery loop, so it never waits on work: an admitted request goes
-        on as a task of its own; a refusal is answered here (one publish), its row follows."""
+        on as a task of its own; a refusal is answered here (one publish), its row is queued for
+        the recorder (a wait only when REFUSAL_ROWS_HELD rows are still unrecorded)."""
         origin = Origin(kind="online", tenant=subjects.tenant_of(msg.subject),
                         reply_to=msg.reply or None,
                         correlation_id=(msg.headers or {}).get("correlation_id"))
@@ -133,6 +136,15 @@ class FrontDoor:
         finally:
             if not handed_on:
                 self.admission.done(trace_id)
+
+
+def _exit_if_recorder_failed(task: asyncio.Task) -> None:
+    """Without its recorder the front door would stall once the queue is full, with the process
+    still beating: exit instead, so the supervisor starts a fresh one."""
+    if task.cancelled():
+        return
+    log.critical("chat.refusal_recorder_failed", reason=repr(task.exception()), exit_status=1)
+    os._exit(1)
 
 
 def _reply_allowed(origin: Origin) -> bool:

@@ -56,7 +56,6 @@ class OpenAICompatible:
             extra=extra,
         )
 
-
     async def stream(
         self,
         model: str,

@@ -147,7 +147,7 @@ def tally(replies: list[dict], verdicts: list[str | None]) -> dict:
         "unjudged": sum(1 for v, r in zip(verdicts, replies, strict=True)
                         if v is None and "error" not in r),
         "quality": round(good / len(replies), 4) if replies else None,
-        "models": dict(Counter(f"{r['provider']}:{r['model_used']}" for r in ok).most_common()),
+        "models": dict(Counter(_served_by(r) for r in ok).most_common()),
     }
 
 
@@ -166,13 +166,15 @@ async def run(nc: Client, prompts_path: Path, mix: Mix, requests: int, concurren
     run_id = uuid.uuid4().hex[:8]
     routed_tenant, top_tenant = f"savings-{run_id}", f"savings-{run_id}-top"
     routed = await ask_all(nc, prompts, routed_tenant, concurrency)
+    # Before the second pass: a report of another configuration is not worth its requests.
+    _same_configuration(config, {_served_by(r) for r in routed if "error" not in r})
     pinned = await ask_all(nc, prompts, top_tenant, concurrency, tier=top)
+    _same_configuration(config, {_served_by(r) for r in pinned if "error" not in r})
     routed_verdicts = await market_verdicts(emulator, prompts, routed)
     pinned_verdicts = await market_verdicts(emulator, prompts, pinned)
 
     report = tally(routed, routed_verdicts)
     top_tally = tally(pinned, pinned_verdicts)
-    _same_configuration(config, {*report["models"], *top_tally["models"]})
     by_label = {}
     for label in DIFFICULTIES:
         mine = [i for i, x in enumerate(labels) if x == label]
@@ -231,6 +233,10 @@ def render(report: dict) -> str:
 
 def _pct(value: float | None, scale: float = 1.0) -> str:
     return "n/a" if value is None else f"{100 * value / scale:.1f}%"
+
+
+def _served_by(reply: dict) -> str:
+    return f"{reply['provider']}:{reply['model_used']}"
 
 
 class OtherConfiguration(ValueError):
