@@ -35,6 +35,9 @@ async def classify_lines(lines: list[tuple[int, str]], backend: str | None,
     if router_model is not None:
         settings = settings.model_copy(update={"router_model": str(router_model)})
     classifier = await _classifier(settings, backend)
+    # Loaded before the first prompt, so latency_ms is what each prompt costs: e5's lazy load
+    # (about 1.6 s here) once counted in the first unsure prompt's figure.
+    await asyncio.to_thread(classifier.warm_up)
     failures = 0
     for number, line in lines:
         result: dict = {"index": number - 1}

@@ -128,6 +128,17 @@ def test_classify_skips_an_ollama_that_is_not_there_without_trying_it():
     assert "ollama_unavailable" not in done.stderr  # no connection was tried: nothing to log
 
 
+def test_classify_times_each_prompt_without_the_models_start_up(tmp_path):
+    # A prompt the fast model is unsure of (it goes on to e5, whose engine takes ~1.6 s to load):
+    # its latency_ms is the prompt's own, a few ms; 500 ms is a wide margin for a loaded machine.
+    prompts = jsonl(tmp_path / "prompts.jsonl", {"prompt": "a\u2028b"}, {"prompt": "hi"})
+
+    done = run("classify", "--input", str(prompts), "--backend", "local")
+
+    assert done.returncode == 0, done.stderr
+    assert [r["latency_ms"] < 500 for r in results_of(done)] == [True, True]
+
+
 def test_classify_reads_jsonl_by_newline_only(tmp_path):
     prompts = jsonl(tmp_path / "prompts.jsonl",
                     {"id": "breaks", "prompt": f"Translate{LINE_BREAKS_IN_STRINGS}'cat' to French"},
