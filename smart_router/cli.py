@@ -85,6 +85,19 @@ def _one_line_errors(unreachable: int = 2) -> Iterator[None]:
         _fail(exc, 2)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except Exception as exc:
+        if not _database_unreachable(exc):
+            raise
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _fail(ConnectionError(f"cannot reach PostgreSQL at DATABASE_URL: {first_line}"),
+              unreachable)
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """A failed PostgreSQL connection, without importing psycopg for commands that never load
+    it (a psycopg error can only come from a command that did)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 def _fail(exc: BaseException, code: int) -> None:
@@ -569,7 +582,8 @@ def migrate(as_json: JsonFlag = False) -> None:
     """Apply the ledger's schema migrations to DATABASE_URL. Safe to re-run."""
     from shared import db  # psycopg: only this command needs it
 
-    applied = db.migrate(settings().database_url)
+    with _one_line_errors():
+        applied = db.migrate(settings().database_url)
     if as_json:
         _emit({"applied": applied}, compact=True)
     else:

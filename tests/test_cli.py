@@ -61,6 +61,12 @@ def test_with_the_stack_down_a_command_says_so_in_one_line(args, code):
     assert_fails_with_one_line(done, code, "cannot reach NATS at nats://127.0.0.1:")
 
 
+def test_with_the_database_down_migrate_says_so_in_one_line():
+    done = run("migrate", DATABASE_URL=f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/x")
+
+    assert_fails_with_one_line(done, 2, "cannot reach PostgreSQL at DATABASE_URL: connection ")
+
+
 # --- help and version ----------------------------------------------------------------------
 
 def test_help_reads_naturally():
