@@ -13,9 +13,12 @@ Identities (users of one account, ROUTER, which holds the JetStream streams and 
 
 `write_identities` keeps, in one private folder, the server's nats.conf and one <identity>.env
 per identity (its NATS_* settings, read through NATS_IDENTITY_FILE): `up` runs its embedded
-server and its children with them, and compose's one-shot `nats-auth` service
-(`python -m shared.nats_auth --write DIR`) does the same in a volume. `python -m
-shared.nats_auth` alone prints the config with each password taken from an environment variable.
+server and its children with them. Compose's one-shot `nats-auth` service (`python -m
+shared.nats_auth --write DIR --folder-per-identity`) writes each of them into a sub-folder of
+its own in a volume (server/nats.conf, <identity>/<identity>.env), and each container mounts
+only its own sub-folder (a volume subpath): no container can read another identity's password.
+`python -m shared.nats_auth` alone prints the config with each password taken from an
+environment variable.
 """
 
 from __future__ import annotations
@@ -224,22 +227,50 @@ def deploy_config() -> str:
     return server_config({u: f"${password_variable(u)}" for u in identities(tenants)}, tenants)
 
 
-def write_identities(folder: Path, tenants: list[str], url: str | None = None) -> dict[str, Path]:
-    """nats.conf and one <identity>.env per identity in `folder` (mode 0700, files 0600); the
-    env files name `url` when given. A password already in its file is kept, so a restart or a
-    new version changes no credential; a missing one is generated. Returns each identity's
-    file."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
+SERVER_FOLDER = "server"  # no identity has this name: a client's starts with CLIENT_PREFIX
+
+
+def config_file(folder: Path, *, apart: bool = False) -> Path:
+    """Where write_identities puts nats.conf: `apart`, in a sub-folder of its own."""
+    return folder / SERVER_FOLDER / "nats.conf" if apart else folder / "nats.conf"
+
+
+def identity_file(folder: Path, user: str, *, apart: bool = False) -> Path:
+    """Where write_identities puts a user's <identity>.env: `apart`, in a sub-folder named
+    after it, which a container can mount alone."""
+    return folder / user / f"{user}.env" if apart else folder / f"{user}.env"
+
+
+def write_identities(folder: Path, tenants: list[str], url: str | None = None, *,
+                     apart: bool = False) -> dict[str, Path]:
+    """nats.conf and one <identity>.env per identity under `folder` (folders 0700, files
+    0600), each in a sub-folder of its own when `apart`; the env files name `url` when given.
+    A password already in its file is kept, so a restart or a new version changes no
+    credential; a missing one is generated. Switching to `apart` keeps the passwords of the
+    files at the top and then removes those, so that only the server's and each identity's
+    sub-folder hold a secret. Returns each identity's file."""
+    _private_folder(folder)
     passwords, files = {}, {}
     for user in identities(tenants):
-        files[user] = folder / f"{user}.env"
-        kept = read_env(files[user]).get("NATS_PASSWORD") if files[user].exists() else None
-        passwords[user] = kept or secrets.token_urlsafe(24)
+        files[user] = identity_file(folder, user, apart=apart)
+        earlier = dict.fromkeys((files[user], identity_file(folder, user)))
+        kept = (read_env(f).get("NATS_PASSWORD") for f in earlier if f.exists())
+        passwords[user] = next(filter(None, kept), None) or secrets.token_urlsafe(24)
         env = ({"NATS_URL": url} if url else {}) | identity_env(user, passwords[user])
+        _private_folder(files[user].parent)
         _write_private(files[user], "".join(f"{k}={v}\n" for k, v in env.items()))
-    _write_private(folder / "nats.conf", server_config(passwords, tenants))
+    config = config_file(folder, apart=apart)
+    _private_folder(config.parent)
+    _write_private(config, server_config(passwords, tenants))
+    if apart:
+        for flat in [config_file(folder), *(identity_file(folder, u) for u in files)]:
+            flat.unlink(missing_ok=True)
     return files
+
+
+def _private_folder(folder: Path) -> None:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -264,12 +295,18 @@ def main(argv: list[str] | None = None) -> None:
         "or write the config and each identity's credentials into a folder.")
     parser.add_argument("--write", metavar="DIR", type=Path,
                         help="write DIR/nats.conf and DIR/<identity>.env (passwords kept)")
+    parser.add_argument("--folder-per-identity", action="store_true",
+                        help="with --write: DIR/server/nats.conf and DIR/<identity>/"
+                        "<identity>.env instead, one sub-folder for each container to mount")
     args = parser.parse_args(argv)
     if args.write is None:
+        if args.folder_per_identity:
+            parser.error("--folder-per-identity goes with --write")
         sys.stdout.write(deploy_config())
         return
-    files = write_identities(args.write, [DEMO_TENANT])
-    print(f"wrote {args.write}/nats.conf and {len(files)} identities", file=sys.stderr)
+    files = write_identities(args.write, [DEMO_TENANT], apart=args.folder_per_identity)
+    print(f"wrote {config_file(args.write, apart=args.folder_per_identity)} and {len(files)} "
+          "identities", file=sys.stderr)
 
 
 if __name__ == "__main__":

