@@ -570,7 +570,7 @@ def tiers(
 
 KeysFile = Annotated[Path | None, typer.Option(
     "--file", metavar="PATH", envvar="GATEWAY_API_KEYS_FILE",
-    help="The gateway's key file (default: GATEWAY_API_KEYS_FILE).")]
+    help="The gateway's key file.")]
 
 
 def _keys_file(file: Path | None) -> Path:

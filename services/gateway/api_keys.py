@@ -23,7 +23,7 @@ from shared.nats_auth import checked_tenant, write_private
 log = structlog.get_logger(__name__)
 
 PREFIX = "sr-"  # recognisable in a config or a leaked log, as OpenAI's sk-
-HEADER = "# Smart Router HTTP API keys: tenant, SHA-256 of the key, created (smart-router api-key)\n"
+HEADER = "# Smart Router API keys (smart-router api-key): tenant, SHA-256 of the key, created\n"
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -82,15 +82,15 @@ class ApiKeys:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._version = self._stat()  # before reading: a change meanwhile is read again
         self._tenants = {e.digest: e.tenant for e in read_entries(path)}  # a bad file stops here
-        self._version = self._stat()
         self._problem: str | None = None
         log.info("gateway.api_keys", file=str(path), keys=len(self._tenants),
                  tenants=len(set(self._tenants.values())))
 
     def tenant(self, key: str) -> str | None:
-        """The tenant `key` names, None for an unknown key; OSError or ValueError when the file
-        has become unreadable (every request is then refused, never let in)."""
+        """The tenant `key` names, None for an unknown key; ValueError while the file is
+        unreadable (every request is then refused, never let in)."""
         self._refresh()
         if self._problem is not None:
             raise ValueError(self._problem)

@@ -57,7 +57,7 @@ async def caller(request: Request) -> str | None:
     key = key.strip()
     try:
         tenant = keys.tenant(key) if scheme.lower() == "bearer" and key else None
-    except (OSError, ValueError):  # logged when the file changed
+    except ValueError:  # logged when the file changed
         raise RouterError(ErrorCode.INTERNAL, "the gateway cannot read its API key file "
                           "(its log says why)") from None
     if tenant is None:  # neither the key nor the header is ever logged
