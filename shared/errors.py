@@ -16,6 +16,9 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     DUPLICATE_REQUEST = "duplicate_request"
     CANCELLED = "cancelled"  # the caller left a streamed request before its end
+    # The HTTP gateway's own, with API keys on: never sent to the router, never in the ledger.
+    INVALID_API_KEY = "invalid_api_key"
+    PERMISSION_DENIED = "permission_denied"
     INTERNAL = "internal_error"
 
 

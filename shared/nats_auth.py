@@ -149,11 +149,12 @@ def client_user(tenant: str) -> str:
 
 
 def checked_tenant(tenant: str) -> str:
-    """A client identity's tenant must be a subject token as it is (never hashed): the
-    classifier takes the token from the subject as the tenant's name."""
+    """A tenant a credential names (a client identity, an HTTP API key) must be a subject token
+    as it is (never hashed): the classifier takes the token from the subject as the tenant's
+    name, and the ledger books a key's requests to the same name."""
     if not subjects.TENANT_TOKEN_RE.fullmatch(tenant):
-        raise ValueError(f"tenant {tenant!r} for a client identity: use 1-64 letters, digits, "
-                         "'_' or '-', starting with a letter or digit")
+        raise ValueError(f"tenant {tenant!r}: use 1-64 letters, digits, '_' or '-', starting "
+                         "with a letter or digit")
     return tenant
 
 
@@ -258,10 +259,10 @@ def write_identities(folder: Path, tenants: list[str], url: str | None = None, *
         passwords[user] = next(filter(None, kept), None) or secrets.token_urlsafe(24)
         env = ({"NATS_URL": url} if url else {}) | identity_env(user, passwords[user])
         _private_folder(files[user].parent)
-        _write_private(files[user], "".join(f"{k}={v}\n" for k, v in env.items()))
+        write_private(files[user], "".join(f"{k}={v}\n" for k, v in env.items()))
     config = config_file(folder, apart=apart)
     _private_folder(config.parent)
-    _write_private(config, server_config(passwords, tenants))
+    write_private(config, server_config(passwords, tenants))
     if apart:
         for flat in [config_file(folder), *(identity_file(folder, u) for u in files)]:
             flat.unlink(missing_ok=True)
@@ -279,7 +280,7 @@ def read_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Readable by its owner only from the start, and replaced whole (a reader never sees half)."""
     partial = path.with_name(f".{path.name}.partial")
     partial.unlink(missing_ok=True)

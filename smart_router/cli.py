@@ -31,6 +31,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 command = functools.partial(app.command, cls=PlainHelpCommand)
+api_key_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="The HTTP gateway's API keys, each naming a tenant.")
+app.add_typer(api_key_app, name="api-key")
+api_key_command = functools.partial(api_key_app.command, cls=PlainHelpCommand)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One compact JSON document on stdout.")]
 Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="How long to wait for the answer.")]
@@ -575,6 +579,50 @@ def tiers(
         _emit(report, compact=True)
     else:
         typer.echo(render(report))
+
+
+KeysFile = Annotated[Path | None, typer.Option(
+    "--file", metavar="PATH", envvar="GATEWAY_API_KEYS_FILE",
+    help="The gateway's key file.")]
+
+
+def _keys_file(file: Path | None) -> Path:
+    if file is None:
+        raise ValueError("name the key file: --file PATH or GATEWAY_API_KEYS_FILE")
+    return file
+
+
+@api_key_command(name="add")
+def api_key_add(
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="Who the key's requests are "
+                                          "booked to.")],
+    file: KeysFile = None,
+) -> None:
+    """Make a key for TENANT and print it, once. Only its SHA-256 goes into the file (created
+    0600); a gateway reading the file takes the key at once."""
+    from services.gateway.api_keys import add_key
+
+    with _one_line_errors():
+        path = _keys_file(file)
+        key, entry = add_key(path, tenant)
+    typer.echo(key)
+    typer.echo(f"added key {entry.key_id} for tenant {tenant!r} to {path}; keep the key: it is "
+               "shown only this once", err=True)
+
+
+@api_key_command(name="list")
+def api_key_list(file: KeysFile = None, as_json: JsonFlag = False) -> None:
+    """The keys in the file: tenant, key id and when each was made (never a key)."""
+    from services.gateway.api_keys import read_entries
+
+    with _one_line_errors():
+        entries = read_entries(_keys_file(file))
+    rows = [{"tenant": e.tenant, "key_id": e.key_id, "created": e.created} for e in entries]
+    if as_json:
+        _emit(rows, compact=True)
+    else:
+        for row in rows:
+            typer.echo(f"{row['tenant']:<20} {row['key_id']}  {row['created']}")
 
 
 @command()

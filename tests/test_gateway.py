@@ -3,11 +3,13 @@ SDK pointed at it, and the seed's curl examples sent with httpx."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -28,17 +30,25 @@ SEED_FIELDS = {"response": str, "model_used": str, "difficulty_tag": str, "cost_
                "latency_ms": float, "escalated": bool}
 
 
-@pytest.fixture(scope="module")
-def gateway(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A gateway process of the test's own, on a port of its own."""
+@contextlib.contextmanager
+def gateway_process(stack, log_dir: Path, **env: str) -> Iterator[str]:
+    """A gateway process of its own, on a port of its own, in front of the stack: its URL."""
     port = embedded.free_port()
-    processes = harness.Processes({**stack.processes.env, "GATEWAY_PORT": str(port)},
-                                  tmp_path_factory.mktemp("gateway"))
+    processes = harness.Processes({**stack.processes.env, "GATEWAY_PORT": str(port), **env},
+                                  log_dir)
     processes.start("gateway", [sys.executable, "-m", "services.gateway"])
     base = f"http://127.0.0.1:{port}"
-    harness.wait_for_http(f"{base}/v1/models")
-    yield base
-    processes.stop_all()
+    try:
+        harness.wait_for_http(f"{base}/v1/health")
+        yield base
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with gateway_process(stack, tmp_path_factory.mktemp("gateway")) as base:
+        yield base
 
 
 @pytest.fixture

@@ -4,6 +4,12 @@
 /v1/chat passes the body to router.v1.chat untouched and the reply back untouched: the
 classifier validates it, so both doors refuse the same requests with the same messages, and the
 gateway spends no time re-encoding what the router already encoded.
+
+With API keys (GATEWAY_API_KEYS_FILE, api_keys.py), every route but /v1/health needs
+`Authorization: Bearer <key>`, and the key's tenant is the request's: the gateway names it in
+the body it sends on the shared subject, where its own NATS identity is trusted to name tenants.
+A caller without a valid key is refused here, so it can neither reach a provider nor write a row
+in the ledger.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+import structlog
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
@@ -24,32 +31,75 @@ from shared.health import Counters
 from shared.messages import ChatReply, ChatRequest, ErrorReply
 
 from . import errors, openai_api
+from .api_keys import ApiKeys
 from .link import RouterLink, RouterStream, Unavailable
+
+log = structlog.get_logger(__name__)
 
 JSON = "application/json"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorReply} for status in (400, 409, 413, 429, 500, 502, 503, 504)}
+    status: {"model": ErrorReply}
+    for status in (400, 401, 403, 409, 413, 429, 500, 502, 503, 504)}
+# The routes that answer the router's own error reply; the others answer OpenAI's shape.
+ROUTER_SHAPED = ("/v1/chat", "/v1/stats")
 
 
 class TooLarge(Exception):
     pass
 
 
-def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastAPI:
+async def caller(request: Request) -> str | None:
+    """The tenant the request's API key names; None when the gateway has no keys."""
+    keys: ApiKeys | None = request.app.state.keys
+    if keys is None:
+        return None
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    try:
+        tenant = keys.tenant(key) if scheme.lower() == "bearer" and key else None
+    except ValueError:  # logged when the file changed
+        raise RouterError(ErrorCode.INTERNAL, "the gateway cannot read its API key file "
+                          "(its log says why)") from None
+    if tenant is None:  # neither the key nor the header is ever logged
+        log.warning("gateway.unauthenticated", path=request.url.path,
+                    reason="unknown key" if key else "no bearer key",
+                    client=request.client.host if request.client else None)
+        raise RouterError(ErrorCode.INVALID_API_KEY, "unknown API key" if key else
+                          "this gateway needs an API key: 'Authorization: Bearer <key>'")
+    return tenant
+
+
+Tenant = Annotated[str | None, Depends(caller)]
+AUTHENTICATED = [Depends(caller)]
+
+
+def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
+               keys: ApiKeys | None = None) -> FastAPI:
     app = FastAPI(
         title="Smart Router",
         summary="Routes each prompt to the cheapest model tier that answers it well.",
         version="1",
     )
+    app.state.keys = keys
     limit = cfg.limits.max_request_bytes
+
+    @app.exception_handler(RouterError)
+    async def refused(request: Request, exc: RouterError) -> Response:
+        """A request refused before its handler ran (its key), in its route's error shape."""
+        reply = errors.error_reply(exc.code, exc.message)
+        if request.url.path in ROUTER_SHAPED:
+            return errors.router_error(reply)
+        return errors.openai_error(reply)
 
     @app.post("/v1/chat", responses={200: {"model": ChatReply}, **ERROR_RESPONSES},
               summary="Route one prompt (the seed's API)")
-    async def chat(request: Request) -> Response:
+    async def chat(request: Request, tenant: Tenant) -> Response:
         """The body is a ChatRequest: `{"prompt": ...}` or `{"messages": [...]}` with the
         router's optional fields. The reply adds the router's figures to the seed's fields."""
         try:
             body = await _body(request, limit)
+            if tenant is not None:
+                body = _as_tenant(body, tenant)
             if b'"stream"' in body and _asks_stream(body):
                 raise RouterError(ErrorCode.INVALID_REQUEST, "'stream': /v1/chat answers whole; "
                                   "stream with POST /v1/chat/completions")
@@ -71,9 +121,15 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
         report = await link.health()
         return JSONResponse(report, 200 if report["ok"] else errors.UNAVAILABLE)
 
-    @app.get("/v1/stats", summary="Costs and savings from the ledger")
+    @app.get("/v1/stats", summary="Costs and savings from the ledger",
+             dependencies=AUTHENTICATED)
     async def stats(days: int = Query(30, ge=1, le=3660)) -> Response:
+        """Every tenant's figures: with API keys on, a key (one tenant's) may not read them."""
         try:
+            if keys is not None:
+                raise RouterError(ErrorCode.PERMISSION_DENIED,
+                                  "the stats cover every tenant: an API key may not read them "
+                                  "(the operator's `smart-router stats` and dashboard do)")
             summary, raw = await link.stats(days)
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
@@ -86,10 +142,10 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
 
     @app.post("/v1/chat/completions", responses=ERROR_RESPONSES,
               summary="OpenAI-compatible chat completion")
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(request: Request, tenant: Tenant) -> Response:
         """model `auto` routes; a tier name starts at that tier; a model id pins its tier.
-        The router's facts come in x-router-* headers. `Authorization: Bearer` is accepted
-        and not checked yet."""
+        The router's facts come in x-router-* headers. With API keys on, the key's tenant is
+        the request's."""
         param = None
         try:
             body = await _body(request, limit)
@@ -97,6 +153,9 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
             param = "model"
             router_body = openai_api.to_router_request(completion_request, cfg)
             param = None
+            if tenant is not None:
+                _check_tenant(router_body.get("tenant"), tenant)
+                router_body["tenant"] = tenant
             if completion_request.stream:
                 include_usage = bool(completion_request.stream_options
                                      and completion_request.stream_options.include_usage)
@@ -116,11 +175,12 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
             return errors.openai_error(reply)
         return JSONResponse(openai_api.completion(reply), headers=openai_api.router_headers(reply))
 
-    @app.get("/v1/models", summary="What `model` may name")
+    @app.get("/v1/models", summary="What `model` may name", dependencies=AUTHENTICATED)
     async def models() -> JSONResponse:
         return JSONResponse(openai_api.model_list(cfg))
 
-    @app.get("/v1/models/{model_id}", summary="One entry of /v1/models")
+    @app.get("/v1/models/{model_id}", summary="One entry of /v1/models",
+             dependencies=AUTHENTICATED)
     async def model(model_id: str) -> JSONResponse:
         for entry in openai_api.model_list(cfg)["data"]:
             if entry["id"] == model_id:
@@ -188,6 +248,31 @@ async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[s
     finally:
         if "delta" in first:
             stream.close(left=not done)
+
+
+def _as_tenant(body: bytes, tenant: str) -> bytes:
+    """The body naming the key's tenant: one that does not already gets it as its last field,
+    its bytes otherwise untouched (no re-encoding). A body this gateway cannot read as a JSON
+    object is refused here: passed on, it could name any tenant to a parser that reads it."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise RouterError(ErrorCode.INVALID_REQUEST, "the body is not a JSON object "
+                          "(a ChatRequest: see /docs)")
+    _check_tenant(data.get("tenant"), tenant)
+    if data.get("tenant") == tenant:  # the last `tenant` key is what json and pydantic keep
+        return body
+    head = body.rstrip()[:-1].rstrip()  # without the closing brace
+    return b"%s%s\"tenant\":%s}" % (head, b"," if data else b"", json.dumps(tenant).encode())
+
+
+def _check_tenant(named: Any, tenant: str) -> None:
+    """A key's caller asks as its own tenant: naming it again is fine, another is refused."""
+    if named is not None and named != tenant:
+        raise RouterError(ErrorCode.PERMISSION_DENIED,
+                          f"'tenant': this API key is tenant '{tenant}', not {json.dumps(named)}")
 
 
 def _asks_stream(body: bytes) -> bool:

@@ -15,6 +15,8 @@ STATUS = {
     # A budget is the caller's own request field (max_cost_usd): a request it cannot cover is
     # a bad request, not a payment the caller could make.
     ErrorCode.BUDGET_EXCEEDED: 400,
+    ErrorCode.INVALID_API_KEY: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.DUPLICATE_REQUEST: 409,
     ErrorCode.PROMPT_TOO_LARGE: 413,
     ErrorCode.OVERLOADED: 429,
@@ -26,7 +28,8 @@ STATUS = {
     ErrorCode.CANCELLED: 499,  # nobody reads it: the caller has left
 }
 # OpenAI's error types, by status.
-OPENAI_TYPE = {400: "invalid_request_error", 409: "invalid_request_error",
+OPENAI_TYPE = {400: "invalid_request_error", 401: "invalid_request_error",
+               403: "permission_error", 409: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
 # A router that is not running at all: nothing answers on router.v1.chat.
 UNAVAILABLE = 503
@@ -43,6 +46,8 @@ def headers_for(error: dict[str, Any], status: int) -> dict[str, str]:
     """Only an overloaded router is worth retrying as is: the router has retried its providers
     already, and a retried timeout or dead letter would pay for its calls again."""
     headers = {"x-should-retry": "true" if status == 429 else "false"}
+    if status == 401:
+        headers["www-authenticate"] = "Bearer"
     retry_after = error.get("retry_after_s")
     if retry_after is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))

@@ -3,7 +3,8 @@ beats in `health`, exits when NATS is gone for good, and stops like the others: 
 HTTP server stops taking connections and finishes the requests in hand before NATS closes.
 
 It listens on GATEWAY_HOST:GATEWAY_PORT (127.0.0.1:8000 by default; port 0 takes a free one,
-and the heartbeat says which).
+and the heartbeat says which). With GATEWAY_API_KEYS_FILE, callers need an API key naming their
+tenant (api_keys.py); without it, anyone who reaches the port may ask as any tenant.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from pathlib import Path
 
 import structlog
 import uvicorn
@@ -23,6 +25,7 @@ from shared import subjects
 from shared.config import RouterConfig, Settings
 from shared.runtime import Service
 
+from .api_keys import ApiKeys
 from .app import create_app as create_http_app
 from .link import RouterLink
 
@@ -32,6 +35,8 @@ log = structlog.get_logger(__name__)
 class GatewaySettings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=0, le=65535)
+    # Keys' digests and their tenants (`smart-router api-key add`); unset, no key is asked for.
+    gateway_api_keys_file: Path | None = None
 
 
 class _Server(uvicorn.Server):
@@ -57,11 +62,12 @@ class HttpFrontDoor:
     def __init__(self, service: Service, where: GatewaySettings) -> None:
         cfg, broker = service.config, service.broker
         self.counters = service.counters
+        keys = ApiKeys(where.gateway_api_keys_file) if where.gateway_api_keys_file else None
         link = RouterLink(lambda: broker.connection,
                           lambda: broker.key_value(subjects.HEALTH_BUCKET, declare=False),
                           cfg.limits.request_timeout_s)
         self.server = _Server(uvicorn.Config(
-            create_http_app(link, cfg, service.counters), host=where.gateway_host,
+            create_http_app(link, cfg, service.counters, keys), host=where.gateway_host,
             port=where.gateway_port, http="httptools", lifespan="off", access_log=False,
             log_config=None, timeout_graceful_shutdown=int(cfg.limits.request_timeout_s) + 5,
         ))
