@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from services.gateway import api_keys
 from tests import harness
 from tests.test_cli import assert_fails_with_one_line
 from tests.harness import rows_when_ready
@@ -212,3 +214,12 @@ def test_the_cli_refuses_a_bad_tenant_or_no_file_in_one_line(tmp_path):
     done = cli("api-key", "add", TENANT)
     assert_fails_with_one_line(done, 2, "--file PATH or GATEWAY_API_KEYS_FILE")
     assert not (tmp_path / "keys").exists()
+
+
+def test_keys_added_at_the_same_time_are_all_kept(tmp_path):
+    keys = tmp_path / "keys"
+    with ThreadPoolExecutor(8) as pool:
+        added = list(pool.map(lambda i: api_keys.add_key(keys, f"tenant-{i}"), range(64)))
+
+    assert sorted(e.digest for e in api_keys.read_entries(keys)) == sorted(
+        entry.digest for _, entry in added)

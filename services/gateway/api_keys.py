@@ -8,6 +8,7 @@ that key. The gateway reads the file at start and again whenever it changes.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -67,13 +68,19 @@ def add_key(path: Path, tenant: str) -> tuple[str, KeyEntry]:
     """A new random key for `tenant`, its digest added to the file (created 0600). The key is
     returned once and kept nowhere."""
     checked_tenant(tenant)
-    entries = read_entries(path) if path.exists() else []
     key = PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     entry = KeyEntry(tenant, digest(key),
                      datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, HEADER + "".join(f"{e.tenant} {e.digest} {e.created}\n"
-                                         for e in [*entries, entry]))
+    # The folder is locked, not the file, which is replaced: two adds at once both land.
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        entries = read_entries(path) if path.exists() else []
+        write_private(path, HEADER + "".join(f"{e.tenant} {e.digest} {e.created}\n"
+                                             for e in [*entries, entry]))
+    finally:
+        os.close(folder)  # and with it the lock
     return key, entry
 
 
