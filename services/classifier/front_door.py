@@ -38,6 +38,7 @@ RECORD_WAIT_S = 10.0
 LULL_S = 0.05  # no refusal for this long: the burst is answered, deferred work may go on
 RECORD_DEFER_MAX_S = 1.0  # under a steady overload the rows are stored at least this often
 START_DEFER_MAX_S = 0.2  # and admitted requests start at least this often
+CROWD = 16  # delivered messages waiting for the front door: a burst is arriving
 
 
 class FrontDoor:
@@ -50,7 +51,7 @@ class FrontDoor:
         self.chat_subscriptions: list[Subscription] = []
         self.chats: set[asyncio.Task] = set()  # requests in hand
         self.admitted: list[tuple[bytes, Origin, str, float]] = []  # not yet started
-        self.last_refusal = 0.0  # time.monotonic()
+        self.burst_seen = 0.0  # time.monotonic() of a refusal, or of a crowd of messages
         self.has_admitted = asyncio.Event()
         self._starter: asyncio.Task | None = None
         # Refusals' ledger rows, published in the background: under a burst, a storage receipt
@@ -91,7 +92,7 @@ class FrontDoor:
         while True:
             batch = [await self.refusal_rows.get()]
             deferred_until = time.monotonic() + RECORD_DEFER_MAX_S
-            while (time.monotonic() - self.last_refusal < LULL_S
+            while (time.monotonic() - self.burst_seen < LULL_S
                    and time.monotonic() < deferred_until):
                 await asyncio.sleep(LULL_S)
             while len(batch) < REFUSAL_BATCH and not self.refusal_rows.empty():
@@ -112,6 +113,8 @@ class FrontDoor:
         """Runs in nats-py's delivery loop, so it never waits on work: a refusal is answered here
         (one publish), its row is queued for the recorder (a wait only when REFUSAL_ROWS_HELD
         rows are still unrecorded); admitted requests start once no delivered message waits."""
+        if any(s.pending_msgs >= CROWD for s in self.chat_subscriptions):
+            self.burst_seen = time.monotonic()  # refusals are coming: let them go first
         await self._admit_or_refuse(msg)
         if self.admitted:
             self.has_admitted.set()
@@ -119,11 +122,12 @@ class FrontDoor:
     async def _start_admitted(self) -> None:
         """Start the admitted requests: once the delivered messages are handled (this task runs
         when the delivery loop yields) and, during a burst, in a lull between refusals (or after
-        START_DEFER_MAX_S), since their classification would take the CPU the refusals need."""
+        START_DEFER_MAX_S), since their classification would take the CPU the refusals need.
+        A burst shows as a refusal, or before the first one as a crowd of delivered messages."""
         while True:
             await self.has_admitted.wait()
             deferred_until = time.monotonic() + START_DEFER_MAX_S
-            while (time.monotonic() - self.last_refusal < LULL_S
+            while (time.monotonic() - self.burst_seen < LULL_S
                    and time.monotonic() < deferred_until):
                 await asyncio.sleep(LULL_S / 4)
             self._start_all()
@@ -142,7 +146,7 @@ class FrontDoor:
         if self.admission.admit(trace_id, received_at + self.cfg.limits.request_timeout_s):
             self.admitted.append((msg.data, origin, trace_id, received_at))
             return
-        self.last_refusal = time.monotonic()
+        self.burst_seen = time.monotonic()
         # Reading the ids of a large body would make a refusal cost what it saves.
         small = len(msg.data) <= SALVAGE_MAX_BYTES
         request_id = (outcomes.salvage_ids(msg.data)[0] if small else None) or trace_id
