@@ -174,6 +174,7 @@ class PipelineConfig(_Strict):
 
 class LedgerConfig(_Strict):
     store_prompt_text: bool
+    store_features: bool = False
     writers: int = Field(ge=1, le=16)
     batch_size: int = Field(ge=1)
     batch_timeout_s: float = Field(gt=0)

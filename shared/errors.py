@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     DEAD_LETTER = "dead_letter"
     OVERLOADED = "overloaded"
     DUPLICATE_REQUEST = "duplicate_request"
+    UNKNOWN_REQUEST = "unknown_request"  # feedback on no answered request of the tenant's
     CANCELLED = "cancelled"  # the caller left a streamed request before its end
     INTERNAL = "internal_error"
 
