@@ -113,7 +113,7 @@ def service_grants() -> dict[str, Grants]:
     # The HTTP gateway authenticates its callers itself: it asks for them on the shared
     # subjects, naming their tenant in the body, and reads every tenant's results.
     gateway = Grants("gateway").service().watch(subjects.RESULTS_STREAM)
-    gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS,
+    gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS, subjects.FEEDBACK,
                         f"{subjects.CANCEL_PREFIX}.>"]
     return {g.name: g for g in (classifier, dispatcher, escalator, ledger, gateway)}
 

@@ -1,4 +1,4 @@
-"""The HTTP API: the seed's /v1/chat, /v1/health and /v1/stats, and OpenAI's
+"""The HTTP API: the seed's /v1/chat, /v1/health and /v1/stats, /v1/feedback, and OpenAI's
 /v1/chat/completions and /v1/models, each a thin translation onto a NATS request.
 
 /v1/chat passes the body to router.v1.chat untouched and the reply back untouched: the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -21,14 +21,21 @@ from pydantic import BaseModel
 from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
 from shared.health import Counters
-from shared.messages import ChatReply, ChatRequest, ErrorReply
+from shared.messages import (
+    MAX_FEEDBACK_BYTES,
+    ChatReply,
+    ChatRequest,
+    ErrorReply,
+    Feedback,
+    FeedbackAck,
+)
 
 from . import errors, openai_api
 from .link import RouterLink, RouterStream, Unavailable
 
 JSON = "application/json"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorReply} for status in (400, 409, 413, 429, 500, 502, 503, 504)}
+    status: {"model": ErrorReply} for status in (400, 404, 409, 413, 429, 500, 502, 503, 504)}
 
 
 class TooLarge(Exception):
@@ -73,16 +80,19 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters) -> FastA
 
     @app.get("/v1/stats", summary="Costs and savings from the ledger")
     async def stats(days: int = Query(30, ge=1, le=3660)) -> Response:
+        return await _relayed(link.stats(days))
+
+    @app.post("/v1/feedback", responses={200: {"model": FeedbackAck}, **ERROR_RESPONSES},
+              summary="Record a verdict on an answer (router.v1.feedback)")
+    async def feedback(request: Request) -> Response:
+        """The body is a Feedback: `{"request_id": ..., "score": 0..1}`, optional `tenant` and
+        `comment`. 404 `unknown_request` when the tenant has no answered request of that id."""
         try:
-            summary, raw = await link.stats(days)
-        except RouterError as exc:
-            return errors.router_error(errors.error_reply(exc.code, exc.message))
-        except Unavailable as exc:
-            return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
-                                       errors.UNAVAILABLE)
-        if "error" in summary:
-            return errors.router_error(summary)
-        return Response(raw, media_type=JSON)
+            body = await _body(request, MAX_FEEDBACK_BYTES)
+        except TooLarge:
+            return errors.router_error(errors.error_reply(
+                ErrorCode.INVALID_REQUEST, f"the feedback is over {MAX_FEEDBACK_BYTES} bytes"))
+        return await _relayed(link.feedback(body))
 
     @app.post("/v1/chat/completions", responses=ERROR_RESPONSES,
               summary="OpenAI-compatible chat completion")
@@ -201,6 +211,21 @@ def _sse(frame: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(frame)}\n\n".encode()
 
 
+async def _relayed(answer: Awaitable[tuple[dict[str, Any], bytes]]) -> Response:
+    """A router subject's answer as the HTTP response: its JSON as sent, or its error with the
+    code's status."""
+    try:
+        reply, raw = await answer
+    except RouterError as exc:
+        return errors.router_error(errors.error_reply(exc.code, exc.message))
+    except Unavailable as exc:
+        return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
+                                   errors.UNAVAILABLE)
+    if "error" in reply:
+        return errors.router_error(reply)
+    return Response(raw, media_type=JSON)
+
+
 async def _body(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it is known to be over `limit` bytes (before it is all
     read, when the client says its length)."""
@@ -243,7 +268,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for path, model in (("/v1/chat", ChatRequest),
+        for path, model in (("/v1/chat", ChatRequest), ("/v1/feedback", Feedback),
                             ("/v1/chat/completions", openai_api.CompletionRequest)):
             schema["paths"][path]["post"]["requestBody"] = {
                 "required": True, "content": {JSON: {"schema": _component(components, model)}}}

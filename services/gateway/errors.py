@@ -15,6 +15,7 @@ STATUS = {
     # A budget is the caller's own request field (max_cost_usd): a request it cannot cover is
     # a bad request, not a payment the caller could make.
     ErrorCode.BUDGET_EXCEEDED: 400,
+    ErrorCode.UNKNOWN_REQUEST: 404,
     ErrorCode.DUPLICATE_REQUEST: 409,
     ErrorCode.PROMPT_TOO_LARGE: 413,
     ErrorCode.OVERLOADED: 429,
@@ -26,7 +27,8 @@ STATUS = {
     ErrorCode.CANCELLED: 499,  # nobody reads it: the caller has left
 }
 # OpenAI's error types, by status.
-OPENAI_TYPE = {400: "invalid_request_error", 409: "invalid_request_error",
+OPENAI_TYPE = {400: "invalid_request_error", 404: "invalid_request_error",
+               409: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
 # A router that is not running at all: nothing answers on router.v1.chat.
 UNAVAILABLE = 503
