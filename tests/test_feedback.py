@@ -29,6 +29,7 @@ from services.classifier.router_model import (
 )
 from shared import db, subjects
 from shared.config import load_config
+from smart_router import embedded
 from tests import harness
 from tests.test_cli import assert_fails_with_one_line
 from tests.test_router_train import MARKER, planted
@@ -259,6 +260,15 @@ def test_train_router_from_a_ledger_without_labels_says_how_many_it_needs(server
     assert_fails_with_one_line(done, 2, "the ledger has 0 labelled requests")
     assert "needs 20 or more" in done.stderr and "ledger.store_features = true" in done.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_train_router_from_a_ledger_it_cannot_read_says_so_in_one_line(tmp_path):
+    closed = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/postgres"
+
+    done = cli("train-router", "--from-ledger", "--out", str(tmp_path / "m.npz"),
+               DATABASE_URL=closed, ROUTER_CONFIG=str(harness.TEST_CONFIG))
+
+    assert_fails_with_one_line(done, 2, "cannot read the ledger at DATABASE_URL")
 
 
 def test_train_router_wants_a_file_or_the_ledger():

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
+from shared.db import first_line
+
 from .outcome_data import Outcomes
 from .router_model import STORED_DTYPE
 
@@ -47,9 +49,19 @@ class LedgerOutcomes:
 
 
 def read_ledger(database_url: str, top_tier: str, days: int) -> LedgerOutcomes:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(ROWS, {"top": top_tier, "days": days}).fetchall()
+    """The labelled rows of the last `days` days; ConnectionError, in one line, when the ledger
+    cannot be read (down, or its schema not migrated)."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            rows = conn.execute(ROWS, {"top": top_tier, "days": days}).fetchall()
+    except psycopg.errors.UndefinedTable as exc:
+        raise ConnectionError(f"the ledger's schema is older than this version "
+                              f"({first_line(exc)}): run `smart-router migrate`") from None
+    except psycopg.Error as exc:
+        raise ConnectionError(f"cannot read the ledger at DATABASE_URL: {first_line(exc)}"
+                              ) from None
     return label(rows)
+
 
 
 def label(rows: list[tuple]) -> LedgerOutcomes:

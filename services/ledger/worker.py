@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from shared import db, subjects, topology
 from shared.config import RouterConfig, Settings
+from shared.db import first_line
 from shared.health import LedgerProgress
 from shared.runtime import Service
 
@@ -35,7 +36,6 @@ from .batcher import Batcher
 from .exhausted import Exhausted
 from .feedback import FeedbackResponder
 from .stats_responder import StatsResponder
-from .writer import first_line
 
 log = structlog.get_logger(__name__)
 
