@@ -63,6 +63,18 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # not made: it could have taken the request past max_cost_usd
     JUDGE = "judge"  # the escalator's judge call
     VERIFY = "verify"  # one of the escalator's verify calls
+    # Judge sampling: the top tier's answer to a request served lower, and the judge's
+    # comparison of the two; paid outside the request's own cost (stats: sampling_cost_usd).
+    SAMPLE = "sample"
+
+
+class SampleVerdict(StrEnum):
+    """The judge's comparison of a sampled served answer with the top tier's: the reason on the
+    comparison's attempt, which `train-router --from-ledger` reads as a label."""
+
+    AS_GOOD = "sample: as good as the top tier's"
+    FELL_SHORT = "sample: fell short of the top tier's"
+    NONE = "sample: no verdict"
 
 
 class ChatMessage(BaseModel):

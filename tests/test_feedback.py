@@ -10,11 +10,13 @@ ledger.store_features on; the stack's own is back when the module ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import numpy as np
@@ -27,8 +29,10 @@ from services.classifier.router_model import (
     Router,
     RouterModel,
 )
+from services.ledger import stats
 from shared import db, subjects
 from shared.config import load_config
+from shared.messages import SampleVerdict
 from smart_router import embedded
 from tests import harness
 from tests.test_cli import assert_fails_with_one_line
@@ -38,22 +42,37 @@ CLI = [sys.executable, "-m", "smart_router.cli"]
 TENANT = "fb-acme"
 
 
-@pytest.fixture(scope="module")
-def storing_classifier(stack, tmp_path_factory) -> Iterator[None]:
-    folder = tmp_path_factory.mktemp("feedback")
-    config = folder / "store-features.toml"
-    config.write_text(harness.TEST_CONFIG.read_text() + "\n[ledger]\nstore_features = true\n")
-    load_config(config)  # a config the classifier would refuse fails here, with its reason
-    stack.processes.kill("classifier")
+@contextlib.contextmanager
+def swapped(stack, service: str, folder: Path, settings: str) -> Iterator[None]:
+    """The stack's `service` replaced by one whose config adds `settings` (TOML); the stack's
+    own is back afterwards."""
+    config = folder / f"{service}.toml"
+    config.write_text(harness.TEST_CONFIG.read_text() + settings)
+    load_config(config)  # a config the service would refuse fails here, with its reason
+    stack.processes.kill(service)
     ours = harness.Processes({**stack.processes.env, "ROUTER_CONFIG": str(config)}, folder)
-    ours.start("classifier")
+    ours.start(service)
     try:
         asyncio.run(_first_reply(stack.nats_url))
         yield
     finally:
         ours.stop_all()
-        stack.processes.start("classifier")
+        stack.processes.start(service)
         asyncio.run(_first_reply(stack.nats_url))
+
+
+@pytest.fixture(scope="module")
+def storing_classifier(stack, tmp_path_factory) -> Iterator[None]:
+    with swapped(stack, "classifier", tmp_path_factory.mktemp("feedback"),
+                 "\n[ledger]\nstore_features = true\n"):
+        yield
+
+
+@pytest.fixture
+def sampling_escalator(stack, tmp_path) -> Iterator[None]:
+    """Every answer served below the top tier is compared with the top tier's."""
+    with swapped(stack, "escalator", tmp_path, "\n[escalation.sampling]\nshare = 1.0\n"):
+        yield
 
 
 async def _first_reply(nats_url: str, timeout_s: float = 90.0) -> None:
@@ -208,6 +227,35 @@ async def test_with_store_features_a_row_keeps_the_features_and_no_text(storing_
     assert np.allclose(stored, expected, atol=2e-3)
 
 
+# --- judge sampling ----------------------------------------------------------------------
+
+async def test_judge_sampling_compares_a_served_answer_with_the_top_tier_s_apart(
+        sampling_escalator, nc, conn):
+    top = await harness.ask(nc, {"prompt": "Name a colour of grass.", "tier": "complex"})
+    cheap = await harness.ask(nc, {"prompt": "Name a colour of the sky.", "tier": "simple"})
+    assert cheap["tier"] == "simple" and not cheap["escalated"], cheap
+
+    sampled = await harness.rows_when_ready(
+        conn, "SELECT model, tier, reason, cost_usd FROM attempts WHERE request_id = %s"
+        " AND outcome = 'sample' ORDER BY attempt", (cheap["request_id"],), at_least=2)
+    (cost,) = (await (await conn.execute(
+        "SELECT cost_usd FROM requests WHERE request_id = %s",
+        (cheap["request_id"],))).fetchone()) or (None,)
+    shown = (await stats.summary(conn, 1))["sampling_cost_usd"]
+    none_for_top = await (await conn.execute(
+        "SELECT 1 FROM attempts WHERE request_id = %s AND outcome = 'sample'",
+        (top["request_id"],))).fetchall()
+
+    (reference, judged) = sampled
+    assert reference[:2] == ("gpt-4o", "complex") and reference[3] > 0  # the top tier's first
+    assert judged[0] == "llama-3.1-8b-instant" and judged[3] > 0  # escalation.judge's model
+    assert judged[2] in (SampleVerdict.AS_GOOD, SampleVerdict.FELL_SHORT)
+    # Paid apart: the request's own cost is its reply's, and stats shows the samples' cost.
+    assert float(cost) == pytest.approx(cheap["cost_usd"], abs=1e-9)
+    assert shown >= float(reference[3] + judged[3]) - 1e-9
+    assert none_for_top == []
+
+
 # --- training from the ledger ------------------------------------------------------------
 
 async def test_train_router_from_the_ledger_learns_escalations_and_feedback(
@@ -276,27 +324,29 @@ def test_train_router_wants_a_file_or_the_ledger():
 
 
 def test_feedback_rows_are_labelled_by_the_rules():
-    """The label rules on hand-made rows: a weak verdict, a served start tier, feedback over
-    both, and a request whose cheap side is unknown."""
+    """The label rules on hand-made rows: a weak verdict, a served start tier, judge sampling's
+    verdicts, feedback over all of them, and a request whose cheap side is unknown."""
     from services.classifier.ledger_outcomes import label
 
     vector = np.ones(3, dtype=STORED_DTYPE).tobytes()
-    rows = [("a", "lexical", vector, "simple", "medium", None, True),
-            ("b", "lexical", vector, "simple", "simple", None, False),
-            ("c", "lexical", vector, "simple", "simple", 0.25, False),
-            ("d", "lexical", vector, "simple", "medium", 0.5, True),
-            ("e", "lexical", vector, "simple", "medium", None, False),  # cheap side failed
+    rows = [("a", "lexical", vector, "simple", "medium", None, True, None),
+            ("b", "lexical", vector, "simple", "simple", None, False, None),
+            ("c", "lexical", vector, "simple", "simple", 0.25, False, True),
+            ("d", "lexical", vector, "simple", "medium", 0.5, True, None),
+            ("e", "lexical", vector, "simple", "medium", None, False, None),  # cheap side failed
             ("f", "both", np.ones(5, dtype=STORED_DTYPE).tobytes(), "simple", "simple", None,
-             False)]
+             False, None),
+            ("g", "lexical", vector, "simple", "simple", None, False, True),  # fell short
+            ("h", "lexical", vector, "simple", "simple", None, False, False)]  # as good
 
     data = label(rows)
 
-    assert data.outcomes.prompts == ["a", "b", "c", "d"]
-    assert data.outcomes.weak.tolist() == [0.0, 1.0, 0.25, 0.0]
-    assert data.outcomes.strong.tolist() == [1.0, 1.0, 1.0, 0.5]
-    assert data.x.shape == (4, 3)
+    assert data.outcomes.prompts == ["a", "b", "c", "d", "g", "h"]
+    assert data.outcomes.weak.tolist() == [0.0, 1.0, 0.25, 0.0, 0.0, 1.0]
+    assert data.outcomes.strong.tolist() == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
+    assert data.x.shape == (6, 3)
     assert data.report == {
-        "rows": 6, "labelled": 4, "feature_set": "lexical", "weak_verdicts": 2,
-        "served_by_the_start_tier": 2, "with_feedback": 2, "cheap_side_unknown": 1,
-        "other_feature_set": 1, "unreadable": 0}
+        "rows": 8, "labelled": 6, "feature_set": "lexical", "weak_verdicts": 2,
+        "served_by_the_start_tier": 4, "sample_verdicts": 3, "with_feedback": 2,
+        "cheap_side_unknown": 1, "other_feature_set": 1, "unreadable": 0}
 

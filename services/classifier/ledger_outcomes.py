@@ -7,7 +7,8 @@ chose), its "strong" side the answer a stronger tier would give (1 unless a verd
 otherwise):
 - the escalator found the starting tier's answer weak: weak 0, strong 1, or the user's
   feedback score on the answer that was served in its place;
-- the starting tier's answer was served: weak 1, or the user's feedback score on it; strong 1;
+- the starting tier's answer was served: weak 1, or 0 when judge sampling found it fell short
+  of the top tier's, or the user's feedback score on it (which wins); strong 1;
 - otherwise (the request started at the top tier, or a stronger tier answered because the
   cheaper one failed to answer at all) the cheap side's quality is unknown: not labelled.
 """
@@ -21,18 +22,22 @@ import numpy as np
 import psycopg
 
 from shared.db import first_line
+from shared.messages import SampleVerdict
 
 from .outcome_data import Outcomes
 from .router_model import STORED_DTYPE
 
 ROWS = """
 SELECT r.trace_id, r.feature_set, r.features, r.start_tier, r.tier, f.score,
-       coalesce(a.first_weak, false)
+       coalesce(a.first_weak, false), a.sampled_short
 FROM requests r
 LEFT JOIN feedback f ON f.trace_id = r.trace_id
 LEFT JOIN LATERAL (
-    SELECT bool_or(outcome = 'weak') AS first_weak FROM attempts
-    WHERE trace_id = r.trace_id AND tier = r.start_tier
+    SELECT bool_or(outcome = 'weak' AND tier = r.start_tier) AS first_weak,
+           bool_or(reason = %(fell_short)s) FILTER (
+               WHERE outcome = 'sample' AND reason IN (%(fell_short)s, %(as_good)s)
+           ) AS sampled_short
+    FROM attempts WHERE trace_id = r.trace_id
 ) a ON true
 WHERE r.status = 'ok' AND r.features IS NOT NULL AND r.start_tier IS NOT NULL
   AND r.start_tier <> %(top)s AND r.finished_at >= now() - make_interval(days => %(days)s)
@@ -53,7 +58,9 @@ def read_ledger(database_url: str, top_tier: str, days: int) -> LedgerOutcomes:
     cannot be read (down, or its schema not migrated)."""
     try:
         with psycopg.connect(database_url, connect_timeout=5) as conn:
-            rows = conn.execute(ROWS, {"top": top_tier, "days": days}).fetchall()
+            rows = conn.execute(ROWS, {
+                "top": top_tier, "days": days, "fell_short": SampleVerdict.FELL_SHORT.value,
+                "as_good": SampleVerdict.AS_GOOD.value}).fetchall()
     except psycopg.errors.UndefinedTable as exc:
         raise ConnectionError(f"the ledger's schema is older than this version "
                               f"({first_line(exc)}): run `smart-router migrate`") from None
@@ -74,7 +81,7 @@ def label(rows: list[tuple]) -> LedgerOutcomes:
     weak: list[float] = []
     strong: list[float] = []
     counts = Counter[str]()
-    for trace_id, row_set, features, start_tier, tier, score, first_weak in rows:
+    for trace_id, row_set, features, start_tier, tier, score, first_weak, sampled_short in rows:
         vector = np.frombuffer(features, dtype=STORED_DTYPE).astype(np.float64)
         if row_set != feature_set or (vectors and len(vector) != len(vectors[0])):
             counts["other_feature_set"] += 1
@@ -86,8 +93,10 @@ def label(rows: list[tuple]) -> LedgerOutcomes:
             pair = (0.0, 1.0 if score is None else float(score))
             counts["weak_verdicts"] += 1
         elif tier == start_tier:
-            pair = (1.0 if score is None else float(score), 1.0)
+            sampled = 1.0 if sampled_short is None else float(not sampled_short)
+            pair = (sampled if score is None else float(score), 1.0)
             counts["served_by_the_start_tier"] += 1
+            counts["sample_verdicts"] += sampled_short is not None
         else:
             counts["cheap_side_unknown"] += 1
             continue
@@ -102,6 +111,7 @@ def label(rows: list[tuple]) -> LedgerOutcomes:
     x = np.vstack(vectors) if vectors else np.zeros((0, 0))
     report = {"rows": len(rows), "labelled": len(ids), "feature_set": feature_set,
               **{k: counts[k] for k in ("weak_verdicts", "served_by_the_start_tier",
-                                        "with_feedback", "cheap_side_unknown",
+                                        "sample_verdicts", "with_feedback",
+                                        "cheap_side_unknown",
                                         "other_feature_set", "unreadable")}}
     return LedgerOutcomes(outcomes, x, feature_set, report)
