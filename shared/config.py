@@ -122,6 +122,13 @@ class VerifyConfig(_Strict):
         return ModelRef(provider=self.consistency_provider, model=self.consistency_model)
 
 
+class SamplingConfig(_Strict):
+    """Judge sampling (services/escalator/sampling.py): this share of the answers served below
+    the top tier is also asked of the top tier, and the judge model compares the two."""
+
+    share: float = Field(default=0.0, ge=0, le=1)
+
+
 class EscalationConfig(_Strict):
     threshold: float = Field(ge=0, le=1)
     signals: tuple[AnswerSignal, ...]
@@ -130,6 +137,7 @@ class EscalationConfig(_Strict):
     logprob_floor: float = Field(le=0)
     judge: JudgeConfig
     verify: VerifyConfig = VerifyConfig()
+    sampling: SamplingConfig = SamplingConfig()
     # A streamed answer's opening, held back and scored before any of it reaches the caller:
     # this many characters, or its first sentence if that ends sooner.
     stream_opening_chars: int = Field(default=200, ge=1)
@@ -174,6 +182,7 @@ class PipelineConfig(_Strict):
 
 class LedgerConfig(_Strict):
     store_prompt_text: bool
+    store_features: bool = False
     writers: int = Field(ge=1, le=16)
     batch_size: int = Field(ge=1)
     batch_timeout_s: float = Field(gt=0)

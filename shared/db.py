@@ -40,6 +40,11 @@ def migrate(database_url: str) -> list[str]:
     return [m.id for m in pending]
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's message without psycopg's DETAIL and CONTEXT lines (which quote values)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 async def connect(database_url: str) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(database_url, autocommit=True)
 

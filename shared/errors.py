@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     DEAD_LETTER = "dead_letter"
     OVERLOADED = "overloaded"
     DUPLICATE_REQUEST = "duplicate_request"
+    UNKNOWN_REQUEST = "unknown_request"  # feedback on no answered request of the tenant's
     CANCELLED = "cancelled"  # the caller left a streamed request before its end
     # The HTTP gateway's own, with API keys on: never sent to the router, never in the ledger.
     INVALID_API_KEY = "invalid_api_key"

@@ -37,6 +37,14 @@ Token = Annotated[str, StringConstraints(pattern=TOKEN_RE.pattern)]
 PRINTABLE_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE_RE.pattern)]
 MAX_METADATA_BYTES = 4096
+# A user's verdict on an answer (router.v1.feedback): a short note at most, the body bounded.
+Comment = Annotated[str, StringConstraints(min_length=1, max_length=500,
+                                           pattern=PRINTABLE_RE.pattern)]
+MAX_FEEDBACK_BYTES = 4096
+# The learned router's feature sets (services/classifier/router_model.py FEATURE_SETS), and the
+# largest vector the ledger keeps: float16, so 2 bytes a feature (the widest set has 4,486).
+FeatureSet = Literal["embedding", "lexical", "both"]
+MAX_FEATURE_BYTES = 2 * 8192
 
 # What chose a request's starting tier: the learned router's score, the difficulty tag, or the
 # caller's own `tier`.
@@ -55,6 +63,18 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # not made: it could have taken the request past max_cost_usd
     JUDGE = "judge"  # the escalator's judge call
     VERIFY = "verify"  # one of the escalator's verify calls
+    # Judge sampling: the top tier's answer to a request served lower, and the judge's
+    # comparison of the two; paid outside the request's own cost (stats: sampling_cost_usd).
+    SAMPLE = "sample"
+
+
+class SampleVerdict(StrEnum):
+    """The judge's comparison of a sampled served answer with the top tier's: the reason on the
+    comparison's attempt, which `train-router --from-ledger` reads as a label."""
+
+    AS_GOOD = "sample: as good as the top tier's"
+    FELL_SHORT = "sample: fell short of the top tier's"
+    NONE = "sample: no verdict"
 
 
 class ChatMessage(BaseModel):
@@ -159,7 +179,8 @@ def new_request_id() -> str:
 
 
 class _Internal(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # bytes travel as base64 in JSON (a feature vector); in Python they are the bytes themselves.
+    model_config = ConfigDict(extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
 
 
 # What stages pass each other, bounded as the ledger's columns are: a forged or buggy message
@@ -202,6 +223,22 @@ class Classification(_Internal):
     # starting tier: the model's score, or the difficulty tag.
     strong_score: float | None = None
     decided_by: DecidedBy = "difficulty"
+
+
+class Features(_Internal):
+    """A prompt as the learned router sees it, kept in the ledger instead of its text when
+    `ledger.store_features` is on: the feature set's vector as float16, little-endian. Its
+    length is fixed by the set, so the envelope grows by a bounded amount."""
+
+    feature_set: FeatureSet
+    values: bytes
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Features:
+        if not 0 < len(self.values) <= MAX_FEATURE_BYTES or len(self.values) % 2:
+            raise ValueError(f"'values' must be 2 to {MAX_FEATURE_BYTES} bytes of float16, "
+                             f"not {len(self.values)}")
+        return self
 
 
 class Attempt(_Internal):
@@ -258,6 +295,8 @@ class Envelope(_Internal):
     # released, a stream is never replaced. `cancelled`: the caller left in the middle of it.
     ttft_ms: float | None = None
     cancelled: bool = False
+    # ledger.store_features: the prompt's features for `train-router --from-ledger`.
+    features: Features | None = None
 
     @model_validator(mode="after")
     def _within_tiers(self, info: ValidationInfo) -> Envelope:
@@ -387,6 +426,8 @@ class RequestEvent(_Internal):
     prompt_sha256: str | None = None
     prompt_chars: int = 0
     prompt_text: str | None = None
+    features: bytes | None = None  # float16 (see Features), with its set
+    feature_set: FeatureSet | None = None
 
 
 class AttemptEvent(Attempt):
@@ -415,6 +456,26 @@ class DeadLetterEvent(_Internal):
     request_id: str | None = None
     body_bytes: int
     at: float
+
+
+class Feedback(BaseModel):
+    """A user's verdict on an answer, on router.v1.feedback: 0 (useless) to 1 (just right). A
+    label for the learned router (`train-router --from-ledger`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: Token
+    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    tenant: Name | None = None
+    comment: Comment | None = None
+
+
+class FeedbackAck(BaseModel):
+    """The ledger has the verdict (the latest one for a request counts)."""
+
+    request_id: str
+    score: float
+    recorded: Literal[True] = True
 
 
 def fingerprint(text: str) -> tuple[str, int]:

@@ -5,11 +5,13 @@ Identities (users of one account, ROUTER, which holds the JetStream streams and 
 - *setup* declares the streams, consumers and buckets (shared/topology.py) before the services
   start: no service may create, change or delete a stream;
 - a *client* (one per tenant) may ask on router.v1.chat.<tenant>, submit on
-  router.v1.jobs.<tenant>, ask router.v1.health and read router.v1.results.<tenant>.>; its
+  router.v1.jobs.<tenant>, give feedback on router.v1.feedback.<tenant>, ask
+  router.v1.health and read router.v1.results.<tenant>.>; its
   replies come to _INBOX.<tenant>.>, which only it may read. The tenant is the one its
   subjects name: the classifier refuses a body naming another (services/classifier/worker.py);
-- *admin* (the operator's CLI, `up`) asks router.v1.stats (every tenant's figures), asks and
-  submits on the shared subjects for any tenant, and reads every result and heartbeat.
+- *admin* (the operator's CLI, `up`) asks router.v1.stats (every tenant's figures), asks,
+  submits and gives feedback on the shared subjects for any tenant, and reads every result
+  and heartbeat.
 
 `write_identities` keeps, in one private folder, the server's nats.conf and one <identity>.env
 per identity (its NATS_* settings, read through NATS_IDENTITY_FILE): `up` runs its embedded
@@ -110,11 +112,11 @@ def service_grants() -> dict[str, Grants]:
     for stream in (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM):  # crash-looped messages
         ledger.publish += [f"{JS_API}.STREAM.MSG.GET.{stream}",
                            f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
-    ledger.subscribe.append(subjects.STATS)
+    ledger.subscribe += [subjects.STATS, subjects.FEEDBACK, f"{subjects.FEEDBACK}.*"]
     # The HTTP gateway authenticates its callers itself: it asks for them on the shared
     # subjects, naming their tenant in the body, and reads every tenant's results.
     gateway = Grants("gateway").service().watch(subjects.RESULTS_STREAM)
-    gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS,
+    gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS, subjects.FEEDBACK,
                         f"{subjects.CANCEL_PREFIX}.>"]
     return {g.name: g for g in (classifier, dispatcher, escalator, ledger, gateway)}
 
@@ -125,7 +127,8 @@ def client_grants(tenant: str) -> Grants:
     # Its ordered consumers may filter on its own results only (the filter is in the subject).
     grants.publish = [p for p in grants.publish if ".CONSUMER.CREATE." not in p] + [
         f"{JS_API}.CONSUMER.CREATE.{subjects.RESULTS_STREAM}.*.{subjects.RESULTS_PREFIX}.{token}.>",
-        subjects.chat(tenant), subjects.jobs(tenant), subjects.HEALTH,
+        subjects.chat(tenant), subjects.jobs(tenant), subjects.feedback(tenant),
+        subjects.HEALTH,
     ]
     return grants
 
@@ -134,6 +137,7 @@ def admin_grants() -> Grants:
     grants = Grants(ADMIN).watch(subjects.RESULTS_STREAM).watch(f"KV_{subjects.HEALTH_BUCKET}")
     grants.kv(subjects.HEALTH_BUCKET, write=False)
     grants.publish += [subjects.STATS, subjects.HEALTH, subjects.CHAT, subjects.JOBS,
+                       subjects.FEEDBACK,
                        f"{JS_API}.STREAM.INFO.*", f"{JS_API}.CONSUMER.INFO.*.*"]
     return grants
 

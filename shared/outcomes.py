@@ -146,6 +146,8 @@ def request_event(
         prompt_chars=chars,
         # PostgreSQL text cannot hold NUL: the stored copy drops it (the hash is of the original).
         prompt_text=envelope.request.prompt_text.replace("\x00", "") if store_prompt else None,
+        features=envelope.features.values if envelope.features else None,
+        feature_set=envelope.features.feature_set if envelope.features else None,
     )
 
 

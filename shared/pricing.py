@@ -74,7 +74,7 @@ def configured_models(config: RouterConfig) -> dict[ModelRef, str]:
         for ref in tier.models:
             models.setdefault(ref, f"tier {tier.name}")
     judge = config.escalation.judge
-    if judge.enabled:
+    if judge.enabled or config.escalation.sampling.share > 0:
         models.setdefault(ModelRef(provider=judge.provider, model=judge.model), "judge")
     verify = config.escalation.verify
     if verify.enabled:

@@ -8,6 +8,7 @@ CHAT = "router.v1.chat"
 JOBS = "router.v1.jobs"
 RESULTS_PREFIX = "router.v1.results"
 STATS = "router.v1.stats"
+FEEDBACK = "router.v1.feedback"
 HEALTH = "router.v1.health"
 
 DISPATCH = "router.v1.pipeline.dispatch"
@@ -66,17 +67,29 @@ def jobs(tenant: str) -> str:
     return f"{JOBS}.{tenant_token(tenant)}"
 
 
+def feedback(tenant: str) -> str:
+    """Where a client identity gives its verdict on an answer: its own tenant's requests only."""
+    return f"{FEEDBACK}.{tenant_token(tenant)}"
+
+
 def inbox_prefix(tenant: str) -> str:
     """A client identity's reply inboxes: nobody else may subscribe under it."""
     return f"_INBOX.{tenant_token(tenant)}"
 
 
 def tenant_of(subject: str) -> str | None:
-    """The tenant a per-tenant chat or jobs subject names; None on the shared subjects."""
-    for base in (CHAT, JOBS):
+    """The tenant a per-tenant chat, jobs or feedback subject names; None on the shared
+    subjects."""
+    for base in (CHAT, JOBS, FEEDBACK):
         if subject.startswith(base + "."):
             return subject[len(base) + 1:]
     return None
+
+
+def own_inbox(tenant: str | None, reply_to: str | None) -> bool:
+    """A tenant's own subject may only be answered in that tenant's inboxes: a reply must not
+    become a way to publish into another tenant's."""
+    return tenant is None or (reply_to or "").startswith(inbox_prefix(tenant) + ".")
 
 
 def cancel(reply_to: str) -> str:

@@ -41,7 +41,7 @@ Timeout = Annotated[float, typer.Option(metavar="SECONDS", help="How long to wai
 
 
 # The commands that talk to NATS: without NATS credentials, they use `up`'s (up_auth.py).
-NATS_COMMANDS = {"ask", "submit", "results", "stats", "health", "bench"}
+NATS_COMMANDS = {"ask", "submit", "results", "stats", "feedback", "health", "bench"}
 
 
 def main() -> None:
@@ -307,6 +307,43 @@ def stats(
 
 
 @command()
+def feedback(
+    request_id: Annotated[str, typer.Argument(metavar="REQUEST_ID",
+                                              help="The request_id of the reply.")],
+    score: Annotated[float, typer.Argument(
+        metavar="SCORE", help="0 (useless) to 1 (just right).")],
+    tenant: Annotated[str | None, typer.Option(
+        metavar="NAME", help="The request's tenant (a client identity's own by default).")]
+    = None,
+    comment: Annotated[str | None, typer.Option(
+        metavar="TEXT", help="A short note (500 characters at most).")] = None,
+    timeout: Timeout = 10.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record your verdict on an answer in the ledger: a label `train-router --from-ledger`
+    learns from. Sent on router.v1.feedback; exit 1 when it is refused."""
+    body = {"request_id": request_id, "score": score, "tenant": tenant, "comment": comment}
+
+    async def work() -> int:
+        nc = await client.connect(settings())
+        try:
+            reply = await client.request(
+                nc, client.feedback_subject(settings().router_tenant),
+                {k: v for k, v in body.items() if v is not None}, timeout)
+        finally:
+            await nc.close()
+        if "error" in reply:
+            error = reply["error"]
+            raise CommandFailed(f"{error['code']}: {error['message']}")
+        _emit(reply, as_json)
+        return 0
+
+    with _one_line_errors():
+        client.check_id(request_id, "request id")
+    _run(work())
+
+
+@command()
 def health(as_json: JsonFlag = False) -> None:
     """Which services are up, and the ledger's backlog (exit 1 when a service is down or the
     ledger is stuck: events wait and none was committed for `ledger.stuck_after_s`)."""
@@ -415,8 +452,9 @@ def eval_router(
 
 @command(name="train-router")
 def train_router(
-    file: Annotated[Path, typer.Argument(
-        metavar="DATA.jsonl", exists=True, dir_okay=False, help="Outcome data to learn from.")],
+    file: Annotated[Path | None, typer.Argument(
+        metavar="[DATA.jsonl]", exists=True, dir_okay=False,
+        help="Outcome data to learn from (or --from-ledger).")] = None,
     out: Annotated[Path, typer.Option(metavar="PATH", help="Where to write the model.")]
     = Path("router-model.npz"),
     weak: Annotated[str | None, typer.Option(metavar="KEY", help="The weak side's score key.")]
@@ -426,15 +464,31 @@ def train_router(
     features: Annotated[str, typer.Option(
         metavar="SET", help="any, or only lexical (no e5: fastest), embedding or both.")]
     = "any",
+    from_ledger: Annotated[bool, typer.Option(
+        "--from-ledger", help="Learn from production instead: the ledger's escalation "
+        "verdicts and users' feedback on requests whose features it kept "
+        "(ledger.store_features), read from DATABASE_URL.")] = False,
+    since: Annotated[int, typer.Option(
+        metavar="DAYS", min=1, help="With --from-ledger: the requests of the last DAYS days.")]
+    = 30,
     as_json: JsonFlag = False,
 ) -> None:
     """Learn strong_score from outcome data: settings chosen by cross-validated APGR, the
     nested estimate reported, a versioned model file written (name it in
     classifier.router_model)."""
-    from .routing import render_training, train_and_write
+    from .routing import render_training, train_and_write, train_from_ledger_and_write
 
     with _one_line_errors():
-        result = train_and_write(file, out, weak, strong, features)
+        if (file is None) == (not from_ledger):
+            raise ValueError("give DATA.jsonl or --from-ledger (one of them)")
+        if file is not None:
+            result = train_and_write(file, out, weak, strong, features)
+        else:
+            from shared.config import load_config
+
+            cfg = load_config(settings().router_config)
+            result = train_from_ledger_and_write(
+                settings().database_url, cfg.tiers[cfg.top_tier_index].name, since, out)
     typer.echo(json.dumps(result, separators=(",", ":")) if as_json else render_training(result))
 
 

@@ -195,6 +195,11 @@ def chat_subject(tenant: str | None) -> str:
     return subjects.chat(tenant) if tenant else subjects.CHAT
 
 
+def feedback_subject(tenant: str | None) -> str:
+    """Where to give feedback: a client identity's own tenant subject, else the shared one."""
+    return subjects.feedback(tenant) if tenant else subjects.FEEDBACK
+
+
 def results_subject(job_id: str, tenant: str | None) -> str:
     """A job's results: under the tenant when it is known, else under any tenant (open mode or
     the admin identity, which may read them all)."""

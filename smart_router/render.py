@@ -12,7 +12,9 @@ def stats(s: dict) -> str:
         f"answered: cost ${s['cost_usd']:.4f}   baseline ${s['baseline_cost_usd']:.4f}   "
         f"saved ${s['saved_usd']:.4f} ({s['savings_pct']:.1f}%)",
         f"spent on failed requests ${s['failed_cost_usd']:.4f}   "
-        f"spent in all ${s['spent_usd']:.4f}",
+        f"spent in all ${s['spent_usd']:.4f}"
+        + (f"   judge sampling ${s['sampling_cost_usd']:.4f} (apart)"
+           if s["sampling_cost_usd"] else ""),
         f"escalated {s['escalated']:,} ({s['escalation_rate']:.1%}), "
         f"costing ${s['escalation_cost_usd']:.4f}; answers checked for "
         f"${s['verification_cost_usd']:.4f}",

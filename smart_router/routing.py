@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from services.classifier.ledger_outcomes import read_ledger
 from services.classifier.local_model import LocalModel
 from services.classifier.outcome_data import read_outcomes
 from services.classifier.router_eval import report
 from services.classifier.router_model import Featurizer, MemoEncoder, Router, RouterModel
-from services.classifier.router_train import train
+from services.classifier.router_train import MIN_PROMPTS, fit, train
 
 
 def tag_scores(model: LocalModel, prompts: list[str]) -> np.ndarray:
@@ -41,6 +42,27 @@ def train_and_write(path: Path, out: Path, weak: str | None, strong: str | None,
     return result | {"written": str(out)}
 
 
+def train_from_ledger_and_write(database_url: str, top_tier: str, days: int, out: Path) -> dict:
+    """Learn from production's labels (escalations, feedback) on the feature vectors the
+    ledger kept; refused, saying why, when they cannot train a model."""
+    data = read_ledger(database_url, top_tier, days)
+    found = data.report
+    if found["labelled"] < MIN_PROMPTS:
+        raise ValueError(
+            f"the ledger has {found['labelled']} labelled requests in the last {days} days "
+            f"({found['rows']} answered below the top tier with stored features); training "
+            f"needs {MIN_PROMPTS} or more: set ledger.store_features = true and let "
+            "escalations and feedback accumulate, or widen --since")
+    if not data.outcomes.has_gap:
+        raise ValueError(
+            f"none of the ledger's {found['labelled']} labelled requests says the cheap side "
+            "fell short (no weak verdict, no feedback score below 1): nothing to learn yet")
+    model, result = fit({data.feature_set: data.x}, data.outcomes, data.feature_set,
+                        {"data": "ledger", "since_days": days, "ledger": found})
+    model.save(out)
+    return result | {"ledger": found, "written": str(out)}
+
+
 def render_training(r: dict) -> str:
     cv, nested = r["cross_validated"], r["nested"]
     lines = [f"prompts {r['prompts']}   weak {r['weak']}   strong {r['strong']}",
@@ -50,4 +72,9 @@ def render_training(r: dict) -> str:
              f"±{nested['apgr_sd']:.3f}   CPT(50%) {nested['cpt50']:.1%}   "
              f"CPT(80%) {nested['cpt80']:.1%}",
              f"written to {r['written']}"]
+    if "ledger" in r:
+        found = r["ledger"]
+        lines.insert(1, f"from the ledger: {found['labelled']} labelled of {found['rows']} "
+                     f"requests ({found['weak_verdicts']} weak verdicts, "
+                     f"{found['with_feedback']} with feedback), features {found['feature_set']}")
     return "\n".join(lines)

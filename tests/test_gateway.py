@@ -331,6 +331,27 @@ async def test_the_seeds_curl_examples_answer_the_seeds_fields(http, stack):
     assert (await http.get("/v1/stats", params={"days": 0})).status_code == 422
 
 
+async def test_feedback_over_http_reaches_the_ledger_or_is_refused_with_a_status(http, conn):
+    reply = (await http.post("/v1/chat", json={"prompt": "Name a mountain."})).json()
+    await rows_when_ready(conn, "SELECT 1 FROM requests WHERE request_id = %s",
+                          (reply["request_id"],))
+
+    ack = await http.post("/v1/feedback", json={"request_id": reply["request_id"], "score": 0.5})
+    unknown = await http.post("/v1/feedback", json={"request_id": "no-such", "score": 0.5})
+    invalid = await http.post("/v1/feedback", json={"request_id": reply["request_id"],
+                                                     "score": 2})
+    too_large = await http.post("/v1/feedback", content=b"x" * 5000)
+
+    assert ack.status_code == 200, ack.text
+    assert ack.json() == {"request_id": reply["request_id"], "score": 0.5, "recorded": True}
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_request")
+    assert (invalid.status_code, invalid.json()["error"]["code"]) == (400, "invalid_request")
+    assert (too_large.status_code, too_large.json()["error"]["code"]) == (400, "invalid_request")
+    (row,) = await (await conn.execute("SELECT score FROM feedback WHERE request_id = %s",
+                                       (reply["request_id"],))).fetchall()
+    assert row == (0.5,)
+
+
 async def test_the_seeds_chat_refuses_bad_requests_with_the_routers_error(http):
     for body, status, code in ((b'{"prompt": ""}', 400, "invalid_request"),
                                (b'{"prompt": "hi", "colour": "red"}', 400, "invalid_request"),

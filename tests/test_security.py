@@ -185,6 +185,7 @@ async def test_a_client_cannot_listen_outside_its_own_tenant(secured, subject):
     (subjects.REQUEST_EVENTS, FORGED_EVENT), (subjects.ATTEMPT_EVENTS, FORGED_EVENT),
     ("router.v1.results.globex.job", b"{}"), (subjects.STATS, b"{}"),
     ("router.v1.chat.globex", b'{"prompt": "hi"}'), (subjects.CHAT, b'{"prompt": "hi"}'),
+    ("router.v1.feedback.globex", b"{}"), (subjects.FEEDBACK, b"{}"),
     ("$JS.API.STREAM.DELETE.ROUTER_EVENTS", b""), ("$KV.router_requests.k", b"{}"),
     ("$JS.API.CONSUMER.CREATE.ROUTER_RESULTS", b"{}"),
 ])
@@ -237,6 +238,14 @@ async def test_a_client_asks_submits_and_reads_its_own_results_over_tls(secured_
             conn, "SELECT tenant FROM requests WHERE request_id = %s", (reply["request_id"],))
         assert row == ("acme",)  # from the connection's subject: the body named none
 
+        verdict = {"request_id": reply["request_id"], "score": 0.5}
+        ack = await client.request(nc, client.feedback_subject("acme"), verdict, 30)
+        assert ack["recorded"] is True, ack
+        (row,) = await (await conn.execute(
+            "SELECT tenant, score FROM feedback WHERE request_id = %s",
+            (reply["request_id"],))).fetchall()
+        assert row == ("acme", 0.5)
+
         other = await client.request(nc, client.chat_subject("acme"),
                                      {"prompt": "Bill someone else", "tenant": "globex"}, 30)
         assert other["error"]["code"] == "invalid_request"
@@ -260,6 +269,9 @@ async def test_a_client_asks_submits_and_reads_its_own_results_over_tls(secured_
     async with identity(secured_stack, "client-globex") as globex:
         with pytest.raises(nats.errors.Error):
             await client.stored_results(globex.nc, submission.job_id, "acme")
+        foreign = await client.request(globex.nc, client.feedback_subject("globex"),
+                                       verdict | {"score": 0.0}, 30)
+        assert foreign["error"]["code"] == "unknown_request"
 
     async with identity(secured_stack, "admin") as admin:
         stats = await client.request(admin.nc, subjects.STATS, {"days": 1}, 30)

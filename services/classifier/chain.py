@@ -12,6 +12,7 @@ from typing import Protocol
 from cachetools import LRUCache
 
 from shared.config import ClassifierConfig
+from shared.messages import Features
 from shared.providers import Providers
 
 from . import rules
@@ -19,7 +20,7 @@ from .decision import decide
 from .local_model import LocalModel
 from .ollama_backend import OllamaBackend
 from .router_live import LiveRouter, model_path
-from .router_model import Featurizer, MemoEncoder
+from .router_model import FEATURE_SETS, STORED_DTYPE, Featurizer, MemoEncoder, feature_set_of
 from .verdict import Verdict
 
 CACHE_SIZE = 10_000
@@ -66,18 +67,23 @@ class NoVerdict(Exception):
 class Classifier:
     def __init__(self, config: ClassifierConfig, providers: Providers | None = None,
                  local: LocalModel | None = None, rules_fallback: bool = True,
-                 router_shares: tuple[float, float] = (0.2, 0.3)) -> None:
+                 router_shares: tuple[float, float] = (0.2, 0.3),
+                 store_features: bool = False) -> None:
         """`rules_fallback=False` is for asking one backend alone (`classify --backend`): its
         silence is then an error, not a verdict from another backend. `router_shares` are
-        routing.strong_share and routing.medium_share, for a configured router model."""
+        routing.strong_share and routing.medium_share, for a configured router model.
+        `store_features`: `features` is called for each request (ledger.store_features)."""
         self._rules_fallback = rules_fallback
         self._backends: list[Backend] = []
         # The local model and the router model share one thread (e5's engine is entered by one
         # thread at a time) and one e5 with a short memory (a prompt is embedded once for both).
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-classifier")
         encoder = MemoEncoder()
-        self._router = (LiveRouter(model_path(config.router_model), Featurizer(encoder),
-                                   *router_shares) if config.router_model else None)
+        self._featurizer = (Featurizer(encoder) if config.router_model or store_features
+                            else None)
+        self._router = (LiveRouter(model_path(config.router_model), self._featurizer,
+                                   *router_shares)
+                        if config.router_model and self._featurizer else None)
         for name in config.backends:
             if name == "ollama":
                 self._backends.append(OllamaBackend(providers or Providers(),
@@ -104,6 +110,19 @@ class Classifier:
         return Verdict(verdict.difficulty, verdict.confidence, verdict.backend,
                        (time.perf_counter() - started) * 1000,
                        routed.strong_score if routed else None, routed.level if routed else None)
+
+    async def features(self, text: str) -> Features:
+        """The prompt as the learned router sees it, for the ledger: the router model's own
+        feature set when one is configured (its embedding is then already computed), else the
+        lexical one (no e5: well under a millisecond)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._features, text)
+
+    def _features(self, text: str) -> Features:
+        assert self._featurizer is not None, "built with store_features"
+        parts = self._router.model.parts if self._router is not None else FEATURE_SETS["lexical"]
+        vector = self._featurizer(text, parts).astype(STORED_DTYPE)
+        return Features(feature_set=feature_set_of(parts), values=vector.tobytes())
 
     def warm_up(self) -> None:
         """Load the models now, not on the first request."""

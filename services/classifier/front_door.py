@@ -151,7 +151,7 @@ class FrontDoor:
         small = len(msg.data) <= SALVAGE_MAX_BYTES
         request_id = (outcomes.salvage_ids(msg.data)[0] if small else None) or trace_id
         tenant = origin.tenant or (outcomes.salvage_tenant(msg.data) if small else None)
-        if origin.reply_to and _reply_allowed(origin):
+        if origin.reply_to and subjects.own_inbox(origin.tenant, origin.reply_to):
             refusal = ErrorReply(request_id=request_id, error=ErrorBody(
                 code=ErrorCode.OVERLOADED,
                 message=f"the router holds {self.admission.limit} online requests already; "
@@ -198,9 +198,3 @@ def _exit_if_failed(task: asyncio.Task) -> None:
                  exit_status=1)
     os._exit(1)
 
-
-def _reply_allowed(origin: Origin) -> bool:
-    """A tenant's own subject may only be answered in that tenant's inboxes: a refusal must not
-    become a way to publish into another tenant's."""
-    return origin.tenant is None or (origin.reply_to or "").startswith(
-        subjects.inbox_prefix(origin.tenant) + ".")

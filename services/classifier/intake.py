@@ -67,6 +67,8 @@ class Intake:
             origin = origin.model_copy(update={"claim": claim})
         try:
             verdict = await self.classifier.classify(request.prompt_text)
+            features = (await self.classifier.features(request.prompt_text)
+                        if self.cfg.ledger.store_features else None)
             # A router model, when configured, picks the routing row; the tag stays in the reply.
             decided_by: DecidedBy = ("request" if pinned is not None
                           else "router_model" if verdict.routed_as is not None else "difficulty")
@@ -91,6 +93,7 @@ class Intake:
                 start_tier=self.cfg.tiers[start].name,
                 tier_index=start,
                 max_tier_index=top,
+                features=features,
             )
             await payload.dispatch(self.broker, envelope)
         except payload.TooLarge as exc:
@@ -219,8 +222,8 @@ def vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
         raise RouterError(ErrorCode.INVALID_REQUEST,
                           f"'tenant': this connection is tenant '{tenant}', not "
                           f"'{request.tenant}'")
-    if origin.kind == "online" and origin.reply_to and not origin.reply_to.startswith(
-            subjects.inbox_prefix(tenant) + "."):
+    if origin.kind == "online" and origin.reply_to and not subjects.own_inbox(
+            tenant, origin.reply_to):
         raise RouterError(ErrorCode.INVALID_REQUEST,
                           f"replies to tenant '{tenant}' go to its own inbox "
                           f"({subjects.inbox_prefix(tenant)}.>), not {origin.reply_to}")

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from cachetools import LRUCache
 
+from shared.messages import FeatureSet
+
 from . import features
 from .encoder import Encoder
 from .local_model import MODEL_PATH as LOCAL_MODEL_PATH
@@ -33,12 +35,19 @@ FORMAT = "smart-router/router-model"
 FORMAT_VERSION = 1
 SHIPPED_PATH = Path(__file__).with_name("model") / "router.npz"
 LEXICAL_BUCKETS = 1 << 12  # the classifier's hashed n-grams, folded
-FEATURE_SETS = {
+FEATURE_SETS: dict[FeatureSet, tuple[str, ...]] = {
     "embedding": ("embedding", "structure"),
     "lexical": ("lexical", "structure"),
     "both": ("embedding", "lexical", "structure"),
 }
 QUANTILES = np.linspace(0.0, 1.0, 101)
+# What the ledger keeps of a prompt (ledger.store_features): float16, about 3 significant
+# digits, enough for features that are unit-scale by construction.
+STORED_DTYPE = np.dtype("<f2")
+
+
+def feature_set_of(parts: tuple[str, ...]) -> FeatureSet:
+    return next(name for name, ps in FEATURE_SETS.items() if ps == tuple(parts))
 
 
 class MemoEncoder(Encoder):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.messages import FeatureSet
+
 from .outcome_data import Outcomes, read_outcomes
 from .router_eval import Metrics, metrics
 from .router_model import FEATURE_SETS, QUANTILES, Featurizer, Neighbours, Ridge, RouterModel
@@ -33,7 +35,7 @@ MIN_PROMPTS = 20
 @dataclass(frozen=True)
 class Candidate:
     kind: str
-    features: str
+    features: FeatureSet
     setting: float  # ridge's alpha, or the neighbours' k
     label: str = "pair"  # what is learned: strong - weak, or strong - the crowd's mean
 
@@ -169,6 +171,15 @@ def train(path: Path, weak: str | None = None, strong: str | None = None,
     featurizer = featurizer or Featurizer()
     print(f"features of {len(outcomes)} prompts …", file=sys.stderr)
     xs = feature_matrices(outcomes.prompts, featurizer)
+    return fit(xs, outcomes, features, {
+        "data": path.name, "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+
+
+def fit(xs: dict[str, np.ndarray], outcomes: Outcomes, features: str, source: dict
+        ) -> tuple[RouterModel, dict]:
+    """Choose, estimate, calibrate and fit on feature matrices already computed (from prompts,
+    or from the ledger's stored vectors); `source` says what the data was, in the model's
+    meta."""
     best, table = choose(xs, outcomes, range(REPEATS), features)
     x = xs[best.features]
     oof = out_of_fold(best, x, outcomes, seed=0)
@@ -186,11 +197,9 @@ def train(path: Path, weak: str | None = None, strong: str | None = None,
     }
     meta = {
         "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "data": path.name,
-        "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-    } | {k: report[k] for k in ("prompts", "weak", "strong", "chosen", "cross_validated",
-                                 "nested")}
-    model = RouterModel(best.kind, tuple(FEATURE_SETS[best.features]),
+    } | source | {k: report[k] for k in ("prompts", "weak", "strong", "chosen",
+                                          "cross_validated", "nested")}
+    model = RouterModel(best.kind, FEATURE_SETS[best.features],
                         best.fit(x, best.target(outcomes)),
                         calibration, np.quantile(oof, QUANTILES), meta)
     return model, report

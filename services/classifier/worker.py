@@ -32,7 +32,8 @@ def create_app(config: RouterConfig | None = None,
     service = Service("classifier", config, settings)
     cfg = service.config
     classifier = Classifier(cfg.classifier,
-                            router_shares=(cfg.routing.strong_share, cfg.routing.medium_share))
+                            router_shares=(cfg.routing.strong_share, cfg.routing.medium_share),
+                            store_features=cfg.ledger.store_features)
     intake = Intake(service.broker, cfg, classifier)
     front_door = FrontDoor(service.broker, cfg, intake)
 

@@ -7,10 +7,8 @@ price would take the request's verification past `escalation.verify.max_cost_usd
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +16,9 @@ from dataclasses import dataclass
 from shared.config import ModelRef, VerifyConfig, VerifySignal
 from shared.messages import Attempt, Envelope, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
-from shared.providers import ProviderError, Providers
+from shared.providers import Providers
+
+from .calls import paid_call
 
 QUESTION_CHARS = 4000
 ANSWER_TAIL_CHARS = 1500  # the final result is at the end: the verifier re-derives the rest
@@ -170,20 +170,10 @@ class Verifier:
     async def _call(self, ref: ModelRef, messages: list[dict[str, str]], json_format: bool,
                     max_tokens: int, *, n: int, hop: int, tier: str
                     ) -> tuple[str | None, Attempt]:
-        attempt = functools.partial(Attempt, n=n, hop=hop, model=ref.model,
-                                    provider=ref.provider, tier=tier, outcome=Outcome.VERIFY)
-        started = time.perf_counter()
-        try:
-            completion = await self._providers.get(ref.provider).complete(
-                ref.model, messages, max_tokens=max_tokens, temperature=0.0,
-                timeout=self._config.timeout_s, logprobs=False, json_format=json_format)
-        except ProviderError as error:
-            return None, attempt(reason=error.reason, latency_ms=_ms(started))
-        return completion.text, attempt(
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=self._pricer.cost(ref, completion.input_tokens, completion.output_tokens),
-            latency_ms=_ms(started), emulated=completion.emulated)
+        return await paid_call(self._providers, self._pricer, ref, messages,
+                               outcome=Outcome.VERIFY, n=n, hop=hop, tier=tier,
+                               max_tokens=max_tokens, timeout=self._config.timeout_s,
+                               json_format=json_format)
 
 
 def applies(signal: VerifySignal, prompt: str, answer: str) -> bool:
@@ -208,6 +198,3 @@ def _reason(signal: VerifySignal, error: str, wrong: bool | None) -> str:
         return f"{signal}: {error}"
     return f"{signal}: " + {True: "wrong", False: "right", None: "no verdict"}[wrong]
 
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000

@@ -2,6 +2,9 @@
 and finishes the request: the best answer obtained goes to the caller, every attempt and the
 request itself go to the ledger.
 
+With `escalation.sampling.share`, a share of the answers served below the top tier is then
+compared with the top tier's (sampling.py): labels for the learned router, paid apart.
+
 Escalation stops at the request's highest tier, at its budget, at its deadline, or after
 `escalation.max_attempts` answers, so a request can never loop. Every publish carries a
 message id derived from the request's trace and hop, so a redelivered message repeats nothing.
@@ -31,6 +34,7 @@ from shared.providers import Providers
 from shared.runtime import Service
 
 from .judge import Judge
+from .sampling import Sampler
 from .scoring import CAPS, Scorer
 from .verify import Verifier
 
@@ -44,8 +48,9 @@ def create_app(config: RouterConfig | None = None,
                settings: Settings | None = None) -> FastStream:
     service = Service("escalator", config, settings)
     escalator = Escalator(service.broker, service.config)
+    # A sampled comparison calls the top tier in the handler: keep the message ours meanwhile.
     service.consume("escalator", service.config.pipeline.escalator_concurrency,
-                    escalator.on_score)
+                    escalator.on_score, keepalive=escalator.sampler is not None)
     return service.app
 
 
@@ -62,6 +67,8 @@ class Escalator:
                       else None)
         self.verifier = (Verifier(cfg.escalation.verify, Providers(), self.pricer)
                          if cfg.escalation.verify.enabled else None)
+        self.sampler = (Sampler(cfg, Providers(), self.pricer)
+                        if cfg.escalation.sampling.share > 0 else None)
 
     async def on_score(self, msg: NatsMessage) -> None:
         await self.decide(Envelope.read(msg.body, len(self.cfg.tiers)))
@@ -211,6 +218,10 @@ class Escalator:
             outcomes.deliver(self.broker, envelope.origin, reply, msg_id=envelope.trace_id),
             outcomes.publish_event(self.broker, event),
         )
+        if self.sampler is not None and self.sampler.picks(envelope, served):
+            await self.sampler.compare(
+                envelope, answer.text,
+                record=lambda calls: outcomes.record_attempts(self.broker, envelope, calls))
 
 
     async def _fail(self, envelope: Envelope, code: ErrorCode) -> None:

@@ -1,4 +1,4 @@
-"""The HTTP API: the seed's /v1/chat, /v1/health and /v1/stats, and OpenAI's
+"""The HTTP API: the seed's /v1/chat, /v1/health and /v1/stats, /v1/feedback, and OpenAI's
 /v1/chat/completions and /v1/models, each a thin translation onto a NATS request.
 
 /v1/chat passes the body to router.v1.chat untouched and the reply back untouched: the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Annotated, Any
 
 import structlog
@@ -28,7 +28,14 @@ from pydantic import BaseModel
 from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
 from shared.health import Counters
-from shared.messages import ChatReply, ChatRequest, ErrorReply
+from shared.messages import (
+    MAX_FEEDBACK_BYTES,
+    ChatReply,
+    ChatRequest,
+    ErrorReply,
+    Feedback,
+    FeedbackAck,
+)
 
 from . import errors, openai_api
 from .api_keys import ApiKeys
@@ -39,9 +46,9 @@ log = structlog.get_logger(__name__)
 JSON = "application/json"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorReply}
-    for status in (400, 401, 403, 409, 413, 429, 500, 502, 503, 504)}
+    for status in (400, 401, 403, 404, 409, 413, 429, 500, 502, 503, 504)}
 # The routes that answer the router's own error reply; the others answer OpenAI's shape.
-ROUTER_SHAPED = ("/v1/chat", "/v1/stats")
+ROUTER_SHAPED = ("/v1/chat", "/v1/stats", "/v1/feedback")
 
 
 class TooLarge(Exception):
@@ -125,20 +132,28 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
              dependencies=AUTHENTICATED)
     async def stats(days: int = Query(30, ge=1, le=3660)) -> Response:
         """Every tenant's figures: with API keys on, a key (one tenant's) may not read them."""
+        if keys is not None:
+            return errors.router_error(errors.error_reply(
+                ErrorCode.PERMISSION_DENIED, "the stats cover every tenant: an API key may not "
+                "read them (the operator's `smart-router stats` and dashboard do)"))
+        return await _relayed(link.stats(days))
+
+    @app.post("/v1/feedback", responses={200: {"model": FeedbackAck}, **ERROR_RESPONSES},
+              summary="Record a verdict on an answer (router.v1.feedback)")
+    async def feedback(request: Request, tenant: Tenant) -> Response:
+        """The body is a Feedback: `{"request_id": ..., "score": 0..1}`, optional `tenant` and
+        `comment` (with API keys on, the key's tenant). 404 `unknown_request` when the tenant
+        has no answered request of that id."""
         try:
-            if keys is not None:
-                raise RouterError(ErrorCode.PERMISSION_DENIED,
-                                  "the stats cover every tenant: an API key may not read them "
-                                  "(the operator's `smart-router stats` and dashboard do)")
-            summary, raw = await link.stats(days)
+            body = await _body(request, MAX_FEEDBACK_BYTES)
+            if tenant is not None:
+                body = _as_tenant(body, tenant)
+        except TooLarge:
+            return errors.router_error(errors.error_reply(
+                ErrorCode.INVALID_REQUEST, f"the feedback is over {MAX_FEEDBACK_BYTES} bytes"))
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
-        except Unavailable as exc:
-            return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
-                                       errors.UNAVAILABLE)
-        if "error" in summary:
-            return errors.router_error(summary)
-        return Response(raw, media_type=JSON)
+        return await _relayed(link.feedback(body))
 
     @app.post("/v1/chat/completions", responses=ERROR_RESPONSES,
               summary="OpenAI-compatible chat completion")
@@ -250,6 +265,21 @@ async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[s
             stream.close(left=not done)
 
 
+async def _relayed(answer: Awaitable[tuple[dict[str, Any], bytes]]) -> Response:
+    """A router subject's answer as the HTTP response: its JSON as sent, or its error with the
+    code's status."""
+    try:
+        reply, raw = await answer
+    except RouterError as exc:
+        return errors.router_error(errors.error_reply(exc.code, exc.message))
+    except Unavailable as exc:
+        return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
+                                   errors.UNAVAILABLE)
+    if "error" in reply:
+        return errors.router_error(reply)
+    return Response(raw, media_type=JSON)
+
+
 def _as_tenant(body: bytes, tenant: str) -> bytes:
     """The body naming the key's tenant: one that does not already gets it as its last field,
     its bytes otherwise untouched (no re-encoding). A body this gateway cannot read as a JSON
@@ -328,7 +358,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for path, model in (("/v1/chat", ChatRequest),
+        for path, model in (("/v1/chat", ChatRequest), ("/v1/feedback", Feedback),
                             ("/v1/chat/completions", openai_api.CompletionRequest)):
             schema["paths"][path]["post"]["requestBody"] = {
                 "required": True, "content": {JSON: {"schema": _component(components, model)}}}

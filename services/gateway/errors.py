@@ -17,6 +17,7 @@ STATUS = {
     ErrorCode.BUDGET_EXCEEDED: 400,
     ErrorCode.INVALID_API_KEY: 401,
     ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.UNKNOWN_REQUEST: 404,
     ErrorCode.DUPLICATE_REQUEST: 409,
     ErrorCode.PROMPT_TOO_LARGE: 413,
     ErrorCode.OVERLOADED: 429,
@@ -29,7 +30,8 @@ STATUS = {
 }
 # OpenAI's error types, by status.
 OPENAI_TYPE = {400: "invalid_request_error", 401: "invalid_request_error",
-               403: "permission_error", 409: "invalid_request_error",
+               403: "permission_error", 404: "invalid_request_error",
+               409: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
 # A router that is not running at all: nothing answers on router.v1.chat.
 UNAVAILABLE = 503

@@ -89,6 +89,11 @@ class RouterLink:
                                   STATS_TIMEOUT_S)
         return json.loads(raw), raw
 
+    async def feedback(self, body: bytes) -> tuple[dict[str, Any], bytes]:
+        """The ledger's answer to a verdict (as on router.v1.feedback), parsed and raw."""
+        raw = await self._request(subjects.FEEDBACK, body, STATS_TIMEOUT_S)
+        return json.loads(raw), raw
+
     async def health(self) -> dict[str, Any]:
         return await health.snapshot(await self._health_bucket())
 

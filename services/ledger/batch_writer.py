@@ -28,10 +28,11 @@ from tenacity import (
     wait_exponential,
 )
 
+from shared.db import first_line
 from shared.health import Counters, LedgerProgress, WriterState
 
 from . import intake
-from .writer import Batch, LedgerWriter, first_line, is_connection_problem
+from .writer import Batch, LedgerWriter, is_connection_problem
 
 log = structlog.get_logger(__name__)
 

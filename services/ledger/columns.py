@@ -40,6 +40,7 @@ TEXT, KEY = Column("text"), Column("text", key=True)
 SMALLINT, INTEGER, BIGINT = Column("smallint"), Column("integer"), Column("bigint")
 MONEY, REAL = Column("numeric"), Column("real")
 BOOLEAN, TIMESTAMP = Column("boolean"), Column("timestamp with time zone")
+BYTEA = Column("bytea")  # bounded by its model (messages.Features)
 
 REQUESTS = {
     "trace_id": KEY, "request_id": KEY, "received_at": TIMESTAMP, "finished_at": TIMESTAMP,
@@ -50,7 +51,8 @@ REQUESTS = {
     "input_tokens": INTEGER, "output_tokens": INTEGER, "cost_usd": MONEY,
     "baseline_cost_usd": MONEY, "escalation_cost_usd": MONEY, "latency_ms": REAL,
     "provider_latency_ms": REAL, "emulated": BOOLEAN, "prompt_sha256": TEXT,
-    "prompt_chars": INTEGER, "prompt_text": TEXT, "ttft_ms": REAL,
+    "prompt_chars": INTEGER, "prompt_text": TEXT, "ttft_ms": REAL, "features": BYTEA,
+    "feature_set": TEXT,
 }
 ATTEMPTS = {
     "call_id": KEY, "trace_id": KEY, "request_id": KEY, "attempt": SMALLINT, "hop": SMALLINT,
@@ -80,7 +82,7 @@ def problems(table: str, columns: dict[str, Column], event: BaseModel) -> list[s
 def _problem(column: Column, value: Any) -> str | None:
     if column.type == "text":
         return _text_problem(value, column.key)
-    if column.type == "boolean":
+    if column.type in ("boolean", "bytea"):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"is {value}, not a finite number"

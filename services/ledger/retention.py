@@ -30,7 +30,7 @@ async def apply_forever(database_url: str, days: int) -> None:
 async def apply(conn: psycopg.AsyncConnection, days: int) -> int:
     deleted = 0
     for table, column in (("requests", "finished_at"), ("attempts", "at"),
-                          ("dead_letters", "at")):
+                          ("dead_letters", "at"), ("feedback", "at")):
         cur = await conn.execute(
             f"DELETE FROM {table} WHERE {column} < now() - make_interval(days => %s)", (days,)
         )

@@ -35,8 +35,8 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
                           {"since": since})
         dead_letters = (await db.one_row(cur))["n"]
-        await cur.execute(_VERIFICATION, {"since": since})
-        verification = (await db.one_row(cur))["cost"]
+        await cur.execute(_CHECKS, {"since": since})
+        checks = await db.one_row(cur)
     totals = _totals(rows)
     return {
         "window_days": days,
@@ -44,7 +44,10 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         **totals,
         "dead_letters": dead_letters,
         # Paid checks of answers (verifier, judge): already in cost_usd, shown apart here.
-        "verification_cost_usd": float(verification),
+        "verification_cost_usd": float(checks["verification"]),
+        # Judge sampling's comparisons (the top tier's answer, the judge's verdict): paid apart
+        # from the requests, so in none of the figures above.
+        "sampling_cost_usd": float(checks["sampling"]),
         "latency_ms": _percentiles(histogram),
         "ttft_ms": _ttft(ttft),
         "by_model": _group(rows, "model_used"),
@@ -64,9 +67,10 @@ FROM daily_usage WHERE day >= %(since)s
 GROUP BY tenant, model_used, tier, status, emulated
 """
 
-_VERIFICATION = """
-SELECT coalesce(sum(cost_usd), 0) AS cost FROM attempts
-WHERE outcome IN ('verify', 'judge') AND at >= %(since)s
+_CHECKS = """
+SELECT coalesce(sum(cost_usd) FILTER (WHERE outcome IN ('verify', 'judge')), 0) AS verification,
+       coalesce(sum(cost_usd) FILTER (WHERE outcome = 'sample'), 0) AS sampling
+FROM attempts WHERE outcome IN ('verify', 'judge', 'sample') AND at >= %(since)s
 """
 
 # Time to first token of streamed requests (requests_streamed indexes just those rows).

@@ -1,6 +1,6 @@
 """Ledger worker: the product's proof of savings. Consumes router.v1.events.> in batches, writes
 each batch in one transaction and acks only after commit. The same process answers
-router.v1.stats (stats_responder.py), dead-letters the messages that crash-looped a stage
+router.v1.stats (stats_responder.py) and router.v1.feedback (feedback.py), dead-letters the messages that crash-looped a stage
 (exhausted.py) and applies the retention (retention.py).
 
 JetStream pushes events to a callback that only gathers them (batcher.py); `ledger.writers`
@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from shared import db, subjects, topology
 from shared.config import RouterConfig, Settings
+from shared.db import first_line
 from shared.health import LedgerProgress
 from shared.runtime import Service
 
@@ -33,8 +34,8 @@ from . import backlog, retention
 from .batch_writer import BatchWriter
 from .batcher import Batcher
 from .exhausted import Exhausted
+from .feedback import FeedbackResponder
 from .stats_responder import StatsResponder
-from .writer import first_line
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,7 @@ def create_app(config: RouterConfig | None = None,
     ledger = Ledger(service)
     responder = StatsResponder(database_url)
     service.respond(subjects.STATS, "ledger", responder.on_stats)
+    feedback = FeedbackResponder(database_url)
     exhausted = Exhausted(service.broker, lambda: service.jetstream,
                           store_prompt=cfg.ledger.store_prompt_text, tiers=len(cfg.tiers))
     service.consume("exhausted", 1, exhausted.on_advisory)
@@ -64,10 +66,12 @@ def create_app(config: RouterConfig | None = None,
     @service.app.after_startup
     async def start() -> None:
         await ledger.start()
+        await feedback.open(service.broker.connection)
         service.background(retention.apply_forever(database_url, cfg.ledger.retention_days))
 
     @service.app.on_shutdown
     async def stop() -> None:
+        await feedback.close()
         await ledger.stop()
         await responder.close()
 

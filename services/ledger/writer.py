@@ -17,6 +17,7 @@ from typing import assert_never
 
 import psycopg
 
+from shared.db import first_line
 from shared.messages import AttemptEvent, DeadLetterEvent, RequestEvent
 
 from . import columns
@@ -210,11 +211,6 @@ class LedgerWriter:
                     for row in rows:
                         await copy.write_row(_values(row, names))
                 await cur.execute(insert)
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's message without psycopg's DETAIL and CONTEXT lines (which quote values)."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _values(event: Event, names: tuple[str, ...]) -> tuple:

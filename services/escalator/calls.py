@@ -1,0 +1,36 @@
+"""A call the escalator pays for on its own account (a verification, a sampled comparison): the
+model's text, or None when the provider failed, and the attempt that records the call and its
+cost in the ledger."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from shared.config import ModelRef
+from shared.messages import Attempt, Outcome
+from shared.pricing import Pricer
+from shared.providers import ProviderError, Providers
+
+
+async def paid_call(providers: Providers, pricer: Pricer, ref: ModelRef,
+                    messages: list[dict[str, str]], *, outcome: Outcome, n: int, hop: int,
+                    tier: str, max_tokens: int, timeout: float, json_format: bool,
+                    temperature: float | None = 0.0) -> tuple[str | None, Attempt]:
+    attempt = functools.partial(Attempt, n=n, hop=hop, model=ref.model, provider=ref.provider,
+                                tier=tier, outcome=outcome)
+    started = time.perf_counter()
+    try:
+        completion = await providers.get(ref.provider).complete(
+            ref.model, messages, max_tokens=max_tokens, temperature=temperature,
+            timeout=timeout, logprobs=False, json_format=json_format)
+    except ProviderError as error:
+        return None, attempt(reason=error.reason, latency_ms=_ms(started))
+    return completion.text, attempt(
+        input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+        cost_usd=pricer.cost(ref, completion.input_tokens, completion.output_tokens),
+        latency_ms=_ms(started), emulated=completion.emulated)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

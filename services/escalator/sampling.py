@@ -1,0 +1,93 @@
+"""Judge sampling: labels for the learned router beyond what escalation sees. A configured share
+of the answers served below the top tier (`escalation.sampling.share`, a fixed lot per request)
+is also asked of the top tier's first model, after the caller has its reply, and the judge model
+(`escalation.judge`'s provider and model) says whether the served answer was as good.
+
+Both calls are attempts of the request (outcome "sample"), each recorded as soon as it returns;
+they are not in the request's cost, which was billed before, and stats shows them as
+`sampling_cost_usd`. The comparison's verdict is its attempt's reason (SampleVerdict), which
+`train-router --from-ledger` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Awaitable, Callable
+
+from shared.config import ModelRef, RouterConfig
+from shared.messages import Attempt, Envelope, Outcome, SampleVerdict
+from shared.pricing import Pricer
+from shared.providers import Providers
+
+from .calls import paid_call
+
+EXCERPT_CHARS = 2000
+VERDICT_TOKENS = 20
+INSTRUCTIONS = (
+    "Compare an AI assistant's answer with a reference answer to the same question. Reply "
+    'with JSON only: {"correct": true} if the answer is as good as the reference (as correct '
+    'and as complete), or {"correct": false} if it falls short of it.'
+)
+
+Record = Callable[[list[Attempt]], Awaitable[None]]
+
+
+class Sampler:
+    def __init__(self, cfg: RouterConfig, providers: Providers, pricer: Pricer) -> None:
+        top = cfg.tiers[cfg.top_tier_index]
+        self._share = cfg.escalation.sampling.share
+        self._top, self._reference = top.name, top.models[0]
+        judge = cfg.escalation.judge
+        self._judge, self._judge_timeout_s = ModelRef(provider=judge.provider,
+                                                      model=judge.model), judge.timeout_s
+        self._limits = cfg.limits
+        self._providers, self._pricer = providers, pricer
+
+    def picks(self, envelope: Envelope, served: Attempt) -> bool:
+        """An answer served below the top tier, in the share (by the request's trace, so a
+        redelivery decides the same)."""
+        lot = zlib.crc32(f"sample\x00{envelope.trace_id}".encode()) / 2**32
+        return served.tier != self._top and lot < self._share
+
+    async def compare(self, envelope: Envelope, answer: str, record: Record) -> list[Attempt]:
+        """Ask the top tier, then the judge; each call is recorded as soon as it returns."""
+        request = envelope.request
+        n = len(envelope.attempts) + 1
+        reference, call = await paid_call(
+            self._providers, self._pricer, self._reference,
+            [m.model_dump() for m in request.chat], outcome=Outcome.SAMPLE, n=n,
+            hop=envelope.hop, tier=self._top,
+            max_tokens=request.max_tokens or self._limits.default_max_tokens,
+            timeout=self._limits.provider_timeout_s, json_format=False,
+            temperature=request.temperature)
+        call = call.model_copy(update={"reason": call.reason or "sample: the top tier's answer"})
+        await record([call])
+        if reference is None:
+            return [call]
+        messages = [
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content":
+                f"<question>{request.prompt_text[:EXCERPT_CHARS]}</question>\n"
+                f"<reference>{reference[:EXCERPT_CHARS]}</reference>\n"
+                f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
+        ]
+        text, judged = await paid_call(
+            self._providers, self._pricer, self._judge, messages, outcome=Outcome.SAMPLE,
+            n=n + 1, hop=envelope.hop, tier=self._top, max_tokens=VERDICT_TOKENS,
+            timeout=self._judge_timeout_s, json_format=True)
+        verdict = _verdict(text)
+        judged = judged.model_copy(update={
+            "reason": verdict if text is not None else f"{verdict}: {judged.reason}"})
+        await record([judged])
+        return [call, judged]
+
+
+def _verdict(text: str | None) -> SampleVerdict:
+    try:
+        correct = json.loads(text or "").get("correct")
+    except (ValueError, AttributeError):
+        return SampleVerdict.NONE
+    if not isinstance(correct, bool):
+        return SampleVerdict.NONE
+    return SampleVerdict.AS_GOOD if correct else SampleVerdict.FELL_SHORT

@@ -1,0 +1,125 @@
+"""router.v1.feedback: a user's verdict on an answer, recorded in the ledger's feedback table
+and acknowledged once committed, or refused with a code (README, "Feedback").
+
+A verdict names a request by its request_id and must come from the request's own tenant: on a
+client identity's subject (router.v1.feedback.<tenant>, vouched for by the server's
+permissions) that tenant, on the shared subject the body's. It labels the request's answered
+row (status ok); an unknown id, an error reply's id and another tenant's id are refused alike
+(`unknown_request`), so a tenant cannot learn which ids another one used. The ledger writes a
+request a moment after its reply: feedback sent at once may need one retry. A later verdict on
+the same request replaces the earlier one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from shared import subjects
+from shared.errors import ErrorCode, RouterError
+from shared.messages import (
+    MAX_FEEDBACK_BYTES,
+    ErrorBody,
+    ErrorReply,
+    Feedback,
+    FeedbackAck,
+    describe_validation_error,
+)
+from shared.outcomes import salvage_ids
+
+log = structlog.get_logger(__name__)
+
+RECORD = """
+WITH answered AS (
+    SELECT trace_id FROM requests
+    WHERE request_id = %(request_id)s AND tenant IS NOT DISTINCT FROM %(tenant)s
+      AND status = 'ok'
+    ORDER BY finished_at DESC LIMIT 1
+)
+INSERT INTO feedback (trace_id, request_id, tenant, score, comment, at)
+SELECT trace_id, %(request_id)s, %(tenant)s, %(score)s, %(comment)s, now() FROM answered
+ON CONFLICT (trace_id) DO UPDATE
+    SET score = excluded.score, comment = excluded.comment, at = excluded.at
+RETURNING trace_id
+"""
+
+
+class FeedbackResponder:
+    """Answers router.v1.feedback (and each tenant's own subject) on plain nats-py
+    subscriptions: a reply must go to the sender's own inbox, which FastStream's would not
+    check."""
+
+    def __init__(self, database_url: str) -> None:
+        self.writers = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False,
+                                           kwargs={"autocommit": True})
+        self._subscriptions: list[Subscription] = []
+
+    async def open(self, nc: Client) -> None:
+        await self.writers.open()
+        for subject in (subjects.FEEDBACK, f"{subjects.FEEDBACK}.*"):
+            self._subscriptions.append(
+                await nc.subscribe(subject, queue="ledger", cb=self.on_feedback))
+
+    async def close(self) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.drain()
+        await self.writers.close()
+
+    async def on_feedback(self, msg: Msg) -> None:
+        tenant = subjects.tenant_of(msg.subject)
+        if not subjects.own_inbox(tenant, msg.reply or None):
+            log.warning("feedback.foreign_inbox", subject=msg.subject)
+            return
+        try:
+            reply = (await self.record(msg.data, tenant)).model_dump_json()
+        except RouterError as refused:
+            reply = _error(msg.data, refused.code, refused.message)
+        except Exception as exc:  # the database away: the sender hears it, may retry
+            log.error("feedback.failed", reason=f"{type(exc).__name__}: {exc}"[:300])
+            reply = _error(msg.data, ErrorCode.INTERNAL,
+                           f"the ledger could not record the feedback: {type(exc).__name__}")
+        if msg.reply:
+            await msg.respond(reply.encode())
+
+    async def record(self, body: bytes, vouched: str | None) -> FeedbackAck:
+        """Store the verdict; RouterError when it is invalid or names no answered request of
+        the tenant's."""
+        if len(body) > MAX_FEEDBACK_BYTES:
+            raise RouterError(ErrorCode.INVALID_REQUEST, f"the feedback is {len(body)} bytes; "
+                              f"the limit is {MAX_FEEDBACK_BYTES}")
+        try:
+            feedback = Feedback.model_validate_json(body)
+        except ValidationError as exc:
+            raise RouterError(ErrorCode.INVALID_REQUEST, describe_validation_error(exc)) from None
+        tenant = feedback.tenant
+        if vouched is not None:
+            if not subjects.TENANT_TOKEN_RE.fullmatch(vouched):
+                raise RouterError(ErrorCode.INVALID_REQUEST, f"'{vouched}' is not a tenant name")
+            if tenant is not None and tenant != vouched:
+                raise RouterError(ErrorCode.INVALID_REQUEST, f"'tenant': this connection is "
+                                  f"tenant '{vouched}', not '{tenant}'")
+            tenant = vouched
+        async with self.writers.connection() as conn:
+            row = await (await conn.execute(RECORD, {
+                "request_id": feedback.request_id, "tenant": tenant, "score": feedback.score,
+                "comment": feedback.comment})).fetchone()
+        if row is None:
+            owner = f"tenant '{tenant}'" if tenant is not None else "no tenant"
+            raise RouterError(ErrorCode.UNKNOWN_REQUEST, (
+                f"no answered request '{feedback.request_id}' of {owner} in the ledger (a "
+                "request is recorded a moment after its reply: retry shortly if it just ended)"))
+        log.info("feedback.recorded", request_id=feedback.request_id, score=feedback.score)
+        return FeedbackAck(request_id=feedback.request_id, score=feedback.score)
+
+
+def _error(body: bytes, code: ErrorCode, message: str) -> str:
+    request_id = salvage_ids(body)[0] if len(body) <= MAX_FEEDBACK_BYTES else None
+    return ErrorReply(request_id=request_id,
+                      error=ErrorBody(code=code, message=message)).model_dump_json()

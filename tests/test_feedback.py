@@ -1,0 +1,352 @@
+"""Labels from production: a user's feedback (NATS and the CLI) reaches the ledger or is refused
+with a code; with ledger.store_features on, a request's row keeps its feature vector and no
+text; `train-router --from-ledger` learns from escalation verdicts and feedback on requests the
+real pipeline answered.
+
+The stack's classifier is swapped, for this module, for one whose config turns
+ledger.store_features on; the stack's own is back when the module ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import numpy as np
+import pytest
+
+from services.classifier.router_model import (
+    FEATURE_SETS,
+    STORED_DTYPE,
+    Featurizer,
+    Router,
+    RouterModel,
+)
+from services.ledger import stats
+from shared import db, subjects
+from shared.config import load_config
+from shared.messages import SampleVerdict
+from smart_router import embedded
+from tests import harness
+from tests.test_cli import assert_fails_with_one_line
+from tests.test_router_train import MARKER, planted
+
+CLI = [sys.executable, "-m", "smart_router.cli"]
+TENANT = "fb-acme"
+
+
+@contextlib.contextmanager
+def swapped(stack, service: str, folder: Path, settings: str) -> Iterator[None]:
+    """The stack's `service` replaced by one whose config adds `settings` (TOML); the stack's
+    own is back afterwards."""
+    config = folder / f"{service}.toml"
+    config.write_text(harness.TEST_CONFIG.read_text() + settings)
+    load_config(config)  # a config the service would refuse fails here, with its reason
+    stack.processes.kill(service)
+    ours = harness.Processes({**stack.processes.env, "ROUTER_CONFIG": str(config)}, folder)
+    ours.start(service)
+    try:
+        asyncio.run(_first_reply(stack.nats_url))
+        yield
+    finally:
+        ours.stop_all()
+        stack.processes.start(service)
+        asyncio.run(_first_reply(stack.nats_url))
+
+
+@pytest.fixture(scope="module")
+def storing_classifier(stack, tmp_path_factory) -> Iterator[None]:
+    with swapped(stack, "classifier", tmp_path_factory.mktemp("feedback"),
+                 "\n[ledger]\nstore_features = true\n"):
+        yield
+
+
+@pytest.fixture
+def sampling_escalator(stack, tmp_path) -> Iterator[None]:
+    """Every answer served below the top tier is compared with the top tier's."""
+    with swapped(stack, "escalator", tmp_path, "\n[escalation.sampling]\nshare = 1.0\n"):
+        yield
+
+
+async def _first_reply(nats_url: str, timeout_s: float = 90.0) -> None:
+    """Ask until a classifier answers (no responders while it starts)."""
+    nc = await nats.connect(nats_url)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    await harness.ask(nc, {"prompt": "Say hello."}, timeout=10)
+                    return
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+async def answered(nc, conn, prompt: str, **fields) -> str:
+    """The request_id of an answered request, once the ledger has its row."""
+    reply = await harness.ask(nc, {"prompt": prompt, "tenant": TENANT, **fields})
+    assert "error" not in reply, reply
+    await harness.rows_when_ready(conn, "SELECT 1 FROM requests WHERE request_id = %s",
+                                  (reply["request_id"],))
+    return reply["request_id"]
+
+
+async def send(nc, body: dict | bytes, subject: str = subjects.FEEDBACK) -> dict:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return json.loads((await nc.request(subject, data, timeout=10)).data)
+
+
+async def feedback_rows(conn, request_id: str) -> list[tuple]:
+    cur = await conn.execute("SELECT tenant, score, comment FROM feedback WHERE request_id = %s",
+                             (request_id,))
+    return await cur.fetchall()
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "LOG_LEVEL": "INFO", **env})
+
+
+# --- feedback ----------------------------------------------------------------------------
+
+async def test_feedback_on_nats_reaches_the_ledger_and_the_latest_counts(storing_classifier,
+                                                                        nc, conn):
+    request_id = await answered(nc, conn, "Name a colour of the rainbow.")
+
+    first = await send(nc, {"request_id": request_id, "score": 0.25, "tenant": TENANT,
+                            "comment": "too short"})
+    second = await send(nc, {"request_id": request_id, "score": 1, "tenant": TENANT})
+
+    assert first == {"request_id": request_id, "score": 0.25, "recorded": True}
+    assert second["recorded"] is True
+    assert await feedback_rows(conn, request_id) == [(TENANT, 1.0, None)]
+
+
+async def test_a_tenant_s_own_subject_vouches_for_its_tenant(storing_classifier, nc, conn,
+                                                             servers):
+    request_id = await answered(nc, conn, "Name a planet.")
+    # Client identities' connections: each one's inbox is its tenant's (open mode here).
+    acme = await nats.connect(servers.nats_url, inbox_prefix=f"_INBOX.{TENANT}")
+    globex = await nats.connect(servers.nats_url, inbox_prefix="_INBOX.globex")
+    try:
+        ack = await send(acme, {"request_id": request_id, "score": 0.5},
+                         subjects.feedback(TENANT))
+        naming_another = await send(acme, {"request_id": request_id, "score": 0.5,
+                                           "tenant": "globex"}, subjects.feedback(TENANT))
+        from_another = await send(globex, {"request_id": request_id, "score": 0.5},
+                                  subjects.feedback("globex"))
+    finally:
+        await acme.close()
+        await globex.close()
+    # A reply is only ever sent to the tenant's own inboxes: none comes to another's.
+    with pytest.raises(nats.errors.TimeoutError):
+        await nc.request(subjects.feedback(TENANT),
+                         json.dumps({"request_id": request_id, "score": 0.0}).encode(),
+                         timeout=1.5)
+
+    assert ack["recorded"] is True
+    assert naming_another["error"]["code"] == "invalid_request"
+    assert "tenant 'fb-acme'" in naming_another["error"]["message"]
+    assert from_another["error"]["code"] == "unknown_request"
+    assert await feedback_rows(conn, request_id) == [(TENANT, 0.5, None)]
+
+
+@pytest.mark.parametrize(("body", "code", "says"), [
+    ({"score": 2}, "invalid_request", "'score'"),
+    (b'{"request_id": "%s", "score": NaN, "tenant": "fb-acme"}', "invalid_request", "'score'"),
+    ({"score": -0.1}, "invalid_request", "'score'"),
+    ({"score": "0.5"}, "invalid_request", "'score'"),
+    ({"score": True}, "invalid_request", "'score'"),
+    ({"score": 0.5, "comment": "nul\x00byte"}, "invalid_request", "'comment'"),
+    ({"score": 0.5, "comment": "x" * 501}, "invalid_request", "'comment'"),
+    ({"score": 0.5, "stars": 5}, "invalid_request", "unknown field 'stars'"),
+    ({"score": 0.5, "tenant": "globex"}, "unknown_request", "no answered request"),
+    ({"score": 0.5, "request_id": "no-such-request"}, "unknown_request", "no answered request"),
+    ({"score": 0.5, "request_id": "bad id/with.dots"}, "invalid_request", "'request_id'"),
+    ({"score": 0.5, "comment": "y" * 5000}, "invalid_request", "bytes; the limit is 4096"),
+    (b"not json", "invalid_request", "not valid JSON"),
+])
+async def test_invalid_feedback_is_refused_with_a_code(storing_classifier, nc, conn, body, code,
+                                                       says):
+    request_id = await answered(nc, conn, "Name a fruit.")
+    if isinstance(body, bytes):
+        data = body.replace(b"%s", request_id.encode())
+    else:
+        data = json.dumps({"request_id": request_id, "tenant": TENANT} | body).encode()
+
+    reply = await send(nc, data)
+
+    assert reply["error"]["code"] == code and says in reply["error"]["message"], reply
+    assert await feedback_rows(conn, request_id) == []
+
+
+async def test_the_cli_records_feedback_or_says_why_not_in_one_line(storing_classifier, stack,
+                                                                   nc, conn):
+    request_id = await answered(nc, conn, "Name a river.")
+    env = {"NATS_URL": stack.nats_url}
+
+    done = await asyncio.to_thread(cli, "feedback", request_id, "0.75", "--tenant", TENANT,
+                                   "--comment", "good enough", "--json", **env)
+    unknown = await asyncio.to_thread(cli, "feedback", "no-such-request", "1", **env)
+    nan = await asyncio.to_thread(cli, "feedback", request_id, "nan", "--tenant", TENANT, **env)
+    bad_id = await asyncio.to_thread(cli, "feedback", "bad/id", "1", **env)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"request_id": request_id, "score": 0.75, "recorded": True}
+    assert await feedback_rows(conn, request_id) == [(TENANT, 0.75, "good enough")]
+    assert_fails_with_one_line(unknown, 1, "unknown_request: no answered request")
+    assert_fails_with_one_line(nan, 1, "invalid_request: 'score'")
+    assert_fails_with_one_line(bad_id, 2, "invalid request id")
+
+
+# --- features in the ledger ------------------------------------------------------------------
+
+async def test_with_store_features_a_row_keeps_the_features_and_no_text(storing_classifier, nc,
+                                                                       conn):
+    prompt = "Describe a lighthouse at night in two sentences."
+    request_id = await answered(nc, conn, prompt)
+
+    (row,) = await harness.rows_when_ready(
+        conn, "SELECT features, feature_set, prompt_text, prompt_chars FROM requests"
+        " WHERE request_id = %s", (request_id,))
+    features, feature_set, text, chars = row
+
+    assert text is None and chars == len(prompt)  # the fingerprint, never the text
+    assert feature_set == "lexical"  # no router model configured: the cheap set
+    stored = np.frombuffer(features, dtype=STORED_DTYPE)
+    expected = Featurizer()(prompt, FEATURE_SETS["lexical"])
+    assert len(stored) == len(expected) == 4096 + 6
+    assert np.allclose(stored, expected, atol=2e-3)
+
+
+# --- judge sampling ----------------------------------------------------------------------
+
+async def test_judge_sampling_compares_a_served_answer_with_the_top_tier_s_apart(
+        sampling_escalator, nc, conn):
+    top = await harness.ask(nc, {"prompt": "Name a colour of grass.", "tier": "complex"})
+    cheap = await harness.ask(nc, {"prompt": "Name a colour of the sky.", "tier": "simple"})
+    assert cheap["tier"] == "simple" and not cheap["escalated"], cheap
+
+    sampled = await harness.rows_when_ready(
+        conn, "SELECT model, tier, reason, cost_usd FROM attempts WHERE request_id = %s"
+        " AND outcome = 'sample' ORDER BY attempt", (cheap["request_id"],), at_least=2)
+    (cost,) = (await (await conn.execute(
+        "SELECT cost_usd FROM requests WHERE request_id = %s",
+        (cheap["request_id"],))).fetchone()) or (None,)
+    shown = (await stats.summary(conn, 1))["sampling_cost_usd"]
+    none_for_top = await (await conn.execute(
+        "SELECT 1 FROM attempts WHERE request_id = %s AND outcome = 'sample'",
+        (top["request_id"],))).fetchall()
+
+    (reference, judged) = sampled
+    assert reference[:2] == ("gpt-4o", "complex") and reference[3] > 0  # the top tier's first
+    assert judged[0] == "llama-3.1-8b-instant" and judged[3] > 0  # escalation.judge's model
+    assert judged[2] in (SampleVerdict.AS_GOOD, SampleVerdict.FELL_SHORT)
+    # Paid apart: the request's own cost is its reply's, and stats shows the samples' cost.
+    assert float(cost) == pytest.approx(cheap["cost_usd"], abs=1e-9)
+    assert shown >= float(reference[3] + judged[3]) - 1e-9
+    assert none_for_top == []
+
+
+# --- training from the ledger ------------------------------------------------------------
+
+async def test_train_router_from_the_ledger_learns_escalations_and_feedback(
+        storing_classifier, stack, nc, conn, emulator, tmp_path):
+    # The simple tier's model hedges on the marked prompts: the escalator finds its answer
+    # weak and a stronger tier answers. The plain ones it answers well.
+    emulator.faults({"model": "claude-haiku-4-5", "action": "hedge", "prompt_regex": MARKER})
+    prompts = [row["prompt"] for row in planted(45, seed=11)]
+    replies = await asyncio.gather(*(
+        harness.ask(nc, {"prompt": p, "tenant": TENANT, "tier": "simple"}, timeout=60)
+        for p in prompts))
+    assert all("error" not in r for r in replies), replies
+    assert {r["escalated"] for r, p in zip(replies, prompts, strict=True) if MARKER in p} == {True}
+    await harness.rows_when_ready(
+        conn, "SELECT 1 FROM requests WHERE request_id = ANY(%s)",
+        ([r["request_id"] for r in replies],), at_least=len(replies))
+    # Users' verdicts: the escalated answers were fine; a plain answer was not quite.
+    marked = [r["request_id"] for r, p in zip(replies, prompts, strict=True) if MARKER in p]
+    for request_id in marked[:4]:
+        assert (await send(nc, {"request_id": request_id, "score": 0.9,
+                                "tenant": TENANT}))["recorded"]
+    out = tmp_path / "from-ledger.npz"
+
+    done = await asyncio.to_thread(
+        cli, "train-router", "--from-ledger", "--since", "1", "--out", str(out), "--json",
+        DATABASE_URL=stack.database_url, ROUTER_CONFIG=str(harness.TEST_CONFIG))
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    found = report["ledger"]
+    assert found["labelled"] >= len(prompts) and found["feature_set"] == "lexical"
+    assert found["weak_verdicts"] >= len(marked) and found["with_feedback"] >= 4
+    assert report["cross_validated"]["apgr"] > 0.75  # random is 0.5
+    router = Router(RouterModel.load(out), Featurizer())
+    assert router.model.meta["data"] == "ledger"
+    hard = router.strong_score(f"Explain a job interview using a {MARKER} rotation, please.")
+    easy = router.strong_score("Tell me about a job interview, please.")
+    assert hard > 0.5 > easy
+
+
+def test_train_router_from_a_ledger_without_labels_says_how_many_it_needs(servers, tmp_path):
+    empty = harness.fresh_database(servers.postgres_url)
+    try:
+        db.migrate(empty)
+        done = cli("train-router", "--from-ledger", "--out", str(tmp_path / "m.npz"),
+                   DATABASE_URL=empty, ROUTER_CONFIG=str(harness.TEST_CONFIG))
+    finally:
+        harness.drop_database(servers.postgres_url, empty)
+
+    assert_fails_with_one_line(done, 2, "the ledger has 0 labelled requests")
+    assert "needs 20 or more" in done.stderr and "ledger.store_features = true" in done.stderr
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_train_router_from_a_ledger_it_cannot_read_says_so_in_one_line(tmp_path):
+    closed = f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/postgres"
+
+    done = cli("train-router", "--from-ledger", "--out", str(tmp_path / "m.npz"),
+               DATABASE_URL=closed, ROUTER_CONFIG=str(harness.TEST_CONFIG))
+
+    assert_fails_with_one_line(done, 2, "cannot read the ledger at DATABASE_URL")
+
+
+def test_train_router_wants_a_file_or_the_ledger():
+    assert_fails_with_one_line(cli("train-router"), 2, "give DATA.jsonl or --from-ledger")
+
+
+def test_feedback_rows_are_labelled_by_the_rules():
+    """The label rules on hand-made rows: a weak verdict, a served start tier, judge sampling's
+    verdicts, feedback over all of them, and a request whose cheap side is unknown."""
+    from services.classifier.ledger_outcomes import label
+
+    vector = np.ones(3, dtype=STORED_DTYPE).tobytes()
+    rows = [("a", "lexical", vector, "simple", "medium", None, True, None),
+            ("b", "lexical", vector, "simple", "simple", None, False, None),
+            ("c", "lexical", vector, "simple", "simple", 0.25, False, True),
+            ("d", "lexical", vector, "simple", "medium", 0.5, True, None),
+            ("e", "lexical", vector, "simple", "medium", None, False, None),  # cheap side failed
+            ("f", "both", np.ones(5, dtype=STORED_DTYPE).tobytes(), "simple", "simple", None,
+             False, None),
+            ("g", "lexical", vector, "simple", "simple", None, False, True),  # fell short
+            ("h", "lexical", vector, "simple", "simple", None, False, False)]  # as good
+
+    data = label(rows)
+
+    assert data.outcomes.prompts == ["a", "b", "c", "d", "g", "h"]
+    assert data.outcomes.weak.tolist() == [0.0, 1.0, 0.25, 0.0, 0.0, 1.0]
+    assert data.outcomes.strong.tolist() == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
+    assert data.x.shape == (6, 3)
+    assert data.report == {
+        "rows": 8, "labelled": 6, "feature_set": "lexical", "weak_verdicts": 2,
+        "served_by_the_start_tier": 4, "sample_verdicts": 3, "with_feedback": 2,
+        "cheap_side_unknown": 1, "other_feature_set": 1, "unreadable": 0}
+
