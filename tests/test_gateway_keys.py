@@ -223,3 +223,22 @@ def test_keys_added_at_the_same_time_are_all_kept(tmp_path):
 
     assert sorted(e.digest for e in api_keys.read_entries(keys)) == sorted(
         entry.digest for _, entry in added)
+
+
+async def test_feedback_is_given_as_the_keys_tenant(http, keyed, conn):
+    answered = await http.post("/v1/chat", json={"prompt": "Name a colour."},
+                               headers=bearer(keyed.key))
+    request_id = answered.json()["request_id"]
+    await tenant_of(conn, request_id)  # the ledger holds the request: feedback may label it
+    verdict = {"request_id": request_id, "score": 0.9}
+
+    mine = await http.post("/v1/feedback", json=verdict, headers=bearer(keyed.key))
+    as_other = await http.post("/v1/feedback", json={**verdict, "tenant": OTHER},
+                               headers=bearer(keyed.key))
+
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["recorded"] is True
+    assert as_other.status_code == 403
+    rows = await rows_when_ready(conn, "SELECT tenant, score FROM feedback WHERE request_id = %s",
+                                 (request_id,))
+    assert [(tenant, round(score, 3)) for tenant, score in rows] == [(TENANT, 0.9)]
