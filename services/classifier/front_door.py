@@ -39,6 +39,8 @@ LULL_S = 0.05  # no refusal for this long: the burst is answered, deferred work 
 RECORD_DEFER_MAX_S = 1.0  # under a steady overload the rows are stored at least this often
 START_DEFER_MAX_S = 0.2  # and admitted requests start at least this often
 CROWD = 16  # delivered messages waiting for the front door: a burst is arriving
+SUSPECT = 8  # requests admitted in one read: a glance at the next before starting them
+GLANCE_S = 0.005
 
 
 class FrontDoor:
@@ -126,6 +128,8 @@ class FrontDoor:
         A burst shows as a refusal, or before the first one as a crowd of delivered messages."""
         while True:
             await self.has_admitted.wait()
+            if len(self.admitted) >= SUSPECT:  # many at once: a burst's first read, maybe
+                await asyncio.sleep(GLANCE_S)  # its next read would show the crowd
             deferred_until = time.monotonic() + START_DEFER_MAX_S
             while (time.monotonic() - self.burst_seen < LULL_S
                    and time.monotonic() < deferred_until):
