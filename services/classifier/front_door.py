@@ -38,7 +38,7 @@ RECORD_WAIT_S = 10.0
 LULL_S = 0.05  # no refusal for this long: the burst is answered, deferred work may go on
 RECORD_DEFER_MAX_S = 1.0  # under a steady overload the rows are stored at least this often
 START_DEFER_MAX_S = 0.2  # and admitted requests start at least this often
-CROWD = 16  # delivered messages waiting for the front door: a burst is arriving
+CROWD = 16  # delivered messages waiting, more than the free slots: a burst is arriving
 SUSPECT = 8  # requests admitted in one read: a glance at the next before starting them
 GLANCE_S = 0.005
 
@@ -63,8 +63,8 @@ class FrontDoor:
 
     async def open(self) -> None:
         nc = self.broker.connection
-        self._recorder = asyncio.create_task(self._record_refusals())
-        self._starter = asyncio.create_task(self._start_admitted())
+        self._recorder = asyncio.create_task(self._record_refusals(), name="refusal_recorder")
+        self._starter = asyncio.create_task(self._start_admitted(), name="admitted_starter")
         for task in (self._recorder, self._starter):
             task.add_done_callback(_exit_if_failed)
         await nc.subscribe(self.done_subject, cb=self._count_out)
@@ -89,14 +89,13 @@ class FrontDoor:
             self._recorder.cancel()
 
     async def _record_refusals(self) -> None:
-        """Publish the refusals' rows, a batch at a time, their receipts awaited together, in
-        a lull between refusals (or at least every RECORD_DEFER_MAX_S)."""
+        """Publish the refusals' rows, a batch at a time, their receipts awaited together: a
+        few in a lull between refusals (or at least every RECORD_DEFER_MAX_S), a backlog of a
+        batch or more at once, so a steady overload never fills the queue."""
         while True:
             batch = [await self.refusal_rows.get()]
-            deferred_until = time.monotonic() + RECORD_DEFER_MAX_S
-            while (time.monotonic() - self.burst_seen < LULL_S
-                   and time.monotonic() < deferred_until):
-                await asyncio.sleep(LULL_S)
+            if self.refusal_rows.qsize() < REFUSAL_BATCH:
+                await self._after_burst(RECORD_DEFER_MAX_S, LULL_S)
             while len(batch) < REFUSAL_BATCH and not self.refusal_rows.empty():
                 batch.append(self.refusal_rows.get_nowait())
             results = await asyncio.gather(
@@ -115,8 +114,10 @@ class FrontDoor:
         """Runs in nats-py's delivery loop, so it never waits on work: a refusal is answered here
         (one publish), its row is queued for the recorder (a wait only when REFUSAL_ROWS_HELD
         rows are still unrecorded); admitted requests start once no delivered message waits."""
-        if any(s.pending_msgs >= CROWD for s in self.chat_subscriptions):
-            self.burst_seen = time.monotonic()  # refusals are coming: let them go first
+        if self.admission.limit:
+            waiting = sum(s.pending_msgs for s in self.chat_subscriptions)
+            if waiting >= CROWD and self.admission.in_flight + waiting >= self.admission.limit:
+                self.burst_seen = time.monotonic()  # refusals are coming: let them go first
         await self._admit_or_refuse(msg)
         if self.admitted:
             self.has_admitted.set()
@@ -128,13 +129,17 @@ class FrontDoor:
         A burst shows as a refusal, or before the first one as a crowd of delivered messages."""
         while True:
             await self.has_admitted.wait()
-            if len(self.admitted) >= SUSPECT:  # many at once: a burst's first read, maybe
-                await asyncio.sleep(GLANCE_S)  # its next read would show the crowd
-            deferred_until = time.monotonic() + START_DEFER_MAX_S
-            while (time.monotonic() - self.burst_seen < LULL_S
-                   and time.monotonic() < deferred_until):
-                await asyncio.sleep(LULL_S / 4)
+            if self.admission.limit:  # nothing is ever refused without one
+                if len(self.admitted) >= SUSPECT:  # many at once: a burst's first read, maybe
+                    await asyncio.sleep(GLANCE_S)  # its next read would show the crowd
+                await self._after_burst(START_DEFER_MAX_S, LULL_S / 4)
             self._start_all()
+
+    async def _after_burst(self, at_most_s: float, step_s: float) -> None:
+        """Until LULL_S without a sign of a burst, or at most `at_most_s`."""
+        until = time.monotonic() + at_most_s
+        while time.monotonic() - self.burst_seen < LULL_S and time.monotonic() < until:
+            await asyncio.sleep(step_s)
 
     def _start_all(self) -> None:
         self.has_admitted.clear()

@@ -1,0 +1,68 @@
+"""The online front door on a real NATS, with an intake that only notes what it is handed: when
+admitted requests start, and that a crowd of messages is a burst only where something can be
+refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from faststream.nats import NatsBroker
+
+from services.classifier.front_door import FrontDoor
+from shared import subjects
+from shared.messages import Origin
+from tests.stage_helpers import stage_config
+
+
+class NotingIntake:
+    """Hands nothing on: notes each request it would classify, then frees its slot."""
+
+    def __init__(self) -> None:
+        self.handed: list[bytes] = []
+
+    async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
+        self.handed.append(body)
+        return False  # as if answered here: the front door frees the slot
+
+
+async def front_door(nats_url: str, limit: int) -> tuple[FrontDoor, NatsBroker, NotingIntake]:
+    config = stage_config()
+    config = config.model_copy(update={
+        "pipeline": config.pipeline.model_copy(update={"max_online_in_flight": limit})})
+    broker, intake = NatsBroker(nats_url), NotingIntake()
+    await broker.connect()
+    door = FrontDoor(broker, config, intake)  # type: ignore[arg-type]
+    await door.open()
+    return door, broker, intake
+
+
+async def test_without_a_bound_a_crowd_of_requests_is_no_burst(clean_nats):
+    door, broker, intake = await front_door(clean_nats, limit=0)
+    try:
+        for i in range(500):  # one publish each, flushed together: a crowd at the front door
+            await broker.connection.publish(subjects.CHAT, json.dumps({"prompt": f"{i}"}).encode())
+        async with asyncio.timeout(10):
+            while len(intake.handed) < 500:
+                await asyncio.sleep(0.01)
+    finally:
+        await door.close()
+        await broker.stop()
+
+    # Nothing can be refused, so nothing was held back for refusals to go first.
+    assert door.burst_seen == 0.0
+
+
+async def test_with_a_bound_a_crowd_past_it_is_a_burst(clean_nats):
+    door, broker, intake = await front_door(clean_nats, limit=20)
+    try:
+        for i in range(500):
+            await broker.connection.publish(subjects.CHAT, json.dumps({"prompt": f"{i}"}).encode())
+        async with asyncio.timeout(10):
+            while not intake.handed:  # the admitted ones start once the burst is answered
+                await asyncio.sleep(0.01)
+    finally:
+        await door.close()
+        await broker.stop()
+
+    assert door.burst_seen > 0.0
