@@ -92,16 +92,18 @@ def _one_line_errors(unreachable: int = 2) -> Iterator[None]:
     except Exception as exc:
         if not _database_unreachable(exc):
             raise
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _fail(ConnectionError(f"cannot reach PostgreSQL at DATABASE_URL: {first_line}"),
+        from shared.db import first_line
+
+        _fail(ConnectionError(f"cannot reach PostgreSQL at DATABASE_URL: {first_line(exc)}"),
               unreachable)
 
 
 def _database_unreachable(exc: Exception) -> bool:
-    """A failed PostgreSQL connection, without importing psycopg for commands that never load
-    it (a psycopg error can only come from a command that did)."""
+    """A PostgreSQL connection that failed (an error of the server itself, a deadlock say, has
+    a SQLSTATE), without importing psycopg for commands that never load it."""
     psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
+    return (psycopg is not None and isinstance(exc, psycopg.OperationalError)
+            and exc.sqlstate is None)
 
 
 def _fail(exc: BaseException, code: int) -> None:
