@@ -131,7 +131,7 @@ class Path:
         report = self.tally.report()
         if self.first_tokens_ms:  # streamed: the chunks carry no provider time
             report.pop("router_overhead_ms")
-            report["time_to_first_token_ms"] = pipeline._percentiles(self.first_tokens_ms)
+            report["time_to_first_token_ms"] = pipeline.percentiles(self.first_tokens_ms)
         if self.cpu is not None:
             report["cpu"] = self.cpu
         return report

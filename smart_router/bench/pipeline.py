@@ -90,9 +90,9 @@ class Tally:
             "errors": self.errors,
             "seconds": round(seconds, 2),
             "requests_per_s": round(answered / seconds, 1) if seconds else None,
-            "latency_ms": _percentiles(self.latencies_ms),
-            "router_overhead_ms": _percentiles(self.overheads_ms),
-            "overloaded_reply_ms": _percentiles(self.refused_ms),
+            "latency_ms": percentiles(self.latencies_ms),
+            "router_overhead_ms": percentiles(self.overheads_ms),
+            "overloaded_reply_ms": percentiles(self.refused_ms),
             "finished_at": self.finished,
         }
 
@@ -177,7 +177,7 @@ def new_tenant() -> str:
     return f"bench-{uuid.uuid4().hex[:8]}"
 
 
-def _percentiles(values: list[float]) -> dict:
+def percentiles(values: list[float]) -> dict:
     if not values:
         return {}
     data = np.array(values)
