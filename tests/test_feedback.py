@@ -25,6 +25,7 @@ import pytest
 from faststream.nats import NatsBroker
 from structlog.testing import capture_logs
 
+from services.classifier.ledger_outcomes import read_ledger
 from services.classifier.router_model import (
     FEATURE_SETS,
     STORED_DTYPE,
@@ -394,9 +395,15 @@ async def test_train_router_from_the_ledger_learns_escalations_and_feedback(
         cli, "train-router", "--from-ledger", "--since", "1", "--out", str(out), "--json",
         DATABASE_URL=stack.database_url, ROUTER_CONFIG=str(harness.TEST_CONFIG))
 
+    capped = await asyncio.to_thread(read_ledger, stack.database_url, "complex", 1, cap=10)
+    whole = await asyncio.to_thread(read_ledger, stack.database_url, "complex", 1)
+
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     found = report["ledger"]
+    # A cap reads the most recent rows, and says how many labelled ones it left out.
+    assert capped.report["rows"] == 10 and whole.report["left_out"] == 0
+    assert capped.report["labelled"] + capped.report["left_out"] == whole.report["labelled"]
     assert found["labelled"] >= len(prompts) and found["feature_set"] == "lexical"
     assert found["weak_verdicts"] >= len(marked) and found["with_feedback"] >= 4
     assert report["cross_validated"]["apgr"] > 0.75  # random is 0.5
@@ -459,5 +466,25 @@ def test_feedback_rows_are_labelled_by_the_rules():
     assert data.report == {
         "rows": 8, "labelled": 6, "feature_set": "lexical", "weak_verdicts": 2,
         "served_by_the_start_tier": 4, "sample_verdicts": 3, "with_feedback": 2,
-        "cheap_side_unknown": 1, "other_feature_set": 1, "unreadable": 0}
+        "cheap_side_unknown": 1, "other_feature_set": 1, "unreadable": 0, "malformed": 0,
+        "left_out": 0}
+
+
+def test_the_most_common_vector_length_is_read_and_a_malformed_one_skipped():
+    """A set's vector length changes (a new featurizer) and a blob is cut short: the larger
+    group is learned from, the rest counted, and training goes on."""
+    from services.classifier.ledger_outcomes import label
+
+    def row(trace_id: str, features: bytes) -> tuple:
+        return (trace_id, "lexical", features, "simple", "simple", None, False, None)
+
+    longer, shorter = np.ones(5, dtype=STORED_DTYPE), np.ones(3, dtype=STORED_DTYPE)
+    rows = [row("old", shorter.tobytes()), row("cut", b"\x00\x3c\x00"),
+            *(row(f"new{i}", longer.tobytes()) for i in range(3))]
+
+    data = label(rows, left_out=7)
+
+    assert data.outcomes.prompts == ["new0", "new1", "new2"] and data.x.shape == (3, 5)
+    assert (data.report["other_feature_set"], data.report["malformed"],
+            data.report["left_out"]) == (1, 1, 7)
 
