@@ -48,6 +48,7 @@ from tests.stage_helpers import attempt, envelope, stage_config
 from tests.test_router_train import MARKER, planted
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
+LIMITS = load_config(harness.TEST_CONFIG).limits
 TENANT = "fb-acme"
 
 
@@ -234,6 +235,22 @@ async def test_with_store_features_a_row_keeps_the_features_and_no_text(storing_
     expected = Featurizer()(prompt, FEATURE_SETS["lexical"])
     assert len(stored) == len(expected) == 4096 + 6
     assert np.allclose(stored, expected, atol=2e-3)
+
+
+async def test_with_store_features_a_prompt_at_the_byte_limit_is_answered(storing_classifier,
+                                                                          nc, conn):
+    """The feature vector rides with the request: a prompt at the limit still travels."""
+    overhead = len(json.dumps({"prompt": "", "tenant": TENANT}).encode())
+    prompt = "Summarise this. " + "w" * (LIMITS.max_request_bytes - overhead - 16)
+    assert len(json.dumps({"prompt": prompt, "tenant": TENANT}).encode()) == (
+        LIMITS.max_request_bytes)
+
+    request_id = await answered(nc, conn, prompt)
+
+    (row,) = await harness.rows_when_ready(
+        conn, "SELECT feature_set, length(features) FROM requests WHERE request_id = %s",
+        (request_id,))
+    assert row == ("lexical", 2 * (4096 + 6))
 
 
 # --- judge sampling ----------------------------------------------------------------------
