@@ -124,7 +124,8 @@ class VerifyConfig(_Strict):
 
 class SamplingConfig(_Strict):
     """Judge sampling (services/escalator/sampling.py): this share of the answers served below
-    the top tier is also asked of the top tier, and the judge model compares the two."""
+    the top tier is also asked of the top tier, and the judge model compares the two; never a
+    request pinned to a tier or a model, or capped below the top tier."""
 
     share: float = Field(default=0.0, ge=0, le=1)
 

@@ -45,6 +45,7 @@ MAX_FEEDBACK_BYTES = 4096
 # largest vector the ledger keeps: float16, so 2 bytes a feature (the widest set has 4,486).
 FeatureSet = Literal["embedding", "lexical", "both"]
 MAX_FEATURE_BYTES = 2 * 8192
+FeatureBytes = Annotated[bytes, Field(min_length=2, max_length=MAX_FEATURE_BYTES)]
 
 # What chose a request's starting tier: the learned router's score, the difficulty tag, or the
 # caller's own `tier`.
@@ -231,13 +232,13 @@ class Features(_Internal):
     length is fixed by the set, so the envelope grows by a bounded amount."""
 
     feature_set: FeatureSet
-    values: bytes
+    values: FeatureBytes
 
     @model_validator(mode="after")
-    def _bounded(self) -> Features:
-        if not 0 < len(self.values) <= MAX_FEATURE_BYTES or len(self.values) % 2:
-            raise ValueError(f"'values' must be 2 to {MAX_FEATURE_BYTES} bytes of float16, "
-                             f"not {len(self.values)}")
+    def _whole(self) -> Features:
+        if len(self.values) % 2:
+            raise ValueError(f"'values' must be whole float16 values, not {len(self.values)} "
+                             "bytes")
         return self
 
 
@@ -426,7 +427,7 @@ class RequestEvent(_Internal):
     prompt_sha256: str | None = None
     prompt_chars: int = 0
     prompt_text: str | None = None
-    features: bytes | None = None  # float16 (see Features), with its set
+    features: FeatureBytes | None = None  # float16 (see Features), with its set
     feature_set: FeatureSet | None = None
 
 

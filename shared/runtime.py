@@ -101,7 +101,8 @@ class Service:
         request at the configured limits must fit in the server's messages."""
         nc = await _connect_patiently(self.settings)
         try:
-            payload.check_limits(self.config.limits, nc.max_payload)
+            payload.check_limits(self.config.limits, nc.max_payload,
+                                 features=self.config.ledger.store_features)
             if self.settings.nats_declare:
                 await topology.declare(nc.jetstream(), self.config.pipeline, self.config.ledger)
         finally:

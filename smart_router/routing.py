@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.classifier.ledger_outcomes import read_ledger
+from services.classifier.ledger_outcomes import MAX_ROWS, read_ledger
 from services.classifier.local_model import LocalModel
 from services.classifier.outcome_data import read_outcomes
 from services.classifier.router_eval import report
@@ -74,7 +74,11 @@ def render_training(r: dict) -> str:
              f"written to {r['written']}"]
     if "ledger" in r:
         found = r["ledger"]
+        skipped = [f"{found[k]} {what}" for k, what in (
+            ("left_out", f"older labelled ones left out (the {MAX_ROWS:,} most recent read)"),
+            ("malformed", "malformed vectors skipped")) if found[k]]
         lines.insert(1, f"from the ledger: {found['labelled']} labelled of {found['rows']} "
                      f"requests ({found['weak_verdicts']} weak verdicts, "
-                     f"{found['with_feedback']} with feedback), features {found['feature_set']}")
+                     f"{found['with_feedback']} with feedback), features {found['feature_set']}"
+                     + "".join(f"; {line}" for line in skipped))
     return "\n".join(lines)

@@ -15,13 +15,17 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import numpy as np
 import pytest
+from faststream.nats import NatsBroker
+from structlog.testing import capture_logs
 
+from services.classifier.ledger_outcomes import read_ledger
 from services.classifier.router_model import (
     FEATURE_SETS,
     STORED_DTYPE,
@@ -29,16 +33,22 @@ from services.classifier.router_model import (
     Router,
     RouterModel,
 )
+from services.escalator.sampling import Sampler
+from services.escalator.worker import Escalator
 from services.ledger import stats
-from shared import db, subjects
-from shared.config import load_config
-from shared.messages import SampleVerdict
+from shared import db, outcomes, subjects
+from shared.config import RouterConfig, SamplingConfig, load_config
+from shared.messages import Answer, Attempt, Origin, SampleVerdict
+from shared.pricing import Pricer
+from shared.providers import Providers
 from smart_router import embedded
 from tests import harness
 from tests.test_cli import assert_fails_with_one_line
+from tests.stage_helpers import attempt, envelope, stage_config
 from tests.test_router_train import MARKER, planted
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
+LIMITS = load_config(harness.TEST_CONFIG).limits
 TENANT = "fb-acme"
 
 
@@ -227,13 +237,34 @@ async def test_with_store_features_a_row_keeps_the_features_and_no_text(storing_
     assert np.allclose(stored, expected, atol=2e-3)
 
 
+async def test_with_store_features_a_prompt_at_the_byte_limit_is_answered(storing_classifier,
+                                                                          nc, conn):
+    """The feature vector rides with the request: a prompt at the limit still travels."""
+    overhead = len(json.dumps({"prompt": "", "tenant": TENANT}).encode())
+    prompt = "Summarise this. " + "w" * (LIMITS.max_request_bytes - overhead - 16)
+    assert len(json.dumps({"prompt": prompt, "tenant": TENANT}).encode()) == (
+        LIMITS.max_request_bytes)
+
+    request_id = await answered(nc, conn, prompt)
+
+    (row,) = await harness.rows_when_ready(
+        conn, "SELECT feature_set, length(features) FROM requests WHERE request_id = %s",
+        (request_id,))
+    assert row == ("lexical", 2 * (4096 + 6))
+
+
 # --- judge sampling ----------------------------------------------------------------------
 
 async def test_judge_sampling_compares_a_served_answer_with_the_top_tier_s_apart(
         sampling_escalator, nc, conn):
     top = await harness.ask(nc, {"prompt": "Name a colour of grass.", "tier": "complex"})
-    cheap = await harness.ask(nc, {"prompt": "Name a colour of the sky.", "tier": "simple"})
+    cheap = await harness.ask(nc, {"prompt": "Name a colour of the sky."})
     assert cheap["tier"] == "simple" and not cheap["escalated"], cheap
+    # Kept from the top tier by their callers: a pinned tier, a pinned model, a lower max_tier.
+    kept = await asyncio.gather(*(harness.ask(nc, {"prompt": "Name a colour of snow.", **pin})
+                                  for pin in ({"tier": "simple"}, {"model": "gpt-4o-mini"},
+                                              {"max_tier": "medium"})))
+    assert all("error" not in r and r["tier"] != "complex" for r in kept), kept
 
     sampled = await harness.rows_when_ready(
         conn, "SELECT model, tier, reason, cost_usd FROM attempts WHERE request_id = %s"
@@ -243,8 +274,8 @@ async def test_judge_sampling_compares_a_served_answer_with_the_top_tier_s_apart
         (cheap["request_id"],))).fetchone()) or (None,)
     shown = (await stats.summary(conn, 1))["sampling_cost_usd"]
     none_for_top = await (await conn.execute(
-        "SELECT 1 FROM attempts WHERE request_id = %s AND outcome = 'sample'",
-        (top["request_id"],))).fetchall()
+        "SELECT 1 FROM attempts WHERE request_id = ANY(%s) AND outcome = 'sample'",
+        ([r["request_id"] for r in (top, *kept)],))).fetchall()
 
     (reference, judged) = sampled
     assert reference[:2] == ("gpt-4o", "complex") and reference[3] > 0  # the top tier's first
@@ -254,6 +285,104 @@ async def test_judge_sampling_compares_a_served_answer_with_the_top_tier_s_apart
     assert float(cost) == pytest.approx(cheap["cost_usd"], abs=1e-9)
     assert shown >= float(reference[3] + judged[3]) - 1e-9
     assert none_for_top == []
+
+
+def sampling_config(share: float = 1.0, slots: int | None = None) -> RouterConfig:
+    """The test stack's configuration with judge sampling at `share`, `slots` at once."""
+    cfg = stage_config()
+    pipeline = cfg.pipeline.model_copy(
+        update={"escalator_concurrency": slots or cfg.pipeline.escalator_concurrency})
+    escalation = cfg.escalation.model_copy(update={"sampling": SamplingConfig(share=share)})
+    return cfg.model_copy(update={"escalation": escalation, "pipeline": pipeline})
+
+
+def test_judge_sampling_picks_no_request_its_caller_kept_from_the_top_tier():
+    cfg = sampling_config()
+    sampler = Sampler(cfg, Providers(), Pricer(cfg.pricing))
+    served = attempt(1)  # on the simple tier
+    free = envelope()
+    by_request = free.model_copy(update={"classification": free.classification.model_copy(
+        update={"decided_by": "request"})})
+
+    assert sampler.picks(free, served)
+    assert not sampler.picks(by_request, served)  # a pinned tier
+    assert not sampler.picks(envelope(model="gpt-4o-mini"), served)
+    assert not sampler.picks(envelope(max_tier_index=1), served)
+
+
+@pytest.fixture
+def providers(emulator, monkeypatch) -> Providers:
+    for name, value in harness.emulator_env(emulator.base).items():
+        monkeypatch.setenv(name, value)
+    return Providers()
+
+
+async def test_judge_samples_run_a_bounded_few_at_once_and_stop_with_the_escalator(
+        providers, emulator):
+    cfg = sampling_config(slots=1)
+    sampler = Sampler(cfg, providers, Pricer(cfg.pricing))
+    recorded: list[Attempt] = []
+
+    async def record(calls: list[Attempt]) -> None:
+        recorded.extend(calls)
+
+    sampler.start(envelope(), "Paris.", record)
+    sampler.start(envelope(), "Paris.", record)  # its one slot is taken: skipped
+    async with asyncio.timeout(30):
+        while len(recorded) < 2:  # the top tier's answer, then the judge's verdict
+            await asyncio.sleep(0.05)
+    assert sampler.skipped == 1 and [a.outcome for a in recorded] == ["sample", "sample"]
+
+    emulator.faults({"model": "gpt-4o", "action": "hang"})  # the top tier never answers
+    sampler.start(envelope(), "Paris.", record)
+    async with asyncio.timeout(10):
+        while emulator.control("GET", "stats")["in_flight"] == 0:
+            await asyncio.sleep(0.05)
+    async with asyncio.timeout(1):  # cancelled, not waited for
+        await sampler.stop()
+    sampler.start(envelope(), "Paris.", record)  # none after the stop
+
+    assert len(recorded) == 2 and sampler.skipped == 2
+
+
+async def test_a_failed_sample_leaves_the_finished_request_alone(stack, nc, conn, providers,
+                                                                monkeypatch):
+    """Recording a sample fails (a JetStream receipt that times out): the escalator's handler
+    has returned all the same, so its message is acked, not redelivered to finish the request
+    again, pay both calls again and end in a dead letter."""
+    async def unrecordable(*_args: object, **_kwargs: object) -> None:
+        raise nats.errors.TimeoutError
+
+    monkeypatch.setattr(outcomes, "record_attempts", unrecordable)  # used by the sample alone
+    broker = NatsBroker(stack.nats_url, apply_types=False)
+    await broker.connect()
+    inbox = nc.new_inbox()
+    replies = await nc.subscribe(inbox)
+    escalator = Escalator(broker, sampling_config())
+    trace_id = uuid.uuid4().hex
+    finished = envelope(attempts=[attempt(1)]).model_copy(update={
+        "trace_id": trace_id, "request_id": trace_id,
+        "origin": Origin(kind="online", reply_to=inbox),
+        "answer": Answer(text="Paris.", attempt=1, tier_index=0, finish_reason="stop")})
+    try:
+        with capture_logs() as logs:
+            await escalator.decide(finished)  # before: raised, and JetStream redelivered
+            async with asyncio.timeout(30):
+                while not any(e["event"] == "sample.failed" for e in logs):
+                    await asyncio.sleep(0.05)
+        reply = json.loads((await replies.next_msg(timeout=5)).data)
+        with pytest.raises(nats.errors.TimeoutError):
+            await replies.next_msg(timeout=1)
+        rows = await harness.rows_when_ready(
+            conn, "SELECT status FROM requests WHERE trace_id = %s", (trace_id,))
+    finally:
+        await escalator.sampler.stop()
+        await broker.stop()
+
+    assert reply["response"] == "Paris." and reply["tier"] == "simple"
+    assert rows == [("ok",)]
+    assert {"event": "sample.failed", "error": "TimeoutError"}.items() <= next(
+        e for e in logs if e["event"] == "sample.failed").items()
 
 
 # --- training from the ledger ------------------------------------------------------------
@@ -283,9 +412,15 @@ async def test_train_router_from_the_ledger_learns_escalations_and_feedback(
         cli, "train-router", "--from-ledger", "--since", "1", "--out", str(out), "--json",
         DATABASE_URL=stack.database_url, ROUTER_CONFIG=str(harness.TEST_CONFIG))
 
+    capped = await asyncio.to_thread(read_ledger, stack.database_url, "complex", 1, cap=10)
+    whole = await asyncio.to_thread(read_ledger, stack.database_url, "complex", 1)
+
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     found = report["ledger"]
+    # A cap reads the most recent rows, and says how many labelled ones it left out.
+    assert capped.report["rows"] == 10 and whole.report["left_out"] == 0
+    assert capped.report["labelled"] + capped.report["left_out"] == whole.report["labelled"]
     assert found["labelled"] >= len(prompts) and found["feature_set"] == "lexical"
     assert found["weak_verdicts"] >= len(marked) and found["with_feedback"] >= 4
     assert report["cross_validated"]["apgr"] > 0.75  # random is 0.5
@@ -348,5 +483,25 @@ def test_feedback_rows_are_labelled_by_the_rules():
     assert data.report == {
         "rows": 8, "labelled": 6, "feature_set": "lexical", "weak_verdicts": 2,
         "served_by_the_start_tier": 4, "sample_verdicts": 3, "with_feedback": 2,
-        "cheap_side_unknown": 1, "other_feature_set": 1, "unreadable": 0}
+        "cheap_side_unknown": 1, "other_feature_set": 1, "unreadable": 0, "malformed": 0,
+        "left_out": 0}
+
+
+def test_the_most_common_vector_length_is_read_and_a_malformed_one_skipped():
+    """A set's vector length changes (a new featurizer) and a blob is cut short: the larger
+    group is learned from, the rest counted, and training goes on."""
+    from services.classifier.ledger_outcomes import label
+
+    def row(trace_id: str, features: bytes) -> tuple:
+        return (trace_id, "lexical", features, "simple", "simple", None, False, None)
+
+    longer, shorter = np.ones(5, dtype=STORED_DTYPE), np.ones(3, dtype=STORED_DTYPE)
+    rows = [row("old", shorter.tobytes()), row("cut", b"\x00\x3c\x00"),
+            *(row(f"new{i}", longer.tobytes()) for i in range(3))]
+
+    data = label(rows, left_out=7)
+
+    assert data.outcomes.prompts == ["new0", "new1", "new2"] and data.x.shape == (3, 5)
+    assert (data.report["other_feature_set"], data.report["malformed"],
+            data.report["left_out"]) == (1, 1, 7)
 

@@ -5,6 +5,7 @@ is stuck."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import random
@@ -22,7 +23,7 @@ from services.ledger import columns
 from services.ledger.writer import Entry, LedgerWriter, Origin
 from shared import db, subjects
 from shared.config import config
-from shared.messages import AttemptEvent, RequestEvent
+from shared.messages import MAX_FEATURE_BYTES, AttemptEvent, RequestEvent
 from smart_router.bench.events import request_with_attempts
 from tests import harness
 
@@ -178,6 +179,9 @@ async def test_forged_events_are_dead_letters_and_the_events_around_them_commit(
         (subjects.REQUEST_EVENTS, forged(request, cost_usd=math.nan), stored("requests.cost_usd")),
         (subjects.ATTEMPT_EVENTS, forged(attempt, latency_ms=math.inf),
          unreadable("latency_ms", "a finite number")),
+        (subjects.REQUEST_EVENTS, forged(request, features=base64.b64encode(
+            bytes(MAX_FEATURE_BYTES + 2)).decode()),
+         "unreadable event: 'features': Data should have at most 16384 bytes"),
         (subjects.REQUEST_EVENTS, forged(request, finished_at=1e20),
          stored("requests.finished_at")),
         (subjects.REQUEST_EVENTS, forged(request, tenant=secrets.token_hex(2000)),

@@ -11,9 +11,12 @@ import uuid
 
 import pytest
 
+from shared import payload, subjects
 from shared.config import load_config
+from shared.messages import MAX_FEATURE_BYTES, Answer, Features
 from smart_router import client
 from tests.harness import ask, rows_when_ready
+from tests.stage_helpers import attempt, envelope
 
 LIMITS = load_config().limits
 CJK = "界"  # three bytes in UTF-8
@@ -84,6 +87,32 @@ async def test_a_multibyte_prompt_just_under_the_byte_limit_is_answered_one_call
     assert "error" not in reply, reply["error"]
     assert calls(stack) - before == len(reply["attempts"])  # no call repeated by a redelivery
     await everyone_still_answers(nc)
+
+
+def test_an_envelope_at_every_limit_with_features_fits_what_services_reserve():
+    """A request at the byte limit with two answers at theirs, a busy request's attempts and
+    the largest feature vector (ledger.store_features) fit what the start-up check reserves;
+    a server that cannot carry the features is refused at start-up, not at the limit."""
+    overhead = len(json.dumps({"prompt": ""}).encode())
+    text = "y" * (LIMITS.max_answer_bytes - 2)  # the answer's JSON string at the limit
+    answer = Answer(text=text, attempt=1, tier_index=0, finish_reason="stop", score=0.1,
+                    signals=["hedging"], logprob_mean=-0.5)
+    busy = [attempt(n, "weak").model_copy(update={"reason": "r" * 300}) for n in range(1, 21)]
+    full = envelope("x" * (LIMITS.max_request_bytes - overhead), attempts=busy,
+                    tenant="t" * 64).model_copy(update={
+                        "answer": answer, "best": answer,
+                        "features": Features(feature_set="both",
+                                             values=b"\x00" * MAX_FEATURE_BYTES)})
+    body = full.model_dump_json().encode()
+    headers = {subjects.MSG_ID: f"{full.trace_id}.{full.hop}.d"}
+    reserved = (LIMITS.max_request_bytes + 2 * LIMITS.max_answer_bytes
+                + payload.ENVELOPE_RESERVE + payload.FEATURES_RESERVE)
+
+    assert payload.message_size(body, headers) <= reserved
+    payload.check_limits(LIMITS, reserved)
+    payload.check_limits(LIMITS, reserved - 1)  # without features, a byte short still fits
+    with pytest.raises(ValueError, match="envelope and features"):
+        payload.check_limits(LIMITS, reserved - 1, features=True)
 
 
 async def test_an_answer_over_the_byte_limit_is_cut_and_says_so(stack, nc, emulator):

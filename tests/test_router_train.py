@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from services.classifier import router_live
-from services.classifier.router_model import SHIPPED_PATH, Featurizer, Router, RouterModel
+from services.classifier.router_model import (
+    SHIPPED_PATH,
+    Featurizer,
+    Ridge,
+    Router,
+    RouterModel,
+)
 
 CLI = [sys.executable, "-m", "smart_router.cli"]
 OUTCOMES = SHIPPED_PATH.parent.parent / "data" / "outcomes"
@@ -97,6 +103,23 @@ def test_classify_prints_strong_score_beside_difficulty(trained):
     result = json.loads(run.stdout)
     assert result["difficulty"] in ("simple", "medium", "complex")
     assert 0.5 < result["strong_score"] <= 1
+
+
+def test_ridge_solves_the_smaller_system_with_the_same_answer():
+    """More rows than features (a ledger's thousands of requests) are solved d x d, fewer n x n:
+    both are the same ridge fit."""
+    rng = np.random.default_rng(3)
+    x, gain = rng.standard_normal((300, 40)), rng.standard_normal(300)
+
+    tall = Ridge.fit(x, gain, alpha=3.0)  # 300 > 40: the d x d system
+    z = (x - tall.mean) / tall.scale
+    dual = z.T @ np.linalg.solve(z @ z.T + 3.0 * 300 * np.eye(300), gain - gain.mean())
+    wide = Ridge.fit(x[:30], gain[:30], alpha=3.0)  # 30 < 40: the n x n system
+    zw = (x[:30] - wide.mean) / wide.scale
+    primal = np.linalg.solve(zw.T @ zw + 3.0 * 30 * np.eye(40),
+                             zw.T @ (gain[:30] - gain[:30].mean()))
+
+    assert np.allclose(tall.w, dual) and np.allclose(wide.w, primal)
 
 
 def test_a_file_that_is_not_a_router_model_is_refused_clearly(tmp_path):

@@ -104,8 +104,14 @@ class Ridge:
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         z = (x - mean) / scale
         target = gain - gain.mean()
-        # The dual form: n x n, and training sets have fewer prompts than features.
-        w = z.T @ np.linalg.solve(z @ z.T + alpha * len(z) * np.eye(len(z)), target)
+        # The smaller of the two systems: n x n (the dual) when there are fewer prompts than
+        # features, as in a prompt file, else d x d, as with a ledger's many rows.
+        n, d = z.shape
+        if n <= d:
+            w = z.T @ np.linalg.solve(z @ z.T + alpha * n * np.eye(n), target)
+        else:
+            w = np.linalg.solve((z.T @ z).astype(np.float64) + alpha * n * np.eye(d),
+                                z.T @ target)
         return cls(mean, scale, w, float(gain.mean()))
 
     def raw(self, x: np.ndarray) -> np.ndarray:

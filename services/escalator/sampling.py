@@ -7,13 +7,24 @@ Both calls are attempts of the request (outcome "sample"), each recorded as soon
 they are not in the request's cost, which was billed before, and stats shows them as
 `sampling_cost_usd`. The comparison's verdict is its attempt's reason (SampleVerdict), which
 `train-router --from-ledger` reads.
+
+A request the caller pinned (a tier or a model) or capped below the top tier is never sampled:
+its prompt goes to no model the caller ruled out.
+
+A sample is best effort: it runs in the background, after the escalator's handler is done, so a
+failure in it never redelivers a finished request nor holds a worker slot; at most
+`pipeline.escalator_concurrency` run at once (a lot drawn when none is free is skipped), and the
+running ones are cancelled at shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Awaitable, Callable
+
+import structlog
 
 from shared.config import ModelRef, RouterConfig
 from shared.messages import Attempt, Envelope, Outcome, SampleVerdict
@@ -21,6 +32,8 @@ from shared.pricing import Pricer
 from shared.providers import Providers
 
 from .calls import paid_call
+
+log = structlog.get_logger(__name__)
 
 EXCERPT_CHARS = 2000
 VERDICT_TOKENS = 20
@@ -37,18 +50,54 @@ class Sampler:
     def __init__(self, cfg: RouterConfig, providers: Providers, pricer: Pricer) -> None:
         top = cfg.tiers[cfg.top_tier_index]
         self._share = cfg.escalation.sampling.share
-        self._top, self._reference = top.name, top.models[0]
+        self._top_index, self._top, self._reference = cfg.top_tier_index, top.name, top.models[0]
         judge = cfg.escalation.judge
         self._judge, self._judge_timeout_s = ModelRef(provider=judge.provider,
                                                       model=judge.model), judge.timeout_s
         self._limits = cfg.limits
         self._providers, self._pricer = providers, pricer
+        self._slots = cfg.pipeline.escalator_concurrency
+        self._running: set[asyncio.Task[None]] = set()  # referenced, so none is collected
+        self.skipped = 0  # lots drawn while every slot was taken, or after stop()
+        self._stopped = False
 
     def picks(self, envelope: Envelope, served: Attempt) -> bool:
         """An answer served below the top tier, in the share (by the request's trace, so a
-        redelivery decides the same)."""
+        redelivery decides the same), of a request the caller left free to reach the top
+        tier: a pinned tier or model, or a max_tier below the top, rules the top tier out."""
+        pinned = (envelope.classification.decided_by == "request"
+                  or envelope.request.model is not None)
+        if pinned or envelope.max_tier_index < self._top_index:
+            return False
         lot = zlib.crc32(f"sample\x00{envelope.trace_id}".encode()) / 2**32
         return served.tier != self._top and lot < self._share
+
+    def start(self, envelope: Envelope, answer: str, record: Record) -> None:
+        """Compare in the background, best effort: skipped when every slot is taken, and any
+        failure is logged and dropped (the caller has its answer; the label is a bonus)."""
+        if self._stopped or len(self._running) >= self._slots:
+            self.skipped += 1
+            log.debug("sample.skipped", request_id=envelope.request_id,
+                      running=len(self._running))
+            return
+        task = asyncio.create_task(self._compare_quietly(envelope, answer, record))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def stop(self) -> None:
+        """At shutdown: the samples still running are cancelled, not waited for, and none
+        starts after."""
+        self._stopped = True
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _compare_quietly(self, envelope: Envelope, answer: str, record: Record) -> None:
+        try:
+            await self.compare(envelope, answer, record)
+        except Exception as exc:  # best effort: nothing may reach the handler
+            log.warning("sample.failed", request_id=envelope.request_id,
+                        error=type(exc).__name__)
 
     async def compare(self, envelope: Envelope, answer: str, record: Record) -> list[Attempt]:
         """Ask the top tier, then the judge; each call is recorded as soon as it returns."""

@@ -3,7 +3,8 @@ and finishes the request: the best answer obtained goes to the caller, every att
 request itself go to the ledger.
 
 With `escalation.sampling.share`, a share of the answers served below the top tier is then
-compared with the top tier's (sampling.py): labels for the learned router, paid apart.
+compared with the top tier's (sampling.py), in the background once the request is finished:
+labels for the learned router, paid apart.
 
 Escalation stops at the request's highest tier, at its budget, at its deadline, or after
 `escalation.max_attempts` answers, so a request can never loop. Every publish carries a
@@ -48,9 +49,10 @@ def create_app(config: RouterConfig | None = None,
                settings: Settings | None = None) -> FastStream:
     service = Service("escalator", config, settings)
     escalator = Escalator(service.broker, service.config)
-    # A sampled comparison calls the top tier in the handler: keep the message ours meanwhile.
     service.consume("escalator", service.config.pipeline.escalator_concurrency,
-                    escalator.on_score, keepalive=escalator.sampler is not None)
+                    escalator.on_score)
+    if escalator.sampler is not None:
+        service.app.on_shutdown(escalator.sampler.stop)
     return service.app
 
 
@@ -219,7 +221,7 @@ class Escalator:
             outcomes.publish_event(self.broker, event),
         )
         if self.sampler is not None and self.sampler.picks(envelope, served):
-            await self.sampler.compare(
+            self.sampler.start(
                 envelope, answer.text,
                 record=lambda calls: outcomes.record_attempts(self.broker, envelope, calls))
 

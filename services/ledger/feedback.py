@@ -82,7 +82,9 @@ class FeedbackResponder:
         except RouterError as refused:
             reply = _error(msg.data, refused.code, refused.message)
         except Exception as exc:  # the database away: the sender hears it, may retry
-            log.error("feedback.failed", reason=f"{type(exc).__name__}: {exc}"[:300])
+            # The type and SQLSTATE only: psycopg's message may quote the row (the comment).
+            log.error("feedback.failed", error=type(exc).__name__,
+                      sqlstate=getattr(exc, "sqlstate", None))
             reply = _error(msg.data, ErrorCode.INTERNAL,
                            f"the ledger could not record the feedback: {type(exc).__name__}")
         if msg.reply:
