@@ -173,47 +173,61 @@ async def fail(
 
 
 def rejection_event(
-    *, trace_id: str, request_id: str, origin: Origin, body: bytes, received_at: float,
-    tenant: str | None = None,
+    *, trace_id: str, request_id: str, origin: Origin, prompt: tuple[str, int],
+    received_at: float, tenant: str | None = None, finished_at: float | None = None,
+    error_code: ErrorCode | None = None,
 ) -> RequestEvent:
-    """The ledger row of a request refused before classification; it hashes the raw body."""
-    sha, chars = fingerprint(body.decode("utf-8", "replace"))
+    """The ledger row of a request refused before classification; `prompt` is the raw body's
+    body_fingerprint."""
+    sha, chars = prompt
+    finished_at = finished_at or time.time()
     return RequestEvent(
         trace_id=trace_id,
         request_id=request_id,
         tenant=tenant,
         received_at=received_at,
-        finished_at=time.time(),
+        finished_at=finished_at,
         source=origin.kind,
         job_id=origin.job_id,
         status="error",
-        latency_ms=(time.time() - received_at) * 1000,
+        error_code=error_code,
+        latency_ms=(finished_at - received_at) * 1000,
         prompt_sha256=sha,
         prompt_chars=chars,
     )
 
 
-def salvage_ids(body: bytes) -> tuple[str | None, str | None]:
-    """request_id and job_id from a body that failed validation, when they are usable."""
+def body_fingerprint(body: bytes) -> tuple[str, int]:
+    """What the ledger keeps of a body it could not read as a request."""
+    return fingerprint(body.decode("utf-8", "replace"))
+
+
+class Salvaged(NamedTuple):
+    """What a body that failed validation says of itself, where it is usable: its ids, and the
+    tenant it names (for its results subject, hashed there when it is not a safe token)."""
+
+    request_id: str | None = None
+    job_id: str | None = None
+    tenant: str | None = None
+
+
+def salvage(body: bytes) -> Salvaged:
+    """The body read once (a refusal under a burst must cost little)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested bodies too
-        return None, None
+        return Salvaged()
     if not isinstance(data, dict):
-        return None, None
-    return _token(data.get("request_id")), _token(data.get("job_id"))
+        return Salvaged()
+    return Salvaged(_token(data.get("request_id")), _token(data.get("job_id")),
+                    _printable(data.get("tenant")))
 
 
-def salvage_tenant(body: bytes) -> str | None:
-    """The tenant a body that failed validation names, for its results subject (hashed there
-    when it is not a safe token)."""
-    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        data = json.loads(body)
-        tenant = data.get("tenant") if isinstance(data, dict) else None
-        if isinstance(tenant, str) and PRINTABLE_RE.fullmatch(tenant[:64]):
-            with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate is no name
-                tenant[:64].encode()
-                return tenant[:64]
+def _printable(value: object) -> str | None:
+    if isinstance(value, str) and PRINTABLE_RE.fullmatch(value[:64]):
+        with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate is no name
+            value[:64].encode()
+            return value[:64]
     return None
 
 
@@ -295,11 +309,12 @@ class _Ending(NamedTuple):
 def _job_ending(message: Unsettled) -> _Ending:
     """A job's caller reads its results subject, named by the job_id when the body has one."""
     trace_id = job_trace_id(message.stream_seq, message.stored_at)
-    request_id, job_id = salvage_ids(message.body)
-    origin = Origin(kind="batch", job_id=job_id or DEFAULT_JOB_ID,
-                    tenant=subjects.tenant_of(message.subject) or salvage_tenant(message.body))
-    row = rejection_event(trace_id=trace_id, request_id=request_id or trace_id, origin=origin,
-                          body=message.body, received_at=time.time())
+    found = salvage(message.body)
+    origin = Origin(kind="batch", job_id=found.job_id or DEFAULT_JOB_ID,
+                    tenant=subjects.tenant_of(message.subject) or found.tenant)
+    row = rejection_event(trace_id=trace_id, request_id=found.request_id or trace_id,
+                          origin=origin, prompt=body_fingerprint(message.body),
+                          received_at=time.time())
     return _Ending(origin, row, trace_id)
 
 

@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from faststream.nats import NatsBroker
@@ -43,6 +43,27 @@ SUSPECT = 8  # requests admitted in one read: a glance at the next before starti
 GLANCE_S = 0.005
 
 
+NOTHING = outcomes.Salvaged()
+
+
+class Refusal(NamedTuple):
+    """What a refusal's ledger row needs, noted in a few microseconds; the row is made later."""
+
+    trace_id: str
+    request_id: str
+    origin: Origin
+    prompt: tuple[str, int]
+    received_at: float
+    finished_at: float
+    tenant: str | None
+
+    def row(self) -> RequestEvent:
+        return outcomes.rejection_event(
+            trace_id=self.trace_id, request_id=self.request_id, origin=self.origin,
+            prompt=self.prompt, received_at=self.received_at, finished_at=self.finished_at,
+            tenant=self.tenant, error_code=ErrorCode.OVERLOADED)
+
+
 class FrontDoor:
     """Admits online requests to the intake, or refuses them with `overloaded`."""
 
@@ -58,7 +79,7 @@ class FrontDoor:
         self._starter: asyncio.Task | None = None
         # Refusals' ledger rows, published in the background: under a burst, a storage receipt
         # awaited per refusal would put every later refusal behind the earlier ones' rows.
-        self.refusal_rows: asyncio.Queue[RequestEvent] = asyncio.Queue(REFUSAL_ROWS_HELD)
+        self.refusal_rows: asyncio.Queue[Refusal] = asyncio.Queue(REFUSAL_ROWS_HELD)
         self._recorder: asyncio.Task | None = None
 
     async def open(self) -> None:
@@ -99,7 +120,7 @@ class FrontDoor:
             while len(batch) < REFUSAL_BATCH and not self.refusal_rows.empty():
                 batch.append(self.refusal_rows.get_nowait())
             results = await asyncio.gather(
-                *(outcomes.publish_event(self.broker, row) for row in batch),
+                *(outcomes.publish_event(self.broker, refusal.row()) for refusal in batch),
                 return_exceptions=True)
             for row, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):  # NATS away for longer than the receipt
@@ -157,9 +178,8 @@ class FrontDoor:
             return
         self.burst_seen = time.monotonic()
         # Reading the ids of a large body would make a refusal cost what it saves.
-        small = len(msg.data) <= SALVAGE_MAX_BYTES
-        request_id = (outcomes.salvage_ids(msg.data)[0] if small else None) or trace_id
-        tenant = origin.tenant or (outcomes.salvage_tenant(msg.data) if small else None)
+        found = outcomes.salvage(msg.data) if len(msg.data) <= SALVAGE_MAX_BYTES else NOTHING
+        request_id = found.request_id or trace_id
         if origin.reply_to and subjects.own_inbox(origin.tenant, origin.reply_to):
             refusal = ErrorReply(request_id=request_id, error=ErrorBody(
                 code=ErrorCode.OVERLOADED,
@@ -168,9 +188,9 @@ class FrontDoor:
                 retry_after_s=self.cfg.pipeline.overloaded_retry_after_s))
             await outcomes.send_reply(self.broker, origin, refusal.model_dump_json().encode(),
                                       trace_id)
-        event = outcomes.rejection_event(trace_id=trace_id, request_id=request_id, origin=origin,
-                                         body=msg.data, received_at=received_at, tenant=tenant)
-        await self.refusal_rows.put(event.model_copy(update={"error_code": ErrorCode.OVERLOADED}))
+        await self.refusal_rows.put(Refusal(  # its row is made by the recorder, after the burst
+            trace_id, request_id, origin, outcomes.body_fingerprint(msg.data), received_at,
+            time.time(), origin.tenant or found.tenant))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -188,12 +188,12 @@ class Intake:
         error: RouterError, *, tenant: str | None = None,
     ) -> None:
         """Answer with the error and record the refusal; `tenant` once the request is valid."""
-        request_id, job_id = outcomes.salvage_ids(body)
-        request_id = request_id or trace_id  # a redelivered job is rejected under the same id
+        found = outcomes.salvage(body)
+        request_id = found.request_id or trace_id  # a redelivered job: rejected under one id
         if origin.kind == "batch":
             origin = origin.model_copy(update={
-                "job_id": job_id or outcomes.DEFAULT_JOB_ID,
-                "tenant": origin.tenant or outcomes.salvage_tenant(body)})
+                "job_id": found.job_id or outcomes.DEFAULT_JOB_ID,
+                "tenant": origin.tenant or found.tenant})
         log.info("request.rejected", request_id=request_id, code=error.code, bytes=len(body))
         await outcomes.fail(
             self.broker,
@@ -204,7 +204,9 @@ class Intake:
             message=error.message,
             retry_after_s=error.retry_after_s,
             event=outcomes.rejection_event(trace_id=trace_id, request_id=request_id,
-                                           origin=origin, body=body, received_at=received_at,
+                                           origin=origin,
+                                           prompt=outcomes.body_fingerprint(body),
+                                           received_at=received_at,
                                            tenant=tenant),
         )
 

@@ -31,7 +31,7 @@ from shared.messages import (
     FeedbackAck,
     describe_validation_error,
 )
-from shared.outcomes import salvage_ids
+from shared.outcomes import salvage
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +122,6 @@ class FeedbackResponder:
 
 
 def _error(body: bytes, code: ErrorCode, message: str) -> str:
-    request_id = salvage_ids(body)[0] if len(body) <= MAX_FEEDBACK_BYTES else None
+    request_id = salvage(body).request_id if len(body) <= MAX_FEEDBACK_BYTES else None
     return ErrorReply(request_id=request_id,
                       error=ErrorBody(code=code, message=message)).model_dump_json()
