@@ -122,7 +122,8 @@ SELECT d.request_id, d.request_id,
             THEN d.in_tokens * %(baseline_in)s + d.out_tokens * %(baseline_out)s ELSE 0 END,
        coalesce(tokens.escalation_cost, 0),
        d.latency_ms, 0.9 * d.latency_ms, d.emulated,
-       md5(d.request_id) || md5(d.request_id || '.'), d.in_tokens * 4, NULL, NULL
+       md5(d.request_id) || md5(d.request_id || '.'), d.in_tokens * 4,
+       NULL, NULL, NULL, NULL  -- prompt_text, ttft_ms (not streamed), features, feature_set
 FROM seed_draws d
 JOIN seed_models first ON first.tier_no = d.start_no AND first.model_no = 0
 LEFT JOIN seed_models served

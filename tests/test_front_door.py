@@ -1,18 +1,28 @@
-"""The online front door on a real NATS, with an intake that only notes what it is handed: when
-admitted requests start, and that a crowd of messages is a burst only where something can be
-refused."""
+"""The online front door on a real NATS of its own (the suite's runs classifiers that would share
+the chat subject's queue), with an intake that only notes what it is handed: a crowd of
+messages is a burst only where something can be refused."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
+import pytest
 from faststream.nats import NatsBroker
 
 from services.classifier.front_door import FrontDoor
 from shared import subjects
 from shared.messages import Origin
+from smart_router.embedded import EmbeddedNats
 from tests.stage_helpers import stage_config
+
+
+@pytest.fixture(scope="module")
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = EmbeddedNats.start(tmp_path_factory.mktemp("nats"))
+    yield server.url
+    server.stop()
 
 
 class NotingIntake:
@@ -37,8 +47,8 @@ async def front_door(nats_url: str, limit: int) -> tuple[FrontDoor, NatsBroker, 
     return door, broker, intake
 
 
-async def test_without_a_bound_a_crowd_of_requests_is_no_burst(clean_nats):
-    door, broker, intake = await front_door(clean_nats, limit=0)
+async def test_without_a_bound_a_crowd_of_requests_is_no_burst(own_nats):
+    door, broker, intake = await front_door(own_nats, limit=0)
     try:
         for i in range(500):  # one publish each, flushed together: a crowd at the front door
             await broker.connection.publish(subjects.CHAT, json.dumps({"prompt": f"{i}"}).encode())
@@ -53,8 +63,8 @@ async def test_without_a_bound_a_crowd_of_requests_is_no_burst(clean_nats):
     assert door.burst_seen == 0.0
 
 
-async def test_with_a_bound_a_crowd_past_it_is_a_burst(clean_nats):
-    door, broker, intake = await front_door(clean_nats, limit=20)
+async def test_with_a_bound_a_crowd_past_it_is_a_burst(own_nats):
+    door, broker, intake = await front_door(own_nats, limit=20)
     try:
         for i in range(500):
             await broker.connection.publish(subjects.CHAT, json.dumps({"prompt": f"{i}"}).encode())
