@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 import structlog
@@ -110,18 +110,13 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
             if b'"stream"' in body and _asks_stream(body):
                 raise RouterError(ErrorCode.INVALID_REQUEST, "'stream': /v1/chat answers whole; "
                                   "stream with POST /v1/chat/completions")
-            with _counted(counters):
-                reply, raw = await link.chat(body)
         except TooLarge:
             return errors.router_error(_too_large(limit))
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
-        except Unavailable as exc:
-            return errors.router_error(errors.error_reply(ErrorCode.INTERNAL, str(exc)),
-                                       errors.UNAVAILABLE)
-        if "error" in reply:
-            return errors.router_error(reply)
-        return Response(raw, media_type=JSON, headers={"x-request-id": reply["request_id"]})
+        with _counted(counters):
+            return await _relayed(link.chat(body),
+                                  lambda reply: {"x-request-id": reply["request_id"]})
 
     @app.get("/v1/health", summary="Which services are up (503 when one is not)")
     async def health() -> JSONResponse:
@@ -265,9 +260,10 @@ async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[s
             stream.close(left=not done)
 
 
-async def _relayed(answer: Awaitable[tuple[dict[str, Any], bytes]]) -> Response:
-    """A router subject's answer as the HTTP response: its JSON as sent, or its error with the
-    code's status."""
+async def _relayed(answer: Awaitable[tuple[dict[str, Any], bytes]],
+                   headers: Callable[[dict[str, Any]], dict[str, str]] | None = None) -> Response:
+    """A router subject's answer as the HTTP response: its JSON as sent (with the `headers` made
+    from it), or its error with the code's status."""
     try:
         reply, raw = await answer
     except RouterError as exc:
@@ -277,7 +273,7 @@ async def _relayed(answer: Awaitable[tuple[dict[str, Any], bytes]]) -> Response:
                                    errors.UNAVAILABLE)
     if "error" in reply:
         return errors.router_error(reply)
-    return Response(raw, media_type=JSON)
+    return Response(raw, media_type=JSON, headers=headers(reply) if headers else None)
 
 
 def _as_tenant(body: bytes, tenant: str) -> bytes:
