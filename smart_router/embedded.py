@@ -33,6 +33,7 @@ import structlog
 log = structlog.get_logger("smart_router.embedded")
 
 NATS_READY_TIMEOUT_S = 15.0
+PORT_ATTEMPTS = 3
 POSTGRES_READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 POSTGRES_SYSTEM_USER = "pgserver"  # the user pgserver's own start used: old data dirs stay usable
@@ -113,6 +114,10 @@ def binary_version(binary: str) -> str:
     return found.group(1) if found else out.strip()
 
 
+class PortTaken(RuntimeError):
+    """A port picked as free was bound by another process first."""
+
+
 @dataclass
 class EmbeddedNats:
     process: subprocess.Popen
@@ -124,26 +129,48 @@ class EmbeddedNats:
     def start(cls, data_dir: Path, port: int | None = None, config: Path | None = None,
               scheme: str = "nats") -> EmbeddedNats:
         """`config` (users and permissions, TLS: see shared/nats_auth.py) is read by the
-        server; `scheme` is what its clients connect with (tls when the config asks)."""
+        server; `scheme` is what its clients connect with (tls when the config asks). A port
+        this picks (the monitor's, and the clients' when `port` is None) can be taken by
+        another process between the pick and the bind: then it tries new ones."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return cls._start(data_dir, port, config, scheme)
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, data_dir: Path, port: int | None, config: Path | None,
+               scheme: str) -> EmbeddedNats:
         binary = nats_server_binary()
-        port = port or free_port()
+        client_port = port or free_port()
         monitor = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            [binary, *(["-c", str(config)] if config else []), "-js", "-sd", str(data_dir),
-             "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent,
-        )
+        log = data_dir / "nats-server.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [binary, *(["-c", str(config)] if config else []), "-js", "-sd", str(data_dir),
+                 "-a", "127.0.0.1", "-p", str(client_port), "-m", str(monitor)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=output,
+                start_new_session=True, preexec_fn=die_with_parent,
+            )
         deadline = time.monotonic() + NATS_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{binary} exited with code {process.returncode}")
+                said = log.read_text(errors="replace")[-2000:]
+                refused = [line for line in said.splitlines() if "in use" in line]
+                taken = [p for p in (monitor, None if port else client_port)
+                         if p and any(f":{p}" in line for line in refused)]
+                if taken:
+                    raise PortTaken(f"port {taken[0]} was taken before nats-server bound it")
+                raise RuntimeError(f"{binary} exited with code {process.returncode}: "
+                                   f"{said.strip().splitlines()[-1] if said.strip() else ''}")
             with contextlib.suppress(OSError):
                 ready = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
                 with urllib.request.urlopen(ready, timeout=1) as response:
                     if response.status == 200:
-                        return cls(process, f"{scheme}://127.0.0.1:{port}", binary,
+                        return cls(process, f"{scheme}://127.0.0.1:{client_port}", binary,
                                    binary_version(binary))
             time.sleep(0.05)
         process.kill()

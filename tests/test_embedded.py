@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import pytest
 
 from smart_router import embedded
 from tests import harness
@@ -71,3 +74,29 @@ def test_an_orphan_postgres_is_stopped_and_never_reused(tmp_path):
     finally:
         server.stop()
     assert server.process.returncode == 0  # a clean fast shutdown
+
+
+def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again(tmp_path, monkeypatch):
+    with socket.socket() as taken:  # what another process does between our pick and the bind
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = iter([port])
+        pick = embedded.free_port
+        monkeypatch.setattr(embedded, "free_port", lambda: next(ports, None) or pick())
+
+        server = embedded.EmbeddedNats.start(tmp_path / "nats")
+    try:
+        assert not server.url.endswith(f":{port}")
+    finally:
+        server.stop()
+
+
+def test_a_port_asked_for_and_taken_is_an_error_that_says_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(RuntimeError, match="address already in use"):
+            embedded.EmbeddedNats.start(tmp_path / "nats", port)
