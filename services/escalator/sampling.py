@@ -13,8 +13,8 @@ its prompt goes to no model the caller ruled out.
 
 A sample is best effort: it runs in the background, after the escalator's handler is done, so a
 failure in it never redelivers a finished request nor holds a worker slot; at most
-`pipeline.escalator_concurrency` run at once (a lot drawn when none is free is skipped), and the
-running ones are cancelled at shutdown.
+`pipeline.escalator_concurrency` run at once (a lot drawn when none is free is skipped), and at
+shutdown the running ones finish within their calls' timeouts.
 """
 
 from __future__ import annotations
@@ -80,15 +80,21 @@ class Sampler:
             log.debug("sample.skipped", request_id=envelope.request_id,
                       running=len(self._running))
             return
-        task = asyncio.create_task(self._compare_quietly(envelope, answer, record))
+        task = asyncio.create_task(self._compare_quietly(envelope, answer, record),
+                                   name=envelope.request_id)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def stop(self) -> None:
-        """At shutdown: the samples still running are cancelled, not waited for, and none
-        starts after."""
+        """At shutdown: none starts after, and the running ones finish (their calls are paid
+        and each is recorded when it returns), bounded by the calls' own timeouts; what is
+        still running then is cancelled."""
         self._stopped = True
+        if self._running:
+            await asyncio.wait(self._running,
+                               timeout=self._limits.provider_timeout_s + self._judge_timeout_s)
         for task in self._running:
+            log.warning("sample.cancelled_at_stop", request_id=task.get_name())
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 

@@ -46,8 +46,9 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         # Paid checks of answers (verifier, judge): already in cost_usd, shown apart here.
         "verification_cost_usd": float(checks["verification"]),
         # Judge sampling's comparisons (the top tier's answer, the judge's verdict): paid apart
-        # from the requests, so in none of the figures above.
+        # from the requests, so in none of their figures; the whole bill counts them.
         "sampling_cost_usd": float(checks["sampling"]),
+        "spent_usd": totals["spent_usd"] + float(checks["sampling"]),
         "latency_ms": _percentiles(histogram),
         "ttft_ms": _ttft(ttft),
         "by_model": _group(rows, "model_used"),
