@@ -361,6 +361,7 @@ async def test_a_failed_sample_leaves_the_finished_request_alone(stack, nc, conn
     await broker.connect()
     inbox = nc.new_inbox()
     replies = await nc.subscribe(inbox)
+    await nc.flush()  # the server has the subscription before another connection replies to it
     escalator = Escalator(broker, sampling_config())
     trace_id = uuid.uuid4().hex
     finished = envelope(attempts=[attempt(1)]).model_copy(update={
