@@ -79,7 +79,9 @@ def test_the_default_profile_is_cheapest_and_keeps_the_seeds_models_as_fallbacks
     names = {ref.key for ref in configured_models(config)}
 
     assert config.profile == "cheapest"
-    assert cheapest["simple"] == "groq:llama-3.1-8b-instant"
+    assert cheapest == {"simple": "groq:llama-3.1-8b-instant",
+                        "medium": "groq:llama-3.3-70b-versatile",
+                        "complex": "openai:gpt-4.1-mini"}
     assert set(SEED.values()) <= names
     assert config.baseline_model.key == "openai:gpt-4o"
     Pricer.check(config)

@@ -87,6 +87,9 @@ async def test_quality_is_the_emulators_own_count_over_the_final_answers(report,
     assert report["top_tier_quality"] == round(good(top) / REQUESTS, 4)
     assert report["top_tier"]["models"] == {"openai:gpt-4o": REQUESTS}
     assert report["profile"] == "seed" and report["unjudged"] == 0
+    # The seed's top tier is its baseline model: the verdicts asked without a call agree with
+    # the count over the answers it served.
+    assert report["baseline_quality"] == report["top_tier_quality"]
 
 
 async def test_the_verdicts_read_are_those_the_emulator_marks_on_its_answers(emulator):

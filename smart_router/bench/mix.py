@@ -23,7 +23,7 @@ import aiohttp
 from nats.aio.client import Client
 
 from shared import subjects
-from shared.config import DIFFICULTIES, RouterConfig
+from shared.config import DIFFICULTIES, ModelRef, RouterConfig
 
 REPLY_TIMEOUT_S = 120.0
 OVERLOADED_TRIES = 20  # an `overloaded` refusal is asked again, after its retry hint
@@ -110,6 +110,20 @@ async def market_verdicts(emulator: str, prompts: list[str], replies: list[dict]
     the emulator does not serve (a real provider's answer cannot be judged here)."""
     answers = [{"provider": r.get("provider"), "model": r.get("model_used"), "prompt": p}
                for p, r in zip(prompts, replies, strict=True)]
+    found = await _ask_verdicts(emulator, answers)
+    return [v if "error" not in r else None for v, r in zip(found, replies, strict=True)]
+
+
+async def baseline_quality(emulator: str, prompts: list[str], model: ModelRef) -> float | None:
+    """The share of the prompts the market counts as answered well by the baseline model (its
+    verdict, no call made): what "every request on the baseline model" would have delivered,
+    whatever the top tier's first model is."""
+    answers = [{"provider": model.provider, "model": model.model, "prompt": p} for p in prompts]
+    verdicts = await _ask_verdicts(emulator, answers)
+    return round(verdicts.count("good") / len(verdicts), 4) if verdicts else None
+
+
+async def _ask_verdicts(emulator: str, answers: list[dict]) -> list[str | None]:
     url = f"{emulator.rstrip('/')}/_emulator/verdicts"
     found: list[str | None] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -120,7 +134,7 @@ async def market_verdicts(emulator: str, prompts: list[str], replies: list[dict]
                     raise RuntimeError(f"the emulator at {emulator} gave no verdicts "
                                        f"(HTTP {response.status}): {await response.text()}")
                 found += (await response.json())["verdicts"]
-    return [v if "error" not in r else None for v, r in zip(found, replies, strict=True)]
+    return found
 
 
 def tally(replies: list[dict], verdicts: list[str | None]) -> dict:
@@ -172,6 +186,7 @@ async def run(nc: Client, prompts_path: Path, mix: Mix, requests: int, concurren
     _same_configuration(config, {_served_by(r) for r in pinned if "error" not in r})
     routed_verdicts = await market_verdicts(emulator, prompts, routed)
     pinned_verdicts = await market_verdicts(emulator, prompts, pinned)
+    on_baseline = await baseline_quality(emulator, prompts, config.baseline_model)
 
     report = tally(routed, routed_verdicts)
     top_tally = tally(pinned, pinned_verdicts)
@@ -195,6 +210,9 @@ async def run(nc: Client, prompts_path: Path, mix: Mix, requests: int, concurren
         "top_tier_quality": top_tally["quality"],
         "quality_vs_top_tier": (round(report["quality"] / top_tally["quality"], 4)
                                 if top_tally["quality"] else None),
+        "baseline_quality": on_baseline,
+        "quality_vs_baseline": (round(report["quality"] / on_baseline, 4)
+                                if on_baseline else None),
         "top_tier": {"tier": top, **{k: top_tally[k] for k in (
             "answered", "errors", "cost_usd", "good_answers", "unjudged", "models")}},
         "by_label": by_label,
@@ -217,6 +235,9 @@ def render(report: dict) -> str:
         f"  quality        {_pct(report['quality'])} of answers adequate; always-"
         f"{top['tier']}: {_pct(report['top_tier_quality'])} (ratio "
         f"{_pct(report['quality_vs_top_tier'])}), costing ${top['cost_usd']:.6f}",
+        f"                 every answer on {report['baseline_model']} (the market's verdict, "
+        f"no call): {_pct(report['baseline_quality'])} (ratio "
+        f"{_pct(report['quality_vs_baseline'])})",
     ]
     if report["errors"] or top["errors"]:
         lines.append(f"  errors         routed {report['errors']}, top tier {top['errors']}")

@@ -39,7 +39,7 @@ async def test_get_scenario_returns_the_market(emulator: Emulator) -> None:
     assert scenario["models"]["phi3:mini"] == {"providers": ["ollama"], "strength": 1,
                                                "mistakes": 0.12}
     assert scenario["faults"] == []
-    assert len(scenario["models"]) == 9
+    assert len(scenario["models"]) == 10
 
 
 async def test_put_scenario_replaces_models_and_latency(
