@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from services.classifier import router_live
+from services.classifier.data.outcomes import alpaca_eval
 from services.classifier.router_model import (
     SHIPPED_PATH,
     Featurizer,
@@ -152,6 +153,52 @@ def test_the_shipped_model_is_the_one_the_readme_describes():
     assert (model.meta["weak"], model.meta["strong"]) == ("Mixtral-8x7B-Instruct-v0.1",
                                                          "gpt-4-turbo")
     assert 0 <= model.meta["nested"]["apgr"] <= 1
+    # AlpacaEval's data is CC BY-NC 4.0: measured on, never the shipped model's training data.
+    assert model.meta["data"] not in {name for name, _ in alpaca_eval.SOURCES.values()}
+
+
+def annotation(model: str, instruction: str, preference: float | None) -> dict:
+    return {"instruction": instruction, "generator_1": alpaca_eval.REFERENCE,
+            "generator_2": model, "preference": preference}
+
+
+def test_alpaca_eval_scores_are_each_models_preference_against_the_reference(
+        tmp_path, monkeypatch):
+    """Built from a git snapshot: preference 1..2 becomes 0..1 per model and prompt, in the
+    eval set's order; an unjudged answer leaves its model off that line; a file comparing
+    with another reference is refused."""
+    files = {
+        "m1": [annotation("m1", "Write a haiku.", 1.25), annotation("m1", "Sum 2 and 2.", None)],
+        "m2": [annotation("m2", "Write a haiku.", 2.0), annotation("m2", "Sum 2 and 2.", 1.0)],
+        "odd": [annotation("odd", "Write a haiku.", 1.0) | {"generator_1": "text_davinci_003"}],
+    }
+    for model, rows in files.items():
+        path = tmp_path / "results" / model / "judge" / "annotations.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(rows))
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "results"], check=True)
+    monkeypatch.setattr(alpaca_eval, "COMMIT", "HEAD")
+
+    rows = alpaca_eval.preferences(tmp_path, "judge", ["m1", "m2"])
+
+    assert rows == [
+        {"id": "alpaca-eval-000", "prompt": "Write a haiku.", "scores": {"m1": 0.25, "m2": 1.0}},
+        {"id": "alpaca-eval-001", "prompt": "Sum 2 and 2.", "scores": {"m2": 0.0}},
+    ]
+    with pytest.raises(ValueError, match="compares text_davinci_003 with odd"):
+        alpaca_eval.preferences(tmp_path, "judge", ["odd"])
+
+
+def test_alpaca_eval_files_leave_out_what_the_contamination_check_found():
+    record = json.loads((OUTCOMES / "contamination-alpaca-eval.json").read_text())
+    for name, _ in alpaca_eval.SOURCES.values():
+        ids = [json.loads(line)["id"] for line in (OUTCOMES / name).read_text().splitlines()]
+        dropped = {f["id"] for f in record[name]["dropped"]}
+        assert len(ids) + len(dropped) == record[name]["prompts"]
+        assert not dropped & set(ids)
 
 
 def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(

@@ -47,7 +47,7 @@ SOURCES = {
 }
 
 
-def annotations(repo: Path, annotator: str, models: list[str]) -> list[dict]:
+def preferences(repo: Path, annotator: str, models: list[str]) -> list[dict]:
     """One row per prompt, in the eval set's order, with every model the judge scored on it."""
     prompts: list[str] = []
     scores: dict[str, dict[str, float]] = {}
@@ -68,9 +68,10 @@ def annotations(repo: Path, annotator: str, models: list[str]) -> list[dict]:
 
 def main(alpaca_eval_repo: Path, routellm_repo: Path) -> None:
     benchmarks = benchmark_questions(routellm_repo)
-    record = {"checked_against": {name: len(q) for name, q in benchmarks.items()}}
+    record: dict[str, object] = {
+        "checked_against": {name: len(q) for name, q in benchmarks.items()}}
     for annotator, (name, models) in SOURCES.items():
-        rows = annotations(alpaca_eval_repo, annotator, models.split())
+        rows = preferences(alpaca_eval_repo, annotator, models.split())
         found = contamination(rows, benchmarks)
         dropped = {f["id"] for f in found}
         (HERE / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
