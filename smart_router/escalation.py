@@ -30,11 +30,20 @@ async def evaluate(file: Path | None, emulator: str | None, prompts: Path | None
     answering `prompts`; `verify` adds the paid checks of [escalation.verify], through the
     configured providers (the emulator's, with --emulator)."""
     settings = config()
-    scorer = Scorer(settings.escalation)
     if emulator is not None:
         _use_emulator(emulator)
+    providers = Providers()
+    try:
+        return await _evaluate(settings, providers, file, emulator, prompts, verify)
+    finally:
+        await providers.aclose()
+
+
+async def _evaluate(settings: RouterConfig, providers: Providers, file: Path | None,
+                    emulator: str | None, prompts: Path | None, verify: bool) -> dict:
+    scorer = Scorer(settings.escalation)
     pricer = Pricer(settings.pricing)
-    verifier = _verifier(settings, pricer) if verify else None
+    verifier = _verifier(settings, providers, pricer) if verify else None
     if emulator is None or file is not None:
         source = file or (CORRECTNESS if verify else ANSWERS)
         rows = jsonl.read_objects(source)
@@ -49,11 +58,11 @@ async def evaluate(file: Path | None, emulator: str | None, prompts: Path | None
                                    for row in jsonl.read_objects(prompts or CORRECTNESS)))
         return {"source": f"emulator {base}, {len(texts)} prompts",
                 "through": _through(emulator, verify),
-                **await report_market_correctness(texts, settings, pricer, Providers(),
+                **await report_market_correctness(texts, settings, pricer, providers,
                                                   verifier)}
     texts = [row["prompt"] for row in jsonl.read_objects(prompts or PROMPTS)]
     return {"source": f"emulator {base}, {len(texts)} prompts",
-            **await report_market(scorer, texts, settings, Providers())}
+            **await report_market(scorer, texts, settings, providers)}
 
 
 def _use_emulator(url: str) -> None:
@@ -65,10 +74,10 @@ def _use_emulator(url: str) -> None:
         os.environ[variable] = value
 
 
-def _verifier(settings: RouterConfig, pricer: Pricer) -> Verifier:
+def _verifier(settings: RouterConfig, providers: Providers, pricer: Pricer) -> Verifier:
     """The configured checks, on whether or not the router has them enabled."""
     return Verifier(settings.escalation.verify.model_copy(update={"enabled": True}),
-                    Providers(), pricer)
+                    providers, pricer)
 
 
 def _through(emulator: str | None, verify: bool) -> str:

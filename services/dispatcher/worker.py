@@ -46,6 +46,7 @@ def create_app(config: RouterConfig | None = None,
     dispatcher = Dispatcher(service.broker, service.config)
     service.consume("dispatcher", service.config.pipeline.dispatcher_concurrency,
                     dispatcher.dispatch, keepalive=True)
+    service.app.after_shutdown(dispatcher.providers.aclose)  # once the calls in flight ended
     return service.app
 
 
@@ -60,6 +61,7 @@ class Dispatcher:
         if providers is None:
             providers = Providers(connections=cfg.pipeline.dispatcher_concurrency)
             providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
+        self.providers = providers
         self.caller = TierCaller(
             providers, Pricer(cfg.pricing), cfg.limits,
             want_logprobs="logprob" in cfg.escalation.signals,

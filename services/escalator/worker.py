@@ -53,6 +53,7 @@ def create_app(config: RouterConfig | None = None,
                     escalator.on_score)
     if escalator.sampler is not None:
         service.app.on_shutdown(escalator.sampler.stop)
+    service.app.after_shutdown(escalator.providers.aclose)  # after the calls and samples
     return service.app
 
 
@@ -64,12 +65,13 @@ class Escalator:
         self.broker, self.cfg = broker, cfg
         self.scorer = Scorer(cfg.escalation)
         self.pricer = Pricer(cfg.pricing)
-        self.judge = (Judge(cfg.escalation.judge, Providers(), self.pricer)
+        self.providers = Providers()  # the paid checks' and the samples' calls
+        self.judge = (Judge(cfg.escalation.judge, self.providers, self.pricer)
                       if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals
                       else None)
-        self.verifier = (Verifier(cfg.escalation.verify, Providers(), self.pricer)
+        self.verifier = (Verifier(cfg.escalation.verify, self.providers, self.pricer)
                          if cfg.escalation.verify.enabled else None)
-        self.sampler = (Sampler(cfg, Providers(), self.pricer)
+        self.sampler = (Sampler(cfg, self.providers, self.pricer)
                         if cfg.escalation.sampling.share > 0 else None)
 
     async def on_score(self, msg: NatsMessage) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ._base import Completion, ProviderClient, ProviderError
 
@@ -22,16 +22,17 @@ _KEY_VARS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "groq
 
 
 def _pooled(sdk: Any, connections: int) -> Any:
-    """The SDK's own HTTP client, keeping all its connections alive: past the default of 100
-    kept alive, connections churn (a new handshake and a DNS lookup in a worker thread per
-    call), which cost a fifth of the dispatcher's CPU at 200 calls in flight."""
+    """The SDK's own aiohttp-backed client (its `aiohttp` extra), keeping all its connections
+    alive: a call costs about 0.4 ms less CPU than on the default httpx transport, and past
+    the default of 100 kept alive, connections churn (a new handshake and a DNS lookup in a
+    worker thread per call), which cost a fifth of the dispatcher's CPU at 200 in flight."""
     limits = type(sdk.DEFAULT_CONNECTION_LIMITS)(
         max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=30
     )
-    return sdk.DefaultAsyncHttpxClient(limits=limits)
+    return sdk.DefaultAioHttpClient(limits=limits)
 
 
-def _anthropic(connections: int) -> ProviderClient:
+def _anthropic(connections: int) -> _SdkAdapter:
     import anthropic
 
     from ._anthropic import Anthropic
@@ -41,7 +42,7 @@ def _anthropic(connections: int) -> ProviderClient:
         max_retries=0, http_client=_pooled(anthropic, connections)), SdkErrors.of(anthropic))
 
 
-def _openai(connections: int) -> ProviderClient:
+def _openai(connections: int) -> _SdkAdapter:
     import openai
 
     from ._openai_compatible import OpenAICompatible
@@ -51,7 +52,7 @@ def _openai(connections: int) -> ProviderClient:
         max_retries=0, http_client=_pooled(openai, connections)), SdkErrors.of(openai))
 
 
-def _groq(connections: int) -> ProviderClient:
+def _groq(connections: int) -> _SdkAdapter:
     import groq
 
     from ._openai_compatible import OpenAICompatible
@@ -61,13 +62,19 @@ def _groq(connections: int) -> ProviderClient:
                             SdkErrors.of(groq), usage_in_x_groq=True)
 
 
-def _ollama(connections: int) -> ProviderClient:
+def _ollama(connections: int) -> _SdkAdapter:
     from ._ollama import Ollama, client
 
     return Ollama(client())
 
 
-_FACTORIES: dict[str, Callable[[int], ProviderClient]] = {
+class _SdkAdapter(ProviderClient, Protocol):
+    """An adapter made here, around an SDK client it owns."""
+
+    async def aclose(self) -> None: ...
+
+
+_FACTORIES: dict[str, Callable[[int], _SdkAdapter]] = {
     "anthropic": _anthropic,
     "openai": _openai,
     "groq": _groq,
@@ -92,6 +99,7 @@ class Providers:
         self._clients: dict[str, ProviderClient] = dict(clients or {})
         self._shards = max(1, -(-connections // CONNECTIONS_PER_CLIENT))
         self._pools: dict[str, itertools.cycle] = {}
+        self._made: list[_SdkAdapter] = []
 
     def prepare(self, providers: set[str]) -> None:
         """Make the clients now, at start-up, so the first request does not pay for the SDK
@@ -110,5 +118,13 @@ class Providers:
             if key_var and not os.environ.get(key_var):
                 raise ProviderError("rejected", f"{key_var} is not set")
             shards = [_FACTORIES[provider](CONNECTIONS_PER_CLIENT) for _ in range(self._shards)]
+            self._made += shards
             pool = self._pools[provider] = itertools.cycle(shards)
         return next(pool)
+
+    async def aclose(self) -> None:
+        """Close the SDK clients made here (their connection pools), at the service's stop:
+        an aiohttp session left open is reported as a leak when the process ends."""
+        made, self._made, self._pools = self._made, [], {}
+        for client in made:
+            await client.aclose()

@@ -16,6 +16,9 @@ class Anthropic:
         self._client = client
         self._errors = errors
 
+    async def aclose(self) -> None:
+        await self._client.close()
+
     async def complete(
         self,
         model: str,

@@ -33,6 +33,9 @@ class Ollama:
     def __init__(self, client: ollama.AsyncClient) -> None:
         self._client = client
 
+    async def aclose(self) -> None:
+        await self._client._client.aclose()  # the SDK keeps its httpx client private
+
     async def complete(
         self,
         model: str,

@@ -18,6 +18,9 @@ class OpenAICompatible:
         # x_groq instead.
         self._usage_in_x_groq = usage_in_x_groq
 
+    async def aclose(self) -> None:
+        await self._client.close()
+
     async def complete(
         self,
         model: str,

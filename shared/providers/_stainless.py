@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import aiohttp
+
 from ._base import ProviderError
 
 
@@ -41,6 +43,8 @@ class SdkErrors:
 
     def map(self, exc: Exception) -> ProviderError:
         """`exc` is one of `failed`."""
+        if _refused_by_aiohttp(exc):
+            return ProviderError("connection", "cannot reach the provider")
         if isinstance(exc, self.timeout):  # before connection: the SDKs' timeout is one
             return ProviderError("timeout", "the provider did not answer in time")
         if isinstance(exc, self.connection):
@@ -50,6 +54,18 @@ class SdkErrors:
         # The SDK's other errors (a response that fails its schema, an error event in a
         # stream) and a body that is not JSON.
         return ProviderError("bad_response", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def _refused_by_aiohttp(exc: BaseException) -> bool:
+    """A connection the aiohttp transport could not make or keep. Its error map turns every
+    aiohttp connection error into a connect *timeout* (so the SDK raises its timeout error);
+    the aiohttp error down the chain of causes says what happened."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return not isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return False
 
 
 def _http_client_of(sdk: ModuleType) -> ModuleType:
