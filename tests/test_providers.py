@@ -203,3 +203,28 @@ def test_costs_come_from_the_price_table_unless_overridden():
         == pytest.approx(0.001 + 0.005)
     assert overridden.cost(gpt4o, 1_000_000, 1_000_000) == pytest.approx(3.0)
     assert pricer.cost(ModelRef(provider="ollama", model="llama3.2"), 10**6, 10**6) == 0.0
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS[:3])
+async def test_a_response_that_is_not_http_is_a_provider_error(monkeypatch, provider, model):
+    """A peer that answers garbage (a broken proxy, a header past aiohttp's 8190 bytes) is the
+    provider's failure, so the tier falls back, not an exception the dispatcher redelivers."""
+    async def garbage(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT-HTTP\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    import asyncio
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name, value in harness.emulator_env(base).items():
+        monkeypatch.setenv(name, value)
+    providers = Providers()
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await complete(providers, provider, model, timeout=2.0)
+        assert caught.value.kind == "connection"
+    finally:
+        await providers.aclose()
+        server.close()

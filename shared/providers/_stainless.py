@@ -38,7 +38,8 @@ class SdkErrors:
             timeout=(sdk.APITimeoutError, http.TimeoutException),
             connection=(sdk.APIConnectionError, http.TransportError),
             status=sdk.APIStatusError,
-            failed=(sdk.APIError, http.TransportError, json.JSONDecodeError),
+            failed=(sdk.APIError, http.TransportError, aiohttp.ClientError,
+                    json.JSONDecodeError),
         )
 
     def map(self, exc: Exception) -> ProviderError:
@@ -62,7 +63,7 @@ def _refused_by_aiohttp(exc: BaseException) -> bool:
     the aiohttp error down the chain of causes says what happened."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, aiohttp.ClientConnectionError):
+        if isinstance(cause, aiohttp.ClientError):  # one the SDK let through (openai's)
             return not isinstance(cause, TimeoutError)
         cause = cause.__cause__
     return False
