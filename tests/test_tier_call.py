@@ -3,11 +3,13 @@ timeout and budget paths; through the real SDKs, against the emulator."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import pytest
 
-from services.dispatcher.tier_call import TierCaller
+from services.dispatcher.tier_call import CALL_BOUND_SLACK_S, TierCaller
 from shared.config import Limits, ModelRef, PricingConfig, Tier
 from shared.messages import ChatRequest, Classification, Envelope, Origin
 from shared.pricing import Pricer
@@ -24,10 +26,13 @@ PRICER = Pricer(PricingConfig())
 
 
 @pytest.fixture
-def caller(emulator, monkeypatch) -> TierCaller:
+async def caller(emulator, monkeypatch):
     for name, value in harness.emulator_env(emulator.base).items():
         monkeypatch.setenv(name, value)
-    return TierCaller(Providers(), PRICER, LIMITS, want_logprobs=True)
+    providers = Providers()
+    providers.prepare({"anthropic", "openai"})  # the SDKs' import is not a call's latency
+    yield TierCaller(providers, PRICER, LIMITS, want_logprobs=True)
+    await providers.aclose()
 
 
 def envelope(prompt: str = "What is the capital of France?", **request) -> Envelope:
@@ -84,6 +89,41 @@ async def test_a_hanging_model_times_out_and_the_next_answers(caller, emulator):
 
     assert result.attempts[0].outcome == "error" and "timeout" in result.attempts[0].reason
     assert 900 < result.attempts[0].latency_ms < 2000
+    assert result.answer is not None and result.attempts[1].model == "gpt-4o-mini"
+
+
+async def test_an_answer_trickled_past_the_call_timeout_is_cut_at_the_calls_bound(
+        emulator, monkeypatch):
+    """A byte every 0.2 s never trips the SDK's timeout, which bounds each read: the call's
+    own bound does, and the next model answers."""
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: 100000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while not writer.is_closing():
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    for name, value in harness.emulator_env(emulator.base).items():
+        monkeypatch.setenv(name, value)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
+    providers = Providers()
+    providers.prepare({"anthropic", "openai"})
+    try:
+        async with server:
+            result = await TierCaller(providers, PRICER, LIMITS, want_logprobs=True).call(
+                envelope(), TIER)
+    finally:
+        await providers.aclose()
+
+    first = result.attempts[0]
+    assert first.outcome == "error" and "timeout" in first.reason
+    bound_ms = 1000 * (LIMITS.provider_timeout_s + CALL_BOUND_SLACK_S)
+    assert bound_ms - 100 < first.latency_ms < bound_ms + 500
     assert result.answer is not None and result.attempts[1].model == "gpt-4o-mini"
 
 

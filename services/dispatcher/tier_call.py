@@ -23,6 +23,11 @@ from shared.providers import Completion, ProviderError, Providers
 
 from .streaming import Relay, StreamStopped, WeakOpening, completion_of
 
+# A whole answer's bound past the call's own timeout. The SDKs' timeouts bound each read, and
+# their aiohttp transport none of a request body's writes: a provider that stops reading or
+# trickles its answer would otherwise hold the call (and its message, kept alive) for ever.
+CALL_BOUND_SLACK_S = 1.0
+
 
 @dataclass
 class TierResult:
@@ -106,9 +111,13 @@ class TierCaller:
                    relay: Relay | None) -> Completion:
         provider = self._providers.get(ref.provider)
         if relay is None:
-            return await provider.complete(ref.model, messages, max_tokens=max_tokens,
-                                           temperature=temperature, timeout=timeout,
-                                           logprobs=self._want_logprobs)
+            try:
+                async with asyncio.timeout(timeout + CALL_BOUND_SLACK_S):
+                    return await provider.complete(ref.model, messages, max_tokens=max_tokens,
+                                                   temperature=temperature, timeout=timeout,
+                                                   logprobs=self._want_logprobs)
+            except TimeoutError as exc:
+                raise ProviderError("timeout", "the provider did not answer in time") from exc
         return await relay.run(ref, provider.stream(
             ref.model, messages, max_tokens=max_tokens, temperature=temperature,
             timeout=timeout, on_text=relay.on_text))
