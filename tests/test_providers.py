@@ -21,11 +21,22 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture
-def providers(emulator, monkeypatch) -> Providers:
+async def providers(emulator, monkeypatch):
     for name, value in {**harness.emulator_env(emulator.base),
                         "OLLAMA_HOST": emulator.base}.items():
         monkeypatch.setenv(name, value)
-    return Providers()
+    made = Providers()
+    yield made
+    await made.aclose()
+
+
+async def test_closed_providers_make_no_new_client(providers):
+    """A client made after the stop would never be closed: the call fails as a provider's."""
+    providers.get("openai")
+    await providers.aclose()
+
+    with pytest.raises(ProviderError, match="stopping"):
+        providers.get("anthropic")
 
 
 async def complete(providers: Providers, provider: str, model: str, **overrides):

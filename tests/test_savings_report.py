@@ -14,7 +14,7 @@ import pytest
 
 from emulator.completion import masters
 from emulator.scenario import load_scenario
-from shared.config import load_config
+from shared.config import ModelRef, load_config
 from smart_router.bench import mix
 from smart_router.bench.run import PROMPTS
 from tests.harness import TEST_CONFIG, rows_when_ready
@@ -105,6 +105,11 @@ async def test_the_verdicts_read_are_those_the_emulator_marks_on_its_answers(emu
     read = await mix.market_verdicts(emulator.base, prompts, replies)
 
     assert read == marked and {"good", "weak"} <= set(read)
+    served = ModelRef(provider="openai", model="gpt-4o-mini")
+    assert await mix.baseline_quality(emulator.base, prompts, served) \
+        == round(marked.count("good") / len(marked), 4)
+    unserved = ModelRef(provider="openai", model="gpt-5")  # not in the emulator's market
+    assert await mix.baseline_quality(emulator.base, prompts, unserved) is None
 
 
 def test_a_report_refuses_to_name_a_configuration_that_did_not_answer():

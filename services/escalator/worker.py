@@ -53,7 +53,7 @@ def create_app(config: RouterConfig | None = None,
                     escalator.on_score)
     if escalator.sampler is not None:
         service.app.on_shutdown(escalator.sampler.stop)
-    service.app.after_shutdown(escalator.providers.aclose)  # after the calls and samples
+    service.app.after_shutdown(escalator.aclose)  # after the calls and samples
     return service.app
 
 
@@ -65,14 +65,23 @@ class Escalator:
         self.broker, self.cfg = broker, cfg
         self.scorer = Scorer(cfg.escalation)
         self.pricer = Pricer(cfg.pricing)
-        self.providers = Providers()  # the paid checks' and the samples' calls
+        # The checks' calls are on the request's path; the background samples get connections
+        # of their own, so a burst of samples cannot hold up a request's verdict.
+        self.providers, self.sample_providers = Providers(), Providers()
         self.judge = (Judge(cfg.escalation.judge, self.providers, self.pricer)
                       if cfg.escalation.judge.enabled and "judge" in cfg.escalation.signals
                       else None)
         self.verifier = (Verifier(cfg.escalation.verify, self.providers, self.pricer)
                          if cfg.escalation.verify.enabled else None)
-        self.sampler = (Sampler(cfg, self.providers, self.pricer)
+        self.sampler = (Sampler(cfg, self.sample_providers, self.pricer)
                         if cfg.escalation.sampling.share > 0 else None)
+
+    async def aclose(self) -> None:
+        """Close the providers' clients, at the service's stop."""
+        try:
+            await self.providers.aclose()
+        finally:
+            await self.sample_providers.aclose()
 
     async def on_score(self, msg: NatsMessage) -> None:
         await self.decide(Envelope.read(msg.body, len(self.cfg.tiers)))

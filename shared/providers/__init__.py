@@ -22,10 +22,9 @@ _KEY_VARS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "groq
 
 
 def _pooled(sdk: Any, connections: int) -> Any:
-    """The SDK's own aiohttp-backed client (its `aiohttp` extra), keeping all its connections
-    alive: a call costs about 0.4 ms less CPU than on the default httpx transport, and past
-    the default of 100 kept alive, connections churn (a new handshake and a DNS lookup in a
-    worker thread per call), which cost a fifth of the dispatcher's CPU at 200 in flight."""
+    """The SDK's own aiohttp-backed client (groq's through its `aiohttp` extra): a call costs
+    0.4-0.5 ms less CPU than on the default httpx transport (docs/benchmarks.md). Up to
+    `connections` per client, each kept alive 30 s."""
     limits = type(sdk.DEFAULT_CONNECTION_LIMITS)(
         max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=30
     )
@@ -90,9 +89,10 @@ class Providers:
     the tier falls back), not the whole service.
 
     For many calls in flight a provider gets several SDK clients, used in turn, each with at
-    most CONNECTIONS_PER_CLIENT connections: httpx's pool scans all its connections for every
-    request, so one client with hundreds of connections spends more CPU on its pool than on
-    the calls."""
+    most CONNECTIONS_PER_CLIENT connections. That was measured on httpx, whose pool scans all
+    its connections for every request (one client with hundreds of connections spent more CPU
+    on its pool than on the calls); aiohttp's pool does not scan, and the sharding is kept
+    there as it was, not measured again."""
 
     def __init__(self, clients: Mapping[str, ProviderClient] | None = None,
                  connections: int = CONNECTIONS_PER_CLIENT) -> None:
@@ -100,6 +100,7 @@ class Providers:
         self._shards = max(1, -(-connections // CONNECTIONS_PER_CLIENT))
         self._pools: dict[str, itertools.cycle] = {}
         self._made: list[_SdkAdapter] = []
+        self._closed = False
 
     def prepare(self, providers: set[str]) -> None:
         """Make the clients now, at start-up, so the first request does not pay for the SDK
@@ -114,6 +115,8 @@ class Providers:
             return client
         pool = self._pools.get(provider)
         if pool is None:
+            if self._closed:  # a client made now would never be closed
+                raise ProviderError("rejected", "the service is stopping")
             key_var = _KEY_VARS.get(provider)
             if key_var and not os.environ.get(key_var):
                 raise ProviderError("rejected", f"{key_var} is not set")
@@ -125,6 +128,13 @@ class Providers:
     async def aclose(self) -> None:
         """Close the SDK clients made here (their connection pools), at the service's stop:
         an aiohttp session left open is reported as a leak when the process ends."""
+        self._closed = True
         made, self._made, self._pools = self._made, [], {}
+        failures = []
         for client in made:
-            await client.aclose()
+            try:
+                await client.aclose()
+            except Exception as exc:  # the others are closed all the same
+                failures.append(exc)
+        if failures:
+            raise failures[0]

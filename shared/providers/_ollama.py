@@ -34,7 +34,7 @@ class Ollama:
         self._client = client
 
     async def aclose(self) -> None:
-        await self._client._client.aclose()  # the SDK keeps its httpx client private
+        await self._client.close()
 
     async def complete(
         self,

@@ -117,10 +117,12 @@ async def market_verdicts(emulator: str, prompts: list[str], replies: list[dict]
 async def baseline_quality(emulator: str, prompts: list[str], model: ModelRef) -> float | None:
     """The share of the prompts the market counts as answered well by the baseline model (its
     verdict, no call made): what "every request on the baseline model" would have delivered,
-    whatever the top tier's first model is."""
+    whatever the top tier's first model is. None when the emulator does not serve it."""
     answers = [{"provider": model.provider, "model": model.model, "prompt": p} for p in prompts]
     verdicts = await _ask_verdicts(emulator, answers)
-    return round(verdicts.count("good") / len(verdicts), 4) if verdicts else None
+    if not verdicts or None in verdicts:
+        return None
+    return round(verdicts.count("good") / len(verdicts), 4)
 
 
 async def _ask_verdicts(emulator: str, answers: list[dict]) -> list[str | None]:
