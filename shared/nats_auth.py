@@ -98,7 +98,7 @@ def service_grants() -> dict[str, Grants]:
     classifier = Grants("classifier").service().consumer(subjects.JOBS_STREAM, "classifier")
     classifier.kv(requests)
     classifier.publish += [subjects.DISPATCH, *ending]
-    classifier.subscribe += [subjects.CHAT, f"{subjects.CHAT}.*", f"{subjects.DONE_PREFIX}.*"]
+    classifier.subscribe += [*subjects.with_tenants(subjects.CHAT), f"{subjects.DONE_PREFIX}.*"]
     dispatcher = Grants("dispatcher").service().consumer(subjects.PIPELINE_STREAM, "dispatcher")
     dispatcher.kv(requests).kv(subjects.HOPS_BUCKET)
     dispatcher.publish += [subjects.SCORE, subjects.ATTEMPT_EVENTS, *ending]
@@ -112,7 +112,7 @@ def service_grants() -> dict[str, Grants]:
     for stream in (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM):  # crash-looped messages
         ledger.publish += [f"{JS_API}.STREAM.MSG.GET.{stream}",
                            f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
-    ledger.subscribe += [subjects.STATS, subjects.FEEDBACK, f"{subjects.FEEDBACK}.*"]
+    ledger.subscribe += [subjects.STATS, *subjects.with_tenants(subjects.FEEDBACK)]
     # The HTTP gateway authenticates its callers itself: it asks for them on the shared
     # subjects, naming their tenant in the body, and reads every tenant's results.
     gateway = Grants("gateway").service().watch(subjects.RESULTS_STREAM)

@@ -28,6 +28,8 @@ import nats
 import structlog
 from faststream import AckPolicy, FastStream
 from faststream.nats import JStream, NatsBroker, NatsMessage
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import ValidationError
@@ -245,6 +247,20 @@ class Service:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
+
+
+async def subscribe_with_tenants(nc: nats.NATS, subject: str, queue: str,
+                                 cb: Callable[[Msg], Awaitable[None]]) -> list[Subscription]:
+    """Core subscriptions, in a queue group, to `subject` and its per-tenant subjects."""
+    return [await nc.subscribe(s, queue=queue, cb=cb) for s in subjects.with_tenants(subject)]
+
+
+async def drain(subscriptions: list[Subscription]) -> None:
+    """Take no more messages; those already received are still handled. A connection that is
+    gone has nothing left to drain."""
+    for subscription in subscriptions:
+        with contextlib.suppress(Exception):
+            await subscription.drain()
 
 
 def _exit(reason: str) -> None:

@@ -58,6 +58,12 @@ def results(tenant: str | None, job_id: str) -> str:
     return f"{RESULTS_PREFIX}.{tenant_token(tenant)}.{job_id}"
 
 
+def with_tenants(subject: str) -> tuple[str, str]:
+    """A subject and its per-tenant ones: the shared one (open mode, admin) and those client
+    identities use, whose last token is their tenant."""
+    return subject, f"{subject}.*"
+
+
 def chat(tenant: str) -> str:
     """Where a client identity asks: its tenant is vouched for by the server's permissions."""
     return f"{CHAT}.{tenant_token(tenant)}"

@@ -74,7 +74,7 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=subjects.JOBS_STREAM,
-            subjects=[subjects.JOBS, f"{subjects.JOBS}.*"],
+            subjects=list(subjects.with_tenants(subjects.JOBS)),
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=pipeline.dedup_window_s,
             max_age=pipeline.events_max_age_s,

@@ -21,7 +21,7 @@ from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from shared import outcomes, subjects
+from shared import outcomes, runtime, subjects
 from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
 from shared.messages import ErrorBody, ErrorReply, Origin, RequestEvent, new_request_id
@@ -91,16 +91,12 @@ class FrontDoor:
         for task in (self._recorder, self._starter):
             task.add_done_callback(_exit_if_failed)
         await nc.subscribe(self.done_subject, cb=self._count_out)
-        # The shared subject (open mode, admin) and the per-tenant ones client identities use.
-        for subject in (subjects.CHAT, f"{subjects.CHAT}.*"):
-            self.chat_subscriptions.append(
-                await nc.subscribe(subject, queue="classifier", cb=self.on_chat))
+        self.chat_subscriptions = await runtime.subscribe_with_tenants(
+            nc, subjects.CHAT, "classifier", self.on_chat)
 
     async def close(self) -> None:
         """Take no more requests, and let the ones in hand reach the dispatcher."""
-        for subscription in self.chat_subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.drain()  # the requests already queued are still served
+        await runtime.drain(self.chat_subscriptions)  # the requests already queued are served
         self._start_all()
         if self._starter is not None:
             self._starter.cancel()

@@ -12,7 +12,6 @@ the same request replaces the earlier one.
 
 from __future__ import annotations
 
-import contextlib
 
 import structlog
 from nats.aio.client import Client
@@ -21,7 +20,7 @@ from nats.aio.subscription import Subscription
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from shared import subjects
+from shared import runtime, subjects
 from shared.errors import ErrorCode, RouterError
 from shared.messages import (
     MAX_FEEDBACK_BYTES,
@@ -62,14 +61,11 @@ class FeedbackResponder:
 
     async def open(self, nc: Client) -> None:
         await self.writers.open()
-        for subject in (subjects.FEEDBACK, f"{subjects.FEEDBACK}.*"):
-            self._subscriptions.append(
-                await nc.subscribe(subject, queue="ledger", cb=self.on_feedback))
+        self._subscriptions = await runtime.subscribe_with_tenants(
+            nc, subjects.FEEDBACK, "ledger", self.on_feedback)
 
     async def close(self) -> None:
-        for subscription in self._subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.drain()
+        await runtime.drain(self._subscriptions)
         await self.writers.close()
 
     async def on_feedback(self, msg: Msg) -> None:
