@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 from emulator import create_app as create_emulator
 from emulator import load_scenario
 from shared import db, health, subjects
+from shared.providers import Providers
 from smart_router import embedded
 from tests import harness
 
@@ -106,6 +107,16 @@ class Emulator:
     def faults(self, *rules: dict, **settings) -> None:
         """Replace the scenario's fault rules (the default market of models stays)."""
         self.control("PUT", "scenario", {"faults": list(rules), **settings})
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[Providers]:
+    """Provider clients, closed at the test's end: an aiohttp session left open is reported as
+    a leak when the process ends. Clients read the environment when first used, so a test (or
+    an overriding fixture) sets the providers' addresses before its first call."""
+    made = Providers()
+    yield made
+    await made.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -44,9 +44,9 @@ def classifier(backends: tuple[str, ...], local: LocalModel, providers: Provider
 
 
 @pytest.fixture
-def ollama_on_emulator(emulator, monkeypatch) -> Providers:
+def ollama_on_emulator(providers, emulator, monkeypatch) -> Providers:
     monkeypatch.setenv("OLLAMA_HOST", emulator.base)
-    return Providers()
+    return providers
 
 
 async def test_phi3_on_ollama_answers_first_when_it_is_up(local_model, ollama_on_emulator):
@@ -58,9 +58,10 @@ async def test_phi3_on_ollama_answers_first_when_it_is_up(local_model, ollama_on
     assert verdict.difficulty in DIFFICULTIES and 0 <= verdict.confidence <= 1
 
 
-async def test_an_unreachable_ollama_is_skipped_and_then_left_aside(local_model, monkeypatch):
+async def test_an_unreachable_ollama_is_skipped_and_then_left_aside(local_model, monkeypatch,
+                                                                    providers):
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
-    chain = classifier(("ollama", "local"), local_model, Providers())
+    chain = classifier(("ollama", "local"), local_model, providers)
 
     first = await chain.classify("What is the capital of Peru?")
     second = await chain.classify("Write a haiku about autumn rain.")

@@ -9,16 +9,15 @@ import pytest
 from faststream.nats import NatsBroker
 
 from services.dispatcher.worker import Dispatcher, bounded
-from shared.providers import Providers
 from tests import harness
 from tests.stage_helpers import envelope, stage_config
 
 
 @pytest.fixture
-def dispatcher(emulator, monkeypatch) -> Dispatcher:
+def dispatcher(providers, emulator, monkeypatch) -> Dispatcher:
     for name, value in harness.emulator_env(emulator.base).items():
         monkeypatch.setenv(name, value)
-    return Dispatcher(NatsBroker(), stage_config(), Providers())
+    return Dispatcher(NatsBroker(), stage_config(), providers)
 
 
 async def test_a_hop_calls_its_tier_and_keeps_what_a_replay_needs(dispatcher):

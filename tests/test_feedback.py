@@ -314,10 +314,10 @@ def test_judge_sampling_picks_no_request_its_caller_kept_from_the_top_tier():
 
 
 @pytest.fixture
-def providers(emulator, monkeypatch) -> Providers:
+def providers(providers, emulator, monkeypatch) -> Providers:
     for name, value in harness.emulator_env(emulator.base).items():
         monkeypatch.setenv(name, value)
-    return Providers()
+    return providers
 
 
 async def test_judge_samples_run_a_bounded_few_at_once_and_stop_with_the_escalator(

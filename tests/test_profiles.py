@@ -18,7 +18,6 @@ from emulator.scenario import load_scenario
 from services.dispatcher.tier_call import TierCaller
 from shared.config import load_config
 from shared.pricing import Pricer, configured_models
-from shared.providers import Providers
 from tests import harness
 from tests.harness import ask
 from tests.test_tier_call import LIMITS, envelope
@@ -47,11 +46,11 @@ def config_file(tmp_path: Path, text: str) -> Path:
 
 
 async def test_a_tier_ordered_by_price_calls_its_cheaper_model_first(tmp_path, emulator,
-                                                                    monkeypatch):
+                                                                    monkeypatch, providers):
     for name, value in harness.emulator_env(emulator.base).items():
         monkeypatch.setenv(name, value)
     config = load_config(config_file(tmp_path, TWO_MODELS.format(order="")))
-    caller = TierCaller(Providers(), Pricer(config.pricing), LIMITS, want_logprobs=False)
+    caller = TierCaller(providers, Pricer(config.pricing), LIMITS, want_logprobs=False)
 
     result = await caller.call(envelope(), config.tiers[0])
 

@@ -21,13 +21,11 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture
-async def providers(emulator, monkeypatch):
+def providers(providers, emulator, monkeypatch):
     for name, value in {**harness.emulator_env(emulator.base),
                         "OLLAMA_HOST": emulator.base}.items():
         monkeypatch.setenv(name, value)
-    made = Providers()
-    yield made
-    await made.aclose()
+    return providers
 
 
 async def test_closed_providers_make_no_new_client(providers):
@@ -183,13 +181,14 @@ async def test_an_unknown_model_is_a_refused_call(providers, provider, model):
 
 
 @pytest.mark.parametrize(("provider", "model"), MODELS)
-async def test_an_unreachable_provider_is_a_connection_error(monkeypatch, provider, model):
+async def test_an_unreachable_provider_is_a_connection_error(monkeypatch, provider, model,
+                                                             providers):
     closed = "http://127.0.0.1:9"
     for name, value in {**harness.emulator_env(closed), "OLLAMA_HOST": closed}.items():
         monkeypatch.setenv(name, value)
 
     with pytest.raises(ProviderError) as caught:
-        await complete(Providers(), provider, model)
+        await complete(providers, provider, model)
 
     assert caught.value.kind == "connection" and caught.value.retryable
 
