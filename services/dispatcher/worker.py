@@ -9,6 +9,8 @@ instead of paying for the same call twice.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
@@ -74,14 +76,16 @@ class Dispatcher:
         key = f"{envelope.trace_id}.{envelope.hop}"
         redelivered = msg.raw_message.metadata.num_delivered > 1
         result = await _recorded(hops, key) if redelivered else None
+        # The calls are paid: their events are published before anything after them can fail, on
+        # a replay too (they dedup on their call), together with the hop record: a failed event
+        # publish is redelivered to a replay once the record is in, and a redelivery without the
+        # record calls again, new calls with ledger rows of their own, whichever write was lost.
         if result is None:
             result = bounded(await self.call(envelope), self.cfg.limits.max_answer_bytes)
-            await self._record(hops, key, result)
-        # The calls are paid: recorded before anything after them can fail, on a replay too (the
-        # events dedup on their call). The hop record comes first, so a failed event publish is
-        # redelivered to a replay, never to a second call; a crash before it calls again, and those
-        # calls are attempts of their own.
-        await outcomes.record_attempts(self.broker, envelope, result.attempts)
+            await asyncio.gather(self._record(hops, key, result),
+                                 outcomes.record_attempts(self.broker, envelope, result.attempts))
+        else:
+            await outcomes.record_attempts(self.broker, envelope, result.attempts)
         scored = envelope.model_copy(update={
             "attempts": [*envelope.attempts, *result.attempts], "answer": result.answer,
             "ttft_ms": result.ttft_ms, "cancelled": result.cancelled,
