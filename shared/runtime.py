@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -57,6 +58,9 @@ UNRECOVERABLE = ("authorization violation", "authorization timeout", "maximum pa
                  "user authentication expired", "account authentication expired")
 # Disconnected this long (a NATS restart takes seconds), the service starts afresh.
 NATS_LOST_EXIT_S = 120.0
+# Allocations (less deallocations) between two collections of the youngest generation (Python's
+# default is 700, about one request of the dispatcher's).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 Handler = Callable[[NatsMessage], Awaitable[None]]
@@ -91,7 +95,7 @@ class Service:
             self.broker,
             logger=logging.getLogger(f"smart_router.{name}"),
             on_startup=[self._declare_topology],
-            after_startup=[self._start_heartbeat],
+            after_startup=[_freeze_the_startup_heap, self._start_heartbeat],
             on_shutdown=[self._stop_background],
         )
         self._stopping = False
@@ -261,6 +265,18 @@ async def drain(subscriptions: list[Subscription]) -> None:
     for subscription in subscriptions:
         with contextlib.suppress(Exception):
             await subscription.drain()
+
+
+async def _freeze_the_startup_heap() -> None:
+    """Keep the cyclic garbage collector off what start-up built and off each request's
+    short-lived objects: a service imports SDKs and models worth about 100,000 objects, which
+    every full collection scanned again (about 150 ms a time, 11 times in a 3,000-request run of
+    the dispatcher, which also collected its youngest generation once a request). Frozen, they
+    are never scanned; with a higher first threshold, most of a request's objects are freed by
+    their reference counts before a collection looks at them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _exit(reason: str) -> None:
