@@ -3,12 +3,13 @@ a thread, and an answer over the byte limit cut with its attempt saying so. No b
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from faststream.nats import NatsBroker
 
-from services.dispatcher.worker import Dispatcher, bounded
+from services.dispatcher.worker import Dispatcher, all_settled, bounded
 from tests import harness
 from tests.stage_helpers import envelope, stage_config
 
@@ -53,3 +54,20 @@ async def test_an_answer_over_the_limit_is_cut_and_its_attempt_says_so(dispatche
     served = next(a for a in cut.attempts if a.n == cut.answer.attempt)
     assert served.reason == f"answer cut to {limit} bytes (limits.max_answer_bytes)"
     assert bounded(result, answer_bytes) == result  # at the limit: untouched
+
+
+async def test_a_failed_write_is_raised_only_once_every_write_has_settled():
+    """The hop record and the attempt events are written at once. Were a failed event publish
+    raised at once, the message could come back before the record is in and pay again."""
+    settled: list[str] = []
+
+    async def record() -> None:
+        await asyncio.sleep(0.2)
+        settled.append("record")
+
+    async def bill() -> None:
+        raise TimeoutError("no receipt from the events stream")
+
+    with pytest.raises(TimeoutError):
+        await all_settled(record(), bill())
+    assert settled == ["record"]

@@ -10,11 +10,12 @@ instead of paying for the same call twice.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import structlog
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
-from nats.js.errors import APIError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -77,13 +78,13 @@ class Dispatcher:
         redelivered = msg.raw_message.metadata.num_delivered > 1
         result = await _recorded(hops, key) if redelivered else None
         # The calls are paid: their events are published before anything after them can fail, on
-        # a replay too (they dedup on their call), together with the hop record: a failed event
-        # publish is redelivered to a replay once the record is in, and a redelivery without the
-        # record calls again, new calls with ledger rows of their own, whichever write was lost.
+        # a replay too (they dedup on their call), at once with the hop record and settled only
+        # when both writes are: a failed event publish is then redelivered to a replay. A crash
+        # that loses the record calls again: new calls, with ledger rows of their own.
         if result is None:
             result = bounded(await self.call(envelope), self.cfg.limits.max_answer_bytes)
-            await asyncio.gather(self._record(hops, key, result),
-                                 outcomes.record_attempts(self.broker, envelope, result.attempts))
+            await all_settled(self._record(hops, key, result),
+                              outcomes.record_attempts(self.broker, envelope, result.attempts))
         else:
             await outcomes.record_attempts(self.broker, envelope, result.attempts)
         scored = envelope.model_copy(update={
@@ -112,14 +113,15 @@ class Dispatcher:
 
 
     async def _record(self, hops: KeyValue, key: str, result: HopResult) -> None:
-        """Keep the hop's result for a redelivery. Without the record (bucket full, too large) a
-        redelivered hop calls again; the request still goes on."""
+        """Keep the hop's result for a redelivery. Without the record (bucket full, too large, no
+        receipt in time) a redelivered hop calls again; the request still goes on, since failing
+        it here would redeliver it, and call again, for sure."""
         body = result.model_dump_json().encode()
         try:
             payload.check(self.broker.connection.max_payload, key, body)
             await hops.put(key, body)
-        except (payload.TooLarge, APIError) as exc:
-            log.warning("hop.not_recorded", key=key, reason=str(exc))
+        except Exception as exc:
+            log.warning("hop.not_recorded", key=key, reason=f"{type(exc).__name__}: {exc}")
 
 
     async def _give_up(self, envelope: Envelope, too_large: payload.TooLarge) -> None:
@@ -138,6 +140,15 @@ class Dispatcher:
             event=outcomes.request_event(envelope, store_prompt=self.cfg.ledger.store_prompt_text,
                                          status="error"),
         )
+
+
+async def all_settled(*writes: Awaitable[None]) -> None:
+    """Run `writes` at once, wait for every one, then raise the first failure. asyncio.gather
+    raises at the first failure and leaves the others running: the message could be redelivered
+    before the hop record is in, and its calls paid for again."""
+    for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _recorded(hops: KeyValue, key: str) -> HopResult | None:
