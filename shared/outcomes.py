@@ -18,6 +18,13 @@ from typing import NamedTuple
 import structlog
 from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from shared import idempotency, payload, subjects
 from shared.errors import ErrorCode
@@ -38,6 +45,10 @@ from shared.messages import (
 log = structlog.get_logger(__name__)
 
 DEFAULT_JOB_ID = "default"
+# How long the events of calls already paid for are tried again in place before the failure is
+# raised (a NATS restart takes seconds): were they given up while the hop record is missing too,
+# the redelivered message would call again and these calls would have no ledger row.
+BILL_PATIENCE_S = 30.0
 
 
 async def deliver(broker: NatsBroker, origin: Origin, reply: BaseModel, *, msg_id: str) -> None:
@@ -99,20 +110,37 @@ async def publish_event(broker: NatsBroker, event: RequestEvent | AttemptEvent, 
 
 
 async def record_attempts(broker: NatsBroker, envelope: Envelope, attempts: list[Attempt], *,
-                          verdict: bool = False) -> None:
+                          verdict: bool = False, patience_s: float = BILL_PATIENCE_S) -> None:
     """The ledger's rows for calls of this envelope's request. The dispatcher records each call
     as soon as it returns, before anything after it can fail; the escalator records its
-    verdict on an answer (`weak`) as an update of the same row."""
+    verdict on an answer (`weak`) as an update of the same row. A failed publish is tried again
+    for `patience_s` before it is raised."""
     now = time.time()
-    await asyncio.gather(*(
-        publish_event(
-            broker,
-            AttemptEvent(**a.model_dump(), trace_id=envelope.trace_id,
-                         request_id=envelope.request_id, tenant=envelope.request.tenant, at=now),
-            verdict=verdict,
-        )
-        for a in attempts
-    ))
+    events = [AttemptEvent(**a.model_dump(), trace_id=envelope.trace_id,
+                           request_id=envelope.request_id, tenant=envelope.request.tenant, at=now)
+              for a in attempts]
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(patience_s),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        retry=retry_if_exception(_worth_another_try),
+        before_sleep=_note_unrecorded,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:  # the events already in are deduplicated on their call
+            await asyncio.gather(*(publish_event(broker, e, verdict=verdict) for e in events))
+
+
+def _worth_another_try(error: BaseException) -> bool:
+    """A server or connection failure; not a cancellation (the service stopping), nor an event
+    too large (as large the next time)."""
+    return isinstance(error, Exception) and not isinstance(error, payload.TooLarge)
+
+
+def _note_unrecorded(retry: RetryCallState) -> None:
+    error = retry.outcome.exception() if retry.outcome else None
+    log.warning("attempts.not_recorded_yet", tries=retry.attempt_number,
+                reason=f"{type(error).__name__}: {error}"[:200])
 
 
 def request_event(
