@@ -114,11 +114,22 @@ async def record_attempts(broker: NatsBroker, envelope: Envelope, attempts: list
     """The ledger's rows for calls of this envelope's request. The dispatcher records each call
     as soon as it returns, before anything after it can fail; the escalator records its
     verdict on an answer (`weak`) as an update of the same row. A failed publish is tried again
-    for `patience_s` before it is raised."""
+    for `patience_s` (and the try under way, at most payload.RECEIPT_TIMEOUT_S) before it is
+    raised."""
     now = time.time()
     events = [AttemptEvent(**a.model_dump(), trace_id=envelope.trace_id,
                            request_id=envelope.request_id, tenant=envelope.request.tenant, at=now)
               for a in attempts]
+
+    async def publish_all() -> None:  # again: the events already in are deduplicated
+        await asyncio.gather(*(publish_event(broker, e, verdict=verdict) for e in events))
+
+    try:  # the usual case, without building a retry loop for it
+        return await publish_all()
+    except Exception as error:
+        if not _worth_another_try(error):
+            raise
+        log.warning("attempts.not_recorded_yet", reason=f"{type(error).__name__}: {error}"[:200])
     retrying = AsyncRetrying(
         stop=stop_after_delay(patience_s),
         wait=wait_exponential(multiplier=0.1, max=2.0),
@@ -127,8 +138,8 @@ async def record_attempts(broker: NatsBroker, envelope: Envelope, attempts: list
         reraise=True,
     )
     async for attempt in retrying:
-        with attempt:  # the events already in are deduplicated on their call
-            await asyncio.gather(*(publish_event(broker, e, verdict=verdict) for e in events))
+        with attempt:
+            await publish_all()
 
 
 def _worth_another_try(error: BaseException) -> bool:

@@ -21,10 +21,12 @@ from tests.stage_helpers import attempt, envelope, stage_config
 async def broker(tmp_path):
     server = embedded.EmbeddedNats.start(tmp_path / "nats")
     connected = NatsBroker(server.url, apply_types=False)
-    await connected.connect()
-    yield connected
-    await connected.stop()
-    server.stop()
+    try:
+        await connected.connect()
+        yield connected
+    finally:
+        await connected.stop()
+        server.stop()
 
 
 async def _events_in(broker: NatsBroker) -> int:
@@ -33,15 +35,20 @@ async def _events_in(broker: NatsBroker) -> int:
 
 
 async def test_events_refused_for_a_while_are_recorded_once_the_stream_is_back(broker):
-    config = stage_config()
-    paid = [attempt(1), attempt(2)]
-    recording = asyncio.create_task(outcomes.record_attempts(broker, envelope(), paid))
-    await asyncio.sleep(1.0)
-    assert not recording.done()  # still trying, not failed
+    config, request, paid = stage_config(), envelope(), [attempt(1), attempt(2)]
+    recording = asyncio.create_task(outcomes.record_attempts(broker, request, paid))
+    try:
+        await asyncio.sleep(1.0)
+        assert not recording.done()  # still trying, not failed
 
-    await topology.declare(broker.config.connection_state.stream, config.pipeline, config.ledger)
-    await asyncio.wait_for(recording, timeout=10)
+        await topology.declare(broker.config.connection_state.stream, config.pipeline,
+                               config.ledger)
+        await asyncio.wait_for(recording, timeout=10)
+    finally:
+        recording.cancel()
 
+    assert await _events_in(broker) == len(paid)
+    await outcomes.record_attempts(broker, request, paid)  # a replay's: deduplicated
     assert await _events_in(broker) == len(paid)
 
 

@@ -49,8 +49,10 @@ def create_app(config: RouterConfig | None = None,
                settings: Settings | None = None) -> FastStream:
     service = Service("escalator", config, settings)
     escalator = Escalator(service.broker, service.config)
+    # keepalive: a check's paid call, and recording it while JetStream is away (up to about
+    # outcomes.BILL_PATIENCE_S), can outlast ack_wait; a redelivery meanwhile would pay again.
     service.consume("escalator", service.config.pipeline.escalator_concurrency,
-                    escalator.on_score)
+                    escalator.on_score, keepalive=True)
     if escalator.sampler is not None:
         service.app.on_shutdown(escalator.sampler.stop)
     service.app.after_shutdown(escalator.aclose)  # after the calls and samples
