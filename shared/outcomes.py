@@ -129,7 +129,7 @@ async def record_attempts(broker: NatsBroker, envelope: Envelope, attempts: list
     except Exception as error:
         if not _worth_another_try(error):
             raise
-        log.warning("attempts.not_recorded_yet", reason=f"{type(error).__name__}: {error}"[:200])
+        log.warning("attempts.not_recorded_yet", tries=1, reason=_reason(error))
     retrying = AsyncRetrying(
         stop=stop_after_delay(patience_s),
         wait=wait_exponential(multiplier=0.1, max=2.0),
@@ -150,8 +150,12 @@ def _worth_another_try(error: BaseException) -> bool:
 
 def _note_unrecorded(retry: RetryCallState) -> None:
     error = retry.outcome.exception() if retry.outcome else None
-    log.warning("attempts.not_recorded_yet", tries=retry.attempt_number,
-                reason=f"{type(error).__name__}: {error}"[:200])
+    log.warning("attempts.not_recorded_yet", tries=1 + retry.attempt_number,
+                reason=_reason(error))
+
+
+def _reason(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}"[:200]
 
 
 def request_event(
