@@ -164,8 +164,7 @@ class Service:
             await kv.delete(health.instance_key(self.name))
 
     async def _answer_health(self, _msg: NatsMessage) -> dict:
-        kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
-        return await health.snapshot(kv)
+        return await health.snapshot(self.jetstream)
 
     def consume(self, name: str, concurrency: int, handle: Handler, *,
                 keepalive: bool = False) -> None:

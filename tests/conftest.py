@@ -190,8 +190,7 @@ async def _wait_until_up(nats_url: str, timeout_s: float = 60.0) -> None:
         async with asyncio.timeout(timeout_s):
             while True:
                 with contextlib.suppress(Exception):
-                    kv = await nc.jetstream().key_value(subjects.HEALTH_BUCKET)
-                    if (await health.snapshot(kv))["ok"]:
+                    if (await health.snapshot(nc.jetstream()))["ok"]:
                         return
                 await asyncio.sleep(0.2)
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from shared import health, subjects
+from shared import health
 from tests import harness
 
 
@@ -15,18 +15,18 @@ def pids(report: dict, service: str) -> set[int]:
 
 
 async def test_a_copy_that_stops_leaves_health_at_once(stack, nc, tmp_path):
-    kv = await nc.jetstream().key_value(subjects.HEALTH_BUCKET)
+    js = nc.jetstream()
     processes = harness.Processes(stack.processes.env, tmp_path)
     processes.start("escalator")
     copy = processes.procs["escalator"]
     try:
         async with asyncio.timeout(60):
-            while copy.pid not in pids(await health.snapshot(kv), "escalator"):  # noqa: ASYNC110
+            while copy.pid not in pids(await health.snapshot(js), "escalator"):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
 
         copy.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(copy.wait, 30) == 0
-        report = await health.snapshot(kv)  # its last beat is younger than STALE_AFTER_S
+        report = await health.snapshot(js)  # its last beat is younger than STALE_AFTER_S
 
         assert copy.pid not in pids(report, "escalator")
         assert stack.processes.procs["escalator"].pid in pids(report, "escalator")

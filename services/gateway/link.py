@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 from shared import health, subjects
 from shared.errors import ErrorCode, RouterError
@@ -66,11 +65,8 @@ _closing: set[asyncio.Task] = set()
 
 
 class RouterLink:
-    def __init__(self, connection: Callable[[], Client],
-                 health_bucket: Callable[[], Awaitable[KeyValue]],
-                 request_timeout_s: float) -> None:
+    def __init__(self, connection: Callable[[], Client], request_timeout_s: float) -> None:
         self._connection = connection
-        self._health_bucket = health_bucket
         self._chat_timeout_s = request_timeout_s + REPLY_GRACE_S
 
     async def chat(self, body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -95,7 +91,7 @@ class RouterLink:
         return json.loads(raw), raw
 
     async def health(self) -> dict[str, Any]:
-        return await health.snapshot(await self._health_bucket())
+        return await health.snapshot(self._connection().jetstream())
 
     async def _request(self, subject: str, body: bytes, timeout: float) -> bytes:
         try:

@@ -21,7 +21,6 @@ from faststream import FastStream
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from shared import subjects
 from shared.config import RouterConfig, Settings
 from shared.runtime import Service
 
@@ -63,9 +62,7 @@ class HttpFrontDoor:
         cfg, broker = service.config, service.broker
         self.counters = service.counters
         keys = ApiKeys(where.gateway_api_keys_file) if where.gateway_api_keys_file else None
-        link = RouterLink(lambda: broker.connection,
-                          lambda: broker.key_value(subjects.HEALTH_BUCKET, declare=False),
-                          cfg.limits.request_timeout_s)
+        link = RouterLink(lambda: broker.connection, cfg.limits.request_timeout_s)
         self.server = _Server(uvicorn.Config(
             create_http_app(link, cfg, service.counters, keys), host=where.gateway_host,
             port=where.gateway_port, http="httptools", lifespan="off", access_log=False,
