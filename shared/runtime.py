@@ -58,6 +58,12 @@ UNRECOVERABLE = ("authorization violation", "authorization timeout", "maximum pa
                  "user authentication expired", "account authentication expired")
 # Disconnected this long (a NATS restart takes seconds), the service starts afresh.
 NATS_LOST_EXIT_S = 120.0
+# Asked to stop while NATS is gone, the service waits this long for it, then exits: no message
+# in flight can be acked or recorded without it, so waiting out the handlers' timeouts (30 s and
+# more) would only keep a stopped stack's processes alive.
+NATS_LOST_AT_STOP_S = 3.0
+# A stopping instance takes its heartbeat out of the bucket; a beat left there goes stale anyway.
+HEARTBEAT_DELETE_S = 1.0
 # Allocations (less deallocations) between two collections of the youngest generation (Python's
 # default is 700, about one request of the dispatcher's).
 GC_YOUNG_THRESHOLD = 10_000
@@ -97,9 +103,11 @@ class Service:
             on_startup=[self._declare_topology],
             after_startup=[_freeze_the_startup_heap, self._start_heartbeat],
             on_shutdown=[self._stop_background],
+            after_shutdown=[self._stop_watching_nats],
         )
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
+        self._nats_watch: asyncio.Task | None = None
         self.respond(subjects.HEALTH, "health", self._answer_health)
 
     async def _declare_topology(self) -> None:
@@ -126,15 +134,21 @@ class Service:
             _exit(reason)
 
     async def _exit_when_disconnected_too_long(self) -> None:
+        """Runs through shutdown (see NATS_LOST_AT_STOP_S) until the broker closes its
+        connection."""
+        nc = self.broker.connection
         lost_since: float | None = None
-        while True:
-            await asyncio.sleep(1.0)
+        while not nc.is_closed:
+            await asyncio.sleep(0.5)
             now = asyncio.get_running_loop().time()
-            if self.broker.connection.is_connected:
+            if nc.is_connected or nc.is_draining:
                 lost_since = None
             elif lost_since is None:
                 lost_since = now
-            elif now - lost_since > NATS_LOST_EXIT_S and not self._stopping:
+            elif self._stopping and now - lost_since > NATS_LOST_AT_STOP_S:
+                log.warning("service.stopped_without_nats", in_flight=self.counters.in_flight)
+                os._exit(0)
+            elif now - lost_since > NATS_LOST_EXIT_S:
                 _exit(f"disconnected for {NATS_LOST_EXIT_S:.0f} s")
 
     @property
@@ -149,7 +163,7 @@ class Service:
     async def _start_heartbeat(self) -> None:
         kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
         self.background(health.beat_forever(kv, self.name, self.counters))
-        self.background(self._exit_when_disconnected_too_long())
+        self._nats_watch = asyncio.create_task(self._exit_when_disconnected_too_long())
         log.info("service.started", nats=connection.redact(self.settings.nats_url))
 
     async def _stop_background(self) -> None:
@@ -159,9 +173,15 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):  # gone or unreachable: its beat goes stale anyway
-            kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
-            await kv.delete(health.instance_key(self.name))
+        with contextlib.suppress(Exception):  # not connected (yet, or any more): it goes stale
+            if self.broker.connection.is_connected:
+                async with asyncio.timeout(HEARTBEAT_DELETE_S):
+                    kv = await self.broker.key_value(subjects.HEALTH_BUCKET, declare=False)
+                    await kv.delete(health.instance_key(self.name))
+
+    async def _stop_watching_nats(self) -> None:
+        if self._nats_watch is not None:
+            self._nats_watch.cancel()
 
     async def _answer_health(self, _msg: NatsMessage) -> dict:
         return await health.snapshot(self.jetstream)

