@@ -18,15 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from shared import subjects
+from shared import subjects, topology
 
 SERVICES = ("classifier", "dispatcher", "escalator", "ledger", "gateway")
 HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
-_STREAM, _KEYS = f"KV_{subjects.HEALTH_BUCKET}", f"$KV.{subjects.HEALTH_BUCKET}."
 
 
 @dataclass
@@ -107,24 +105,17 @@ async def snapshot(js: JetStreamContext) -> dict:
     return {"ok": not problems, "services": services, "problems": problems, "at": now}
 
 
+def unreadable(reason: str) -> dict:
+    """The report when the heartbeats cannot be read: nothing can be shown to be up."""
+    return {"ok": False, "services": {name: {"up": False, "instances": []} for name in SERVICES},
+            "problems": [f"heartbeats unreadable: {reason}"], "at": time.time()}
+
+
 async def _last_beats(js: JetStreamContext) -> list[dict]:
-    """Every instance's last beat, its key listed from the bucket's stream. Not
-    KeyValue.keys(): its ordered consumer may end the listing before the first key arrives and
-    report an empty bucket (nats-py 2.16, 37 calls in 1,000 here while beats were written),
-    which reads as every service down."""
-    try:
-        info = await js.stream_info(_STREAM, subjects_filter=f"{_KEYS}>")
-    except NotFoundError:
-        return []
-    found = await asyncio.gather(*(js.get_last_msg(_STREAM, subject)
-                                   for subject in info.state.subjects or {}),
-                                 return_exceptions=True)
     beats = []
-    for msg in found:  # expired since it was listed, or deleted (an instance that stopped)
-        if isinstance(msg, BaseException) or not msg.data:
-            continue
+    for value in (await topology.latest_values(js, subjects.HEALTH_BUCKET)).values():
         with contextlib.suppress(ValueError):
-            beat = json.loads(msg.data)
+            beat = json.loads(value)
             if isinstance(beat, dict) and "service" in beat:
                 beats.append(beat)
     return beats

@@ -68,7 +68,7 @@ class Grants:
         return self
 
     def watch(self, stream: str) -> Grants:
-        """Ordered consumers on a stream (KV listings, results)."""
+        """Ordered consumers on a stream (results)."""
         create = f"{JS_API}.CONSUMER.CREATE.{stream}"
         self.publish += [create, f"{create}.>", f"{JS_API}.CONSUMER.INFO.{stream}.*",
                          f"$JS.FC.{stream}.>"]
@@ -83,7 +83,7 @@ class Grants:
     def service(self) -> Grants:
         """What every service does: heartbeat under its own name, answer router.v1.health
         (which reads every heartbeat), answer callers and the classifier's done subjects."""
-        self.kv(subjects.HEALTH_BUCKET, keys=f"{self.name}.>").watch(f"KV_{subjects.HEALTH_BUCKET}")
+        self.kv(subjects.HEALTH_BUCKET, keys=f"{self.name}.>")
         self.subscribe.append(subjects.HEALTH)
         self.publish += ["_INBOX.>", f"{subjects.DONE_PREFIX}.*"]
         return self
@@ -134,7 +134,7 @@ def client_grants(tenant: str) -> Grants:
 
 
 def admin_grants() -> Grants:
-    grants = Grants(ADMIN).watch(subjects.RESULTS_STREAM).watch(f"KV_{subjects.HEALTH_BUCKET}")
+    grants = Grants(ADMIN).watch(subjects.RESULTS_STREAM)
     grants.kv(subjects.HEALTH_BUCKET, write=False)
     grants.publish += [subjects.STATS, subjects.HEALTH, subjects.CHAT, subjects.JOBS,
                        subjects.FEEDBACK,

@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
 from typing import Any
 
 import nats
@@ -31,6 +32,7 @@ from faststream import AckPolicy, FastStream
 from faststream.nats import JStream, NatsBroker, NatsMessage
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, ConnectionReconnectingError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import ValidationError
@@ -58,18 +60,36 @@ UNRECOVERABLE = ("authorization violation", "authorization timeout", "maximum pa
                  "user authentication expired", "account authentication expired")
 # Disconnected this long (a NATS restart takes seconds), the service starts afresh.
 NATS_LOST_EXIT_S = 120.0
-# Asked to stop while NATS is gone, the service waits this long for it, then exits: no message
-# in flight can be acked or recorded without it, so waiting out the handlers' timeouts (30 s and
-# more) would only keep a stopped stack's processes alive.
-NATS_LOST_AT_STOP_S = 3.0
+# Asked to stop while NATS is gone, the service waits this long for it (a restart takes
+# seconds), then exits with EXIT_NATS_CLOSED: no message in flight can be acked or recorded
+# without NATS, so waiting out the handlers' timeouts (30 s and more) would only keep a stopped
+# stack's processes alive. What it had not acked is redelivered.
+NATS_LOST_AT_STOP_S = 10.0
 # A stopping instance takes its heartbeat out of the bucket; a beat left there goes stale anyway.
-HEARTBEAT_DELETE_S = 1.0
+HEARTBEAT_DELETE_S = 3.0
 # Allocations (less deallocations) between two collections of the youngest generation (Python's
 # default is 700, about one request of the dispatcher's).
 GC_YOUNG_THRESHOLD = 10_000
 
 
 Handler = Callable[[NatsMessage], Awaitable[None]]
+
+
+class _Broker(NatsBroker):
+    """FastStream's broker ends its stop by draining the connection, which nats-py refuses
+    while it is reconnecting (NATS gone): the stop would end in a traceback and skip the app's
+    after_shutdown hooks. Such a connection is closed instead."""
+
+    async def stop(self, exc_type: type[BaseException] | None = None,
+                   exc_val: BaseException | None = None,
+                   exc_tb: TracebackType | None = None) -> None:
+        try:
+            await super().stop(exc_type, exc_val, exc_tb)
+        except (ConnectionReconnectingError, ConnectionClosedError):
+            if self._connection is not None:
+                await self._connection.close()
+                self._connection = None
+            self.config.disconnect()
 
 
 class Service:
@@ -83,7 +103,7 @@ class Service:
         self.config: RouterConfig = config or environment_config()
         self.counters = health.Counters()
         logs.configure(self.settings.log_level, self.settings.log_format, service=name)
-        self.broker = NatsBroker(
+        self.broker = _Broker(
             **connection.broker_options(self.settings),
             name=f"smart-router.{name}",
             logger=logging.getLogger(f"smart_router.{name}"),
@@ -141,13 +161,13 @@ class Service:
         while not nc.is_closed:
             await asyncio.sleep(0.5)
             now = asyncio.get_running_loop().time()
-            if nc.is_connected or nc.is_draining:
+            if nc.is_connected:  # draining included
                 lost_since = None
             elif lost_since is None:
                 lost_since = now
             elif self._stopping and now - lost_since > NATS_LOST_AT_STOP_S:
-                log.warning("service.stopped_without_nats", in_flight=self.counters.in_flight)
-                os._exit(0)
+                _exit(f"stopping, disconnected for {NATS_LOST_AT_STOP_S:.0f} s",
+                      in_flight=self.counters.in_flight)
             elif now - lost_since > NATS_LOST_EXIT_S:
                 _exit(f"disconnected for {NATS_LOST_EXIT_S:.0f} s")
 
@@ -297,8 +317,8 @@ async def _freeze_the_startup_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _exit(reason: str) -> None:
-    log.critical("nats.connection_lost", reason=reason, exit_status=EXIT_NATS_CLOSED)
+def _exit(reason: str, **context: Any) -> None:
+    log.critical("nats.connection_lost", reason=reason, exit_status=EXIT_NATS_CLOSED, **context)
     os._exit(EXIT_NATS_CLOSED)
 
 

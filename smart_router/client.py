@@ -277,6 +277,5 @@ async def service_health(nc: Client) -> dict:
         return json.loads((await nc.request(subjects.HEALTH, b"", timeout=HEALTH_TIMEOUT_S)).data)
     try:
         return await health.snapshot(nc.jetstream(timeout=HEALTH_TIMEOUT_S))
-    except Exception:  # no right to read them (a tenant's identity), or no server answers
-        return {"ok": False, "services": {s: {"up": False, "instances": []}
-                                          for s in health.SERVICES}}
+    except Exception as exc:  # no right to read them (a tenant's identity), or no answer
+        return health.unreadable(f"{type(exc).__name__}: {exc}")

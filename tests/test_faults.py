@@ -13,9 +13,8 @@ from pathlib import Path
 import nats
 import psycopg
 import pytest
-from nats.js.errors import NoKeysError
 
-from shared import subjects
+from shared import subjects, topology
 from smart_router import client, embedded
 from tests import harness
 from tests.harness import ask, rows_when_ready
@@ -59,13 +58,7 @@ async def attempt_rows(conn, job_id: str) -> int:
 
 async def hop_records(nc: nats.NATS) -> dict[str, bytes]:
     """The dispatcher's hop records (each hop's calls and answer, kept for a redelivery)."""
-    kv = await nc.jetstream().key_value(subjects.HOPS_BUCKET)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return {}
-    entries = await asyncio.gather(*(kv.get(key) for key in keys))
-    return {e.key: e.value or b"" for e in entries}
+    return await topology.latest_values(nc.jetstream(), subjects.HOPS_BUCKET)
 
 
 async def calls_in_flight_at_kill(nc: nats.NATS, emulator, calls_before: int,

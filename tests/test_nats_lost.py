@@ -12,9 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+import pytest
 
 from shared import health, subjects
 from shared.runtime import EXIT_NATS_CLOSED
@@ -60,7 +63,22 @@ def test_a_service_whose_connection_is_closed_for_good_exits_non_zero(tmp_path):
 SLOW_CALL_S = 60.0  # the provider's latency and timeout: what a stop would wait out
 
 
-def test_a_service_stopped_while_nats_is_gone_does_not_wait_out_its_calls(tmp_path, emulator):
+@dataclass
+class Alone:
+    """A dispatcher on a NATS server of its own, which the test may kill."""
+
+    url: str
+    server: subprocess.Popen
+    service: subprocess.Popen
+    processes: harness.Processes
+
+    def stop_while_nats_is_gone(self) -> None:
+        self.server.kill()
+        self.service.send_signal(signal.SIGTERM)
+
+
+@pytest.fixture
+def alone(tmp_path, emulator) -> Iterator[Alone]:
     port = embedded.free_port()
     server = subprocess.Popen([str(NATS_SERVER), "-p", str(port), "-js", "-sd",
                                str(tmp_path / "js")],
@@ -76,28 +94,48 @@ def test_a_service_stopped_while_nats_is_gone_does_not_wait_out_its_calls(tmp_pa
     processes = harness.Processes(env, tmp_path / "logs")
     try:
         processes.start("dispatcher")
-        service = processes.procs["dispatcher"]
-        asyncio.run(_hand_a_call(url))  # the dispatcher is in its provider call
-
-        server.kill()
-        service.send_signal(signal.SIGTERM)
-
-        _wait_for(lambda: service.poll() is not None, SLOW_CALL_S / 3)
-        assert "service.stopped_without_nats" in processes.log("dispatcher")
+        asyncio.run(_until_up(url))
+        yield Alone(url, server, processes.procs["dispatcher"], processes)
     finally:
         processes.stop_all()
         server.kill()
         server.wait(10)
 
 
-async def _hand_a_call(url: str) -> None:
+def test_a_service_stopped_while_nats_is_gone_does_not_wait_out_its_calls(alone):
+    asyncio.run(_hand_a_call(alone.url))  # the dispatcher is in its provider call
+
+    alone.stop_while_nats_is_gone()
+
+    _wait_for(lambda: alone.service.poll() is not None, SLOW_CALL_S / 2)
+    assert alone.service.returncode == EXIT_NATS_CLOSED
+    assert "stopping, disconnected for" in alone.processes.log("dispatcher")
+
+
+def test_an_idle_service_stopped_while_nats_is_gone_stops_cleanly(alone):
+    alone.stop_while_nats_is_gone()
+
+    _wait_for(lambda: alone.service.poll() is not None, SLOW_CALL_S / 2)
+    assert alone.service.returncode == 0
+    assert "Traceback" not in alone.processes.log("dispatcher")
+
+
+async def _until_up(url: str) -> None:
     nc = await nats.connect(url)
     try:
         async with asyncio.timeout(60):
             while not (await _dispatchers(nc))["up"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
-            work = envelope(seconds_left=2 * SLOW_CALL_S).model_dump_json().encode()
-            await nc.jetstream().publish(subjects.DISPATCH, work)
+    finally:
+        await nc.close()
+
+
+async def _hand_a_call(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        work = envelope(seconds_left=2 * SLOW_CALL_S).model_dump_json().encode()
+        await nc.jetstream().publish(subjects.DISPATCH, work)
+        async with asyncio.timeout(60):
             while not await _calls_in_flight(nc):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
     finally:

@@ -18,6 +18,7 @@ from shared.errors import ErrorCode, RouterError
 # waits this much longer before it gives up on hearing anything at all.
 REPLY_GRACE_S = 5.0
 STATS_TIMEOUT_S = 10.0
+HEALTH_TIMEOUT_S = 2.0  # each of the heartbeats' reads; past it, /v1/health says so (503)
 
 
 class Unavailable(Exception):
@@ -91,7 +92,10 @@ class RouterLink:
         return json.loads(raw), raw
 
     async def health(self) -> dict[str, Any]:
-        return await health.snapshot(self._connection().jetstream())
+        try:
+            return await health.snapshot(self._connection().jetstream(timeout=HEALTH_TIMEOUT_S))
+        except (nats.errors.Error, TimeoutError) as exc:
+            return health.unreadable(f"{type(exc).__name__}: {exc}")
 
     async def _request(self, subject: str, body: bytes, timeout: float) -> bytes:
         try:
