@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from services.classifier import router_live
-from services.classifier.data.outcomes import alpaca_eval
+from services.classifier.data.outcomes import alpaca_eval, cruxeval
 from services.classifier.router_model import (
     SHIPPED_PATH,
     Featurizer,
@@ -190,6 +190,41 @@ def test_alpaca_eval_scores_are_each_models_preference_against_the_reference(
     ]
     with pytest.raises(ValueError, match="compares text_davinci_003 with odd"):
         alpaca_eval.preferences(tmp_path, "judge", ["odd"])
+
+
+def crux_item(question: str, reply: str, answer: str) -> dict:
+    return {"id": f"crux-{question}", "question": question, "output": [reply], "answer": answer}
+
+
+def test_cruxeval_scores_each_models_answer_against_the_reference(tmp_path, monkeypatch):
+    """Built from a git snapshot: 1 when the reply's answer (its first JSON object with one,
+    else the text after "answer":), quotes stripped, equals the reference; 0 for a wrong or
+    missing answer; a file asking another question under an id is refused."""
+    files = {
+        "strong": [crux_item("q1", 'Thinking... {"reasoning": "r", "answer": "[1, 2]"}', "[1, 2]"),
+                   crux_item("q2", '```json\n{"answer": \'abc\'}\n```', "'abc'")],
+        "weak": [crux_item("q1", '{"reasoning": "r", "answer": "[2, 1]"}', "[1, 2]"),
+                 crux_item("q2", "I cannot tell.", "'abc'")],
+    }
+    folder = tmp_path / cruxeval.FOLDER
+    folder.mkdir(parents=True)
+    for model, items in files.items():
+        (folder / f"{model}.json").write_text(json.dumps(items))
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "results"], check=True)
+    monkeypatch.setattr(cruxeval, "COMMIT", "HEAD")
+
+    rows = cruxeval.outcomes(tmp_path)
+
+    assert [(r["prompt"], r["scores"]) for r in rows] == [
+        ("q1", {"strong": 1.0, "weak": 0.0}), ("q2", {"strong": 1.0, "weak": 0.0})]
+    (folder / "odd.json").write_text(json.dumps([crux_item("q1", "{}", "x") | {"question": "z"}]))
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "odd"], check=True)
+    with pytest.raises(ValueError, match="asks another question"):
+        cruxeval.outcomes(tmp_path)
 
 
 def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(
