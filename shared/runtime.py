@@ -77,18 +77,19 @@ Handler = Callable[[NatsMessage], Awaitable[None]]
 
 class _Broker(NatsBroker):
     """FastStream's broker ends its stop by draining the connection, which nats-py refuses
-    while it is reconnecting (NATS gone): the stop would end in a traceback and skip the app's
-    after_shutdown hooks. Such a connection is closed instead."""
+    while it is reconnecting (NATS gone), and its subscribers' unsubscribe fails once nats-py has
+    closed it: the stop would end in a traceback and skip the app's after_shutdown hooks. Such
+    a connection is closed instead."""
 
     async def stop(self, exc_type: type[BaseException] | None = None,
                    exc_val: BaseException | None = None,
                    exc_tb: TracebackType | None = None) -> None:
         try:
             await super().stop(exc_type, exc_val, exc_tb)
-        except (ConnectionReconnectingError, ConnectionClosedError):
-            if self._connection is not None:
-                await self._connection.close()
-                self._connection = None
+        except* (ConnectionReconnectingError, ConnectionClosedError):  # subscribers' too
+            connection, self._connection = self._connection, None
+            if connection is not None and not connection.is_closed:
+                await connection.close()
             self.config.disconnect()
 
 

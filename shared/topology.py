@@ -198,11 +198,11 @@ async def declare_as(identity: Settings, router: RouterConfig) -> None:
 
 
 async def latest_values(js: JetStreamContext, bucket: str) -> dict[str, bytes]:
-    """Each key's latest value in a KV bucket (deleted, purged and expired keys left out), the
-    keys listed from the bucket's stream. Not KeyValue.keys(): its ordered consumer may end the
-    listing before the first key arrives and report an empty bucket (nats-py 2.16: 10-37 calls
-    in 1,000 here while keys were written). A missing bucket has none. The server details at
-    most 100,000 subjects: far more than these buckets hold."""
+    """Each key's latest value in a KV bucket (deleted, purged, expired and empty ones left
+    out), the keys listed from the bucket's stream. Not KeyValue.keys(): its ordered consumer
+    may end the listing before the first key arrives and report an empty bucket (nats-py 2.16:
+    10-37 calls in 1,000 here while keys were written). A missing bucket has none. The server
+    details at most 100,000 subjects: far more than these buckets hold."""
     stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
     try:
         info = await js.stream_info(stream, subjects_filter=f"{prefix}>")
@@ -211,9 +211,15 @@ async def latest_values(js: JetStreamContext, bucket: str) -> dict[str, bytes]:
     listed = list(info.state.subjects or {})
     found = await asyncio.gather(*(js.get_last_msg(stream, subject) for subject in listed),
                                  return_exceptions=True)
-    return {subject.removeprefix(prefix): msg.data
-            for subject, msg in zip(listed, found, strict=True)
-            if not isinstance(msg, BaseException) and msg.data}
+    values = {}
+    for subject, msg in zip(listed, found, strict=True):
+        if isinstance(msg, NotFoundError):  # expired since it was listed
+            continue
+        if isinstance(msg, BaseException):
+            raise msg
+        if msg.data:  # an empty one is a deletion's marker
+            values[subject.removeprefix(prefix)] = msg.data
+    return values
 
 
 def buckets(pipeline: PipelineConfig) -> list[KeyValueConfig]:

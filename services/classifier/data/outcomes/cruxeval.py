@@ -61,7 +61,7 @@ def outcomes(repo: Path) -> list[dict]:
                                                "scores": {}})
             if row["prompt"] != item["question"]:
                 raise ValueError(f"{model}: {item['id']} asks another question")
-            row["scores"][model] = score(item["output"][0], item["answer"])
+            row["scores"][model] = score((item["output"] or [""])[0], item["answer"])
     return list(rows.values())
 
 
