@@ -2,7 +2,7 @@
 one transaction over its own connection, then acks its messages.
 
 - PostgreSQL unavailable: the batch is retried, with exponential backoff and without limit (the
-  events are the record), over a new connection; the messages are kept alive meanwhile.
+  events are the record), over a new connection; the batcher keeps the messages alive meanwhile.
 - PostgreSQL refuses an event for its data: the batch is bisected, the event becomes a dead
   letter with the reason, the rest commit (writer.LedgerWriter.write_isolating).
 - Anything else is a bug: the batch is logged (size, subjects, sequences; never its contents)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import psycopg
@@ -32,6 +32,7 @@ from shared.db import first_line
 from shared.health import Counters, LedgerProgress, WriterState
 
 from . import intake
+from .batcher import Batcher
 from .writer import Batch, LedgerWriter, is_connection_problem
 
 log = structlog.get_logger(__name__)
@@ -43,24 +44,24 @@ T = TypeVar("T")
 
 
 class BatchWriter:
-    def __init__(self, database_url: str, progress: LedgerProgress, counters: Counters,
-                 keepalive_every_s: float) -> None:
+    def __init__(self, database_url: str, progress: LedgerProgress, counters: Counters) -> None:
         self.state = WriterState()
         self._database_url = database_url
         self._progress = progress
         self._counters = counters
-        self._keepalive_every_s = keepalive_every_s
         self._conn: psycopg.AsyncConnection | None = None
         self._writer: LedgerWriter | None = None
         self._batch: list[Msg] = []
 
-    async def run(self, batches: asyncio.Queue[list[Msg]]) -> None:
+    async def run(self, batcher: Batcher) -> None:
+        batches = batcher.batches
         while True:
             self._batch = await batches.get()
             self.state.become("writing")
             self._counters.in_flight += len(self._batch)
             try:
                 await self.commit(self._batch)
+                batcher.settled(self._batch)
             except Exception:
                 self.state.become("failed")
                 log.exception("ledger.batch_failed", **describe(self._batch))
@@ -73,14 +74,13 @@ class BatchWriter:
     async def commit(self, messages: list[Msg]) -> None:
         """Store every message's event, or its dead letter, then ack them all."""
         entries = intake.read(messages)
-        async with _kept_alive(messages, self._keepalive_every_s):
-            refused = await self._with_database(lambda w: w.write_isolating(entries))
-            if refused:
-                for r in refused:
-                    log.warning("ledger.dead_letter", subject=r.entry.origin.subject,
-                                seq=r.entry.origin.stream_seq, reason=r.reason)
-                letters = Batch(dead_letters=[r.entry.dead_letter(r.reason) for r in refused])
-                await self._with_database(lambda w: w.write(letters))
+        refused = await self._with_database(lambda w: w.write_isolating(entries))
+        if refused:
+            for r in refused:
+                log.warning("ledger.dead_letter", subject=r.entry.origin.subject,
+                            seq=r.entry.origin.stream_seq, reason=r.reason)
+            letters = Batch(dead_letters=[r.entry.dead_letter(r.reason) for r in refused])
+            await self._with_database(lambda w: w.write(letters))
         self.state.batches += 1
         self._progress.last_commit_at = time.time()
         await asyncio.gather(*(m.ack() for m in messages))
@@ -133,21 +133,3 @@ def describe(messages: list[Msg]) -> dict:
     seqs = [m.metadata.sequence.stream for m in messages]
     return {"size": len(messages), "subjects": sorted({m.subject for m in messages}),
             "seq_first": min(seqs, default=None), "seq_last": max(seqs, default=None)}
-
-
-@contextlib.asynccontextmanager
-async def _kept_alive(messages: list[Msg], every_s: float) -> AsyncIterator[None]:
-    """While the batch is in hand (a slow commit, a database outage), tell JetStream it is
-    being worked on, so it is not redelivered to another writer."""
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            with contextlib.suppress(Exception):  # a lost tick only risks a harmless duplicate
-                await asyncio.gather(*(m.in_progress() for m in messages))
-
-    ticker = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        ticker.cancel()

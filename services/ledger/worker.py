@@ -86,12 +86,10 @@ class Ledger:
         cfg = service.config
         self.service = service
         self.consumer = topology.ledger_consumer(cfg.pipeline, cfg.ledger)
-        self.batcher = Batcher(cfg.ledger.batch_size, cfg.ledger.batch_timeout_s,
-                               depth=cfg.ledger.writers)
+        self.batcher = Batcher(cfg.ledger.batch_size, cfg.ledger.batch_timeout_s)
         self.progress = LedgerProgress(stuck_after_s=cfg.ledger.stuck_after_s, writers=[])
         self.writers = [BatchWriter(service.settings.database_url, self.progress,
-                                    service.counters,
-                                    keepalive_every_s=self.consumer.ack_wait_s / 3)
+                                    service.counters)
                         for _ in range(cfg.ledger.writers)]
         self.progress.writers = [w.state for w in self.writers]
         service.counters.ledger = self.progress
@@ -114,8 +112,9 @@ class Ledger:
         try:
             async with asyncio.TaskGroup() as group:
                 for writer in self.writers:
-                    group.create_task(writer.run(self.batcher.batches))
+                    group.create_task(writer.run(self.batcher))
                 group.create_task(self.batcher.close_late_batches())
+                group.create_task(self.batcher.keep_held_alive(self.consumer.ack_wait_s / 3))
         except* Exception as failed:
             self.failure = "; ".join(f"{type(e).__name__}: {first_line(e)}"
                                      for e in failed.exceptions)
