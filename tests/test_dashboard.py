@@ -4,6 +4,7 @@ SQL computes straight from the raw rows, and the browser console must stay free 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -287,6 +288,17 @@ async def save_screenshot(browser_page: Page) -> None:
         "x": 0, "y": 0, "width": width, "height": recent_top + 240})
 
 
+async def drawn_box(locator) -> dict:
+    """The element's box once it is drawn: the page's periodic refresh may redraw it between
+    two reads, and an element not on screen at that instant has none."""
+    for _ in range(50):
+        box = await locator.bounding_box()
+        if box is not None:
+            return box
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{locator} was never drawn")
+
+
 async def test_the_first_day_is_drawn_and_the_table_fits(first_day_database, start_dashboard,
                                                          page):
     """One day of traffic: the cost chart draws that day, dated; failures are a figure of their
@@ -300,7 +312,7 @@ async def test_the_first_day_is_drawn_and_the_table_fits(first_day_database, sta
     bars = browser_page.locator("#cost-over-time .barlayer .point path")
     await expect(bars).to_have_count(2)  # the day's baseline and its routed cost
     for i in range(2):
-        box = await bars.nth(i).bounding_box()
+        box = await drawn_box(bars.nth(i))
         assert box and box["width"] >= 8 and box["height"] >= 1, box
     today = datetime.now(UTC).date()
     ticks = await browser_page.locator("#cost-over-time .xtick text").all_text_contents()
@@ -324,10 +336,10 @@ async def test_the_first_day_is_drawn_and_the_table_fits(first_day_database, sta
     status = table.locator(f"td:nth-child({headers.index('Status') + 1})")
     assert sorted(await status.all_text_contents()) == [
         "invalid_request", "no_provider_available", "ok", "ok", "ok"]
-    table_box = await table.bounding_box()
+    table_box = await drawn_box(table)
     for i in range(await status.count()):
         cell = status.nth(i)
-        box = await cell.bounding_box()
+        box = await drawn_box(cell)
         assert box["x"] + box["width"] <= table_box["x"] + table_box["width"], (i, box)
         assert await cell.evaluate("el => el.scrollWidth <= el.clientWidth"), i  # not cut
     assert console.errors == []

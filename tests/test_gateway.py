@@ -3,6 +3,7 @@ SDK pointed at it, and the seed's curl examples sent with httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -169,6 +170,45 @@ async def test_a_request_over_the_byte_limit_is_413(sdk):
         await sdk.chat.completions.create(model="auto", messages=ask(too_long))
 
     assert caught.value.status_code == 413 and caught.value.code == "prompt_too_large"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_within_the_byte_limit_is_answered_whatever_its_characters(
+        sdk, http, stream):
+    """Both doors take the same requests: characters outside ASCII, which an escaping encoder
+    would have grown up to sixfold past the limit (and past NATS's max_payload), are answered
+    by /v1/chat/completions as by /v1/chat."""
+    for text in ("\u4e2d" * (CONFIG.limits.max_request_bytes // 4), "\x7f" * 200_000):
+        seed = await http.post("/v1/chat", json={"prompt": text})
+        assert seed.status_code == 200, seed.text[:300]
+        reply = await sdk.chat.completions.create(model="auto", messages=ask(text),
+                                                  stream=stream)
+        if stream:
+            assert [chunk async for chunk in reply]
+        else:
+            assert reply.choices[0].message.content
+
+
+async def test_a_request_head_over_the_bound_is_refused_before_it_is_all_read(gateway, http):
+    """A head (request line and headers) is bounded before any key is checked: a header sent
+    in 64 KiB pieces is refused (431, the connection closed) long before 64 MiB of it are in;
+    before, the gateway read it all, growing by as much. It goes on serving."""
+    host, port = gateway.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = b""
+    try:
+        writer.write(b"GET /v1/health HTTP/1.1\r\nhost: x\r\nx-big: ")
+        for _ in range(1024):
+            writer.write(b"a" * 65_536)
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    except ConnectionError:  # closed on us: the 431 may be lost with the unread bytes
+        answer = b"HTTP/1.1 431 (the connection was closed mid-send)"
+    finally:
+        writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert (await http.get("/v1/health")).status_code == 200
 
 
 async def test_a_reused_request_id_is_the_sdks_conflict_error(sdk):
@@ -356,6 +396,9 @@ async def test_the_seeds_chat_refuses_bad_requests_with_the_routers_error(http):
     for body, status, code in ((b'{"prompt": ""}', 400, "invalid_request"),
                                (b'{"prompt": "hi", "colour": "red"}', 400, "invalid_request"),
                                (b"not json", 400, "invalid_request"),
+                               (b'{"prompt": "hi", "stream": true}', 400, "invalid_request"),
+                               (b'{"prompt": "hi", "\\u0073tream": true}', 400,
+                                "invalid_request"),
                                (json.dumps({"prompt": "x" * CONFIG.limits.max_request_bytes})
                                 .encode(), 413, "prompt_too_large")):
         response = await http.post("/v1/chat", content=body,

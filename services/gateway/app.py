@@ -107,7 +107,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
             body = await _body(request, limit)
             if tenant is not None:
                 body = _as_tenant(body, tenant)
-            if b'"stream"' in body and _asks_stream(body):
+            if (b'"stream"' in body or b"\\u" in body) and _asks_stream(body):  # escaped too
                 raise RouterError(ErrorCode.INVALID_REQUEST, "'stream': /v1/chat answers whole; "
                                   "stream with POST /v1/chat/completions")
         except TooLarge:
@@ -173,7 +173,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
                     return await _streamed(link, {**router_body, "stream": True},
                                            include_usage)
             with _counted(counters):
-                reply, _ = await link.chat(json.dumps(router_body).encode())
+                reply, _ = await link.chat(_encoded(router_body))
         except TooLarge:
             return errors.openai_error(_too_large(limit))
         except RouterError as exc:
@@ -206,7 +206,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
 async def _streamed(link: RouterLink, body: dict[str, Any], include_usage: bool) -> Response:
     """Server-sent events from the router's pieces. The response waits for the first piece (or
     the reply), so a request that fails before any text gets its HTTP error status."""
-    stream = await link.stream(json.dumps(body).encode())
+    stream = await link.stream(_encoded(body))
     try:
         first = await stream.next()
     except BaseException:
@@ -274,6 +274,13 @@ async def _relayed(answer: Awaitable[tuple[dict[str, Any], bytes]],
     if "error" in reply:
         return errors.router_error(reply)
     return Response(raw, media_type=JSON, headers=headers(reply) if headers else None)
+
+
+def _encoded(body: dict[str, Any]) -> bytes:
+    """A body rebuilt here, as compact as the caller's: json.dumps' defaults would escape every
+    character outside ASCII, up to six bytes for one, so a request within the size limit could
+    reach the router over it (or over NATS's max_payload)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _as_tenant(body: bytes, tenant: str) -> bytes:

@@ -35,7 +35,13 @@ class RouterStream:
 
     async def open(self, body: bytes) -> None:
         self._sub = await self._nc.subscribe(self._inbox)
-        await self._nc.publish(subjects.CHAT, body, reply=self._inbox)
+        try:
+            await self._nc.publish(subjects.CHAT, body, reply=self._inbox)
+        except BaseException as exc:
+            await self._sub.unsubscribe()
+            if isinstance(exc, nats.errors.Error):
+                raise Unavailable(f"NATS refused the request: {exc}") from None
+            raise
 
     async def next(self) -> dict[str, Any]:
         """The next piece (`delta`) or the reply; RouterError on a silence past the timeout."""
@@ -105,4 +111,6 @@ class RouterLink:
         except nats.errors.TimeoutError:
             raise RouterError(ErrorCode.TIMEOUT,
                               f"no reply from the router within {timeout:g} s") from None
+        except nats.errors.Error as exc:  # not connected, or a message over max_payload
+            raise Unavailable(f"NATS refused the request: {exc}") from None
         return msg.data

@@ -14,12 +14,14 @@ import contextlib
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
 from faststream import FastStream
 from pydantic import Field
 from pydantic_settings import BaseSettings
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.config import RouterConfig, Settings
 from shared.runtime import Service
@@ -36,6 +38,50 @@ class GatewaySettings(BaseSettings):
     gateway_port: int = Field(default=8000, ge=0, le=65535)
     # Keys' digests and their tenants (`smart-router api-key add`); unset, no key is asked for.
     gateway_api_keys_file: Path | None = None
+
+
+# A request's line and headers, in bytes: past it, 431 and the connection closed.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class _BoundedHead(HttpToolsProtocol):
+    """uvicorn's httptools protocol bounds no request head: a 300 MB header was buffered whole
+    (the process grew by 360 MB) before any key was checked. Here the bytes of each head are
+    counted as they arrive, and a head over MAX_HEAD_BYTES is answered 431 and the connection
+    closed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_seen: int | None = 0  # None once the head is complete
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_seen = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_seen = None
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_seen is None or self._head_seen + len(data) <= MAX_HEAD_BYTES:
+            if self._head_seen is not None:
+                self._head_seen += len(data)
+            super().data_received(data)
+            return
+        room = MAX_HEAD_BYTES - self._head_seen
+        super().data_received(data[:room])  # the head may end in it, a body following
+        if self._head_seen is None:
+            self.data_received(data[room:])
+        elif not self.transport.is_closing():
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        message = f"the request's head is over {MAX_HEAD_BYTES} bytes".encode()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                             b"content-type: text/plain; charset=utf-8\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                             % (len(message), message))
+        self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -65,7 +111,7 @@ class HttpFrontDoor:
         link = RouterLink(lambda: broker.connection, cfg.limits.request_timeout_s)
         self.server = _Server(uvicorn.Config(
             create_http_app(link, cfg, service.counters, keys), host=where.gateway_host,
-            port=where.gateway_port, http="httptools", lifespan="off", access_log=False,
+            port=where.gateway_port, http=_BoundedHead, lifespan="off", access_log=False,
             log_config=None, timeout_graceful_shutdown=int(cfg.limits.request_timeout_s) + 5,
         ))
         self.sockets: list[socket.socket] = []
