@@ -23,6 +23,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -459,6 +460,9 @@ class DeadLetterEvent(_Internal):
     at: float
 
 
+SMALLEST_SCORE = 1e-6  # a feedback score below it is 0: a verdict needs no finer grain
+
+
 class Feedback(BaseModel):
     """A user's verdict on an answer, on router.v1.feedback: 0 (useless) to 1 (just right). A
     label for the learned router (`train-router --from-ledger`)."""
@@ -469,6 +473,13 @@ class Feedback(BaseModel):
     score: float = Field(ge=0, le=1, allow_inf_nan=False)
     tenant: Name | None = None
     comment: Comment | None = None
+
+    @field_validator("score")
+    @classmethod
+    def _storable(cls, score: float) -> float:
+        """A score too small for the ledger's real column (PostgreSQL refuses 1e-50 there)
+        is 0."""
+        return 0.0 if score < SMALLEST_SCORE else score
 
 
 class FeedbackAck(BaseModel):

@@ -138,6 +138,10 @@ async def test_feedback_on_nats_reaches_the_ledger_and_the_latest_counts(storing
     assert first == {"request_id": request_id, "score": 0.25, "recorded": True}
     assert second["recorded"] is True
     assert await feedback_rows(conn, request_id) == [(TENANT, 1.0, None)]
+    # Below what the ledger's column can hold (PostgreSQL refused 1e-50): recorded as 0.
+    tiny = await send(nc, {"request_id": request_id, "score": 1e-50, "tenant": TENANT})
+    assert tiny == {"request_id": request_id, "score": 0.0, "recorded": True}
+    assert await feedback_rows(conn, request_id) == [(TENANT, 0.0, None)]
 
 
 async def test_a_tenant_s_own_subject_vouches_for_its_tenant(storing_classifier, nc, conn,
