@@ -69,9 +69,9 @@ GROUP BY tenant, model_used, tier, status, emulated
 """
 
 _CHECKS = """
-SELECT coalesce(sum(cost_usd) FILTER (WHERE outcome IN ('verify', 'judge')), 0) AS verification,
-       coalesce(sum(cost_usd) FILTER (WHERE outcome = 'sample'), 0) AS sampling
-FROM attempts WHERE outcome IN ('verify', 'judge', 'sample') AND at >= %(since)s
+SELECT coalesce(sum(verification_cost_usd), 0) AS verification,
+       coalesce(sum(sampling_cost_usd), 0) AS sampling
+FROM daily_checks WHERE day >= %(since)s
 """
 
 # Time to first token of streamed requests (requests_streamed indexes just those rows).

@@ -75,13 +75,27 @@ ON CONFLICT (day, tier, bucket) DO UPDATE SET count = l.count + excluded.count
 """
 
 # A call's row comes from the dispatcher when the call returns, and again from the escalator when
-# it judges the answer weak: the verdict wins, whichever arrives first.
+# it judges the answer weak: the verdict wins, whichever arrives first. The checks' and samples'
+# costs of the calls really inserted are added to their day's roll-up (a verdict only ever
+# changes an answer's call).
 INSERT_ATTEMPTS = f"""
-INSERT INTO attempts AS a ({_cols(ATTEMPT_COLUMNS)})
-SELECT DISTINCT ON (call_id) {_cols(ATTEMPT_COLUMNS)} FROM attempts_in
-ORDER BY call_id, outcome = 'weak' DESC
-ON CONFLICT (call_id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason
-    WHERE excluded.outcome = 'weak'
+WITH new AS (
+    INSERT INTO attempts AS a ({_cols(ATTEMPT_COLUMNS)})
+    SELECT DISTINCT ON (call_id) {_cols(ATTEMPT_COLUMNS)} FROM attempts_in
+    ORDER BY call_id, outcome = 'weak' DESC
+    ON CONFLICT (call_id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason
+        WHERE excluded.outcome = 'weak'
+    RETURNING at, outcome, cost_usd
+)
+INSERT INTO daily_checks AS c (day, verification_cost_usd, sampling_cost_usd)
+SELECT (at AT TIME ZONE 'UTC')::date,
+       coalesce(sum(cost_usd) FILTER (WHERE outcome IN ('verify', 'judge')), 0),
+       coalesce(sum(cost_usd) FILTER (WHERE outcome = 'sample'), 0)
+FROM new WHERE outcome IN ('verify', 'judge', 'sample') GROUP BY 1
+ORDER BY 1  -- concurrent writers lock roll-up rows in one order: no deadlock
+ON CONFLICT (day) DO UPDATE SET
+    verification_cost_usd = c.verification_cost_usd + excluded.verification_cost_usd,
+    sampling_cost_usd = c.sampling_cost_usd + excluded.sampling_cost_usd
 """
 
 INSERT_DEAD_LETTERS = f"""
