@@ -155,8 +155,9 @@ def _stages(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
 def ledger_consumer(pipeline: PipelineConfig, ledger: LedgerConfig) -> PushConsumer:
     """Room for every writer's batch and a full queue behind them, for two ledger copies; a short
     ack wait (a stopped ledger's batches come back quickly; a slow database does not trip it,
-    because the writer reports progress while it retries); deliveries without limit, because
-    the events are the record and the ledger retries a failing database forever."""
+    because the batcher reports progress on every event a copy holds); deliveries without
+    limit, because the events are the record and the ledger retries a failing database
+    forever."""
     in_hand = ledger.batch_size * (2 * ledger.writers + 1)
     return PushConsumer(subjects.EVENTS_STREAM, "ledger", f"{subjects.EVENTS_PREFIX}.>",
                         2 * in_hand, ack_wait_s=10.0, max_deliver=-1)

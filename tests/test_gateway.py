@@ -211,6 +211,21 @@ async def test_a_request_head_over_the_bound_is_refused_before_it_is_all_read(ga
     assert (await http.get("/v1/health")).status_code == 200
 
 
+async def test_pipelined_requests_each_within_the_head_bound_are_both_answered(gateway):
+    """Two requests of 40 KiB heads in one write (80 KiB, over the bound together): each is
+    within it, so each is answered."""
+    host, port = gateway.removeprefix("http://").split(":")
+    head = b"GET /v1/health HTTP/1.1\r\nhost: x\r\nx-pad: %s\r\n\r\n" % (b"a" * 40_960)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head + head.replace(b"host: x", b"host: x\r\nconnection: close"))
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+
+
 async def test_a_reused_request_id_is_the_sdks_conflict_error(sdk):
     request_id = f"gw-{uuid.uuid4().hex}"
     await sdk.chat.completions.create(model="auto", messages=ask("Name a prime number."),

@@ -44,7 +44,8 @@ async def test_no_event_held_is_sent_again_while_the_database_is_down(nc):
                              config=ConsumerConfig(ack_wait=ACK_WAIT_S, max_ack_pending=EVENTS))
     work = [asyncio.create_task(writer.run(batcher)),
             asyncio.create_task(batcher.close_late_batches()),
-            asyncio.create_task(batcher.keep_held_alive(ACK_WAIT_S / 3))]
+            asyncio.create_task(batcher.keep_held_alive(ACK_WAIT_S / 3,
+                                                        lambda: nc.is_connected))]
     try:
         await harness.publish_ledger_events(nc, "held", EVENTS // 4)
         await asyncio.sleep(6 * ACK_WAIT_S)

@@ -4,6 +4,7 @@ provider and keeps no state, so any number of copies can run side by side."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -34,11 +35,13 @@ class RouterStream:
         self._sub: Any = None
 
     async def open(self, body: bytes) -> None:
-        self._sub = await self._nc.subscribe(self._inbox)
         try:
+            self._sub = await self._nc.subscribe(self._inbox)
             await self._nc.publish(subjects.CHAT, body, reply=self._inbox)
         except BaseException as exc:
-            await self._sub.unsubscribe()
+            if self._sub is not None:
+                with contextlib.suppress(Exception):  # gone with its connection
+                    await self._sub.unsubscribe()
             if isinstance(exc, nats.errors.Error):
                 raise Unavailable(f"NATS refused the request: {exc}") from None
             raise

@@ -48,11 +48,13 @@ class _BoundedHead(HttpToolsProtocol):
     """uvicorn's httptools protocol bounds no request head: a 300 MB header was buffered whole
     (the process grew by 360 MB) before any key was checked. Here the bytes of each head are
     counted as they arrive, and a head over MAX_HEAD_BYTES is answered 431 and the connection
-    closed."""
+    closed. A head that starts inside a read already let through is counted from the next read
+    on, so the bound is MAX_HEAD_BYTES plus one read (asyncio's reads are at most 256 KiB)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_seen: int | None = 0  # None once the head is complete
+        self._heads = 0  # heads completed on this connection
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -60,6 +62,7 @@ class _BoundedHead(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_seen = None
+        self._heads += 1
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
@@ -68,19 +71,22 @@ class _BoundedHead(HttpToolsProtocol):
                 self._head_seen += len(data)
             super().data_received(data)
             return
-        room = MAX_HEAD_BYTES - self._head_seen
-        super().data_received(data[:room])  # the head may end in it, a body following
-        if self._head_seen is None:
+        room, heads = MAX_HEAD_BYTES - self._head_seen, self._heads
+        super().data_received(data[:room])
+        if self._heads != heads:  # the head ended within the bound (a pipelined one may follow)
             self.data_received(data[room:])
         elif not self.transport.is_closing():
             self._refuse_head()
 
     def _refuse_head(self) -> None:
-        message = f"the request's head is over {MAX_HEAD_BYTES} bytes".encode()
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                             b"content-type: text/plain; charset=utf-8\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                             % (len(message), message))
+        """431, unless a response is still being written on this connection: then a 431 would
+        land inside it, so the connection is only closed."""
+        if self.cycle is None or self.cycle.response_complete:
+            message = f"the request's head is over {MAX_HEAD_BYTES} bytes".encode()
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                 b"content-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (len(message), message))
         self.transport.close()
 
 

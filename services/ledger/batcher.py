@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
+
+TICK_SLICE = 1_000  # progress reports sent between two turns of the event loop
 
 
 class Batcher:
@@ -52,9 +55,16 @@ class Batcher:
         for msg in messages:
             self._held.pop(id(msg), None)
 
-    async def keep_held_alive(self, every_s: float) -> None:
-        """Runs for the service's life: tell JetStream every held message is being worked on."""
+    async def keep_held_alive(self, every_s: float, connected: Callable[[], bool]) -> None:
+        """Runs for the service's life: tell JetStream every held message is being worked on.
+        Not while disconnected: the reports would fill nats-py's reconnect buffer, which the
+        writers' acks need. One at a time, letting others run every TICK_SLICE."""
         while True:
             await asyncio.sleep(every_s)
+            if not connected():
+                continue
             with contextlib.suppress(Exception):  # a lost tick only risks a harmless duplicate
-                await asyncio.gather(*(m.in_progress() for m in list(self._held.values())))
+                for n, msg in enumerate(list(self._held.values()), 1):
+                    await msg.in_progress()
+                    if n % TICK_SLICE == 0:
+                        await asyncio.sleep(0)

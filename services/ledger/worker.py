@@ -114,7 +114,9 @@ class Ledger:
                 for writer in self.writers:
                     group.create_task(writer.run(self.batcher))
                 group.create_task(self.batcher.close_late_batches())
-                group.create_task(self.batcher.keep_held_alive(self.consumer.ack_wait_s / 3))
+                group.create_task(self.batcher.keep_held_alive(
+                    self.consumer.ack_wait_s / 3,
+                    lambda: self.service.broker.connection.is_connected))
         except* Exception as failed:
             self.failure = "; ".join(f"{type(e).__name__}: {first_line(e)}"
                                      for e in failed.exceptions)

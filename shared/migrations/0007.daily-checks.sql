@@ -1,6 +1,7 @@
 -- The paid checks of answers (verifier, judge) and judge sampling's comparisons, summed by UTC
 -- day as the attempts are written: `stats` reads them here, not from the attempts, which the
--- retention deletes (a window longer than the retention would lose them from the bill).
+-- retention deletes (a window longer than the retention would lose them from the bill). A
+-- ledger of an older version, still running once this is applied, does not add to it.
 CREATE TABLE daily_checks (
     day                    date PRIMARY KEY,
     verification_cost_usd  numeric(24, 10) NOT NULL,
