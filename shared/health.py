@@ -116,7 +116,9 @@ async def _last_beats(js: JetStreamContext) -> list[dict]:
     for value in (await topology.latest_values(js, subjects.HEALTH_BUCKET)).values():
         with contextlib.suppress(ValueError):
             beat = json.loads(value)
-            if isinstance(beat, dict) and "service" in beat:
+            # Another identity's writing: one malformed beat must not fail the whole report.
+            if (isinstance(beat, dict) and isinstance(beat.get("service"), str)
+                    and isinstance(beat.get("at"), int | float)):
                 beats.append(beat)
     return beats
 

@@ -44,6 +44,9 @@ async def test_every_fresh_beat_is_listed_while_beats_are_written(js: JetStreamC
     for copy in range(20):  # copies that stopped: their keys deleted
         await kv.put(f"escalator.gone-{copy}", b"{}")
         await kv.delete(f"escalator.gone-{copy}")
+    for key, beat in (("odd.1", b'{"service": ["x"], "at": 1}'), ("odd.2", b'{"service": "x",'
+                      b' "at": "now"}'), ("odd.3", b"[1]"), ("odd.4", b"not json")):
+        await kv.put(key, beat)  # malformed beats: left out, not a failed report
     writing = True
 
     async def beat_on() -> None:
