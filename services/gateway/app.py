@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
@@ -107,7 +108,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
             body = await _body(request, limit)
             if tenant is not None:
                 body = _as_tenant(body, tenant)
-            if (b'"stream"' in body or b"\\u" in body) and _asks_stream(body):  # escaped too
+            if _STREAM_KEY.search(body) and _asks_stream(body):
                 raise RouterError(ErrorCode.INVALID_REQUEST, "'stream': /v1/chat answers whole; "
                                   "stream with POST /v1/chat/completions")
         except TooLarge:
@@ -306,6 +307,12 @@ def _check_tenant(named: Any, tenant: str) -> None:
     if named is not None and named != tenant:
         raise RouterError(ErrorCode.PERMISSION_DENIED,
                           f"'tenant': this API key is tenant '{tenant}', not {json.dumps(named)}")
+
+
+# The key "stream", each letter as itself or escaped (\u0073 for s...): a body without it is not
+# parsed here (many clients escape every character outside ASCII, so "\u" alone is common).
+_STREAM_KEY = re.compile(rb'"(?:s|\\u0073)(?:t|\\u0074)(?:r|\\u0072)(?:e|\\u0065)(?:a|\\u0061)'
+                         rb'(?:m|\\u006[dD])"')
 
 
 def _asks_stream(body: bytes) -> bool:
