@@ -226,6 +226,104 @@ async def test_pipelined_requests_each_within_the_head_bound_are_both_answered(g
     assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
 
 
+async def test_fastapis_own_refusals_are_coded_errors_in_the_routes_shape(http):
+    """No such path, a method the path does not take: the router's code in OpenAI's shape, or
+    in the router's on its own routes; never FastAPI's {"detail": ...}."""
+    missing = await http.post("/v1/nothing", json={})
+    wrong_method = await http.get("/v1/chat")
+    openai_wrong_method = await http.get("/v1/chat/completions")
+
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "invalid_request"
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert set(wrong_method.json()) == {"request_id", "error"}
+    assert wrong_method.json()["error"]["code"] == "invalid_request"
+    assert openai_wrong_method.status_code == 405
+    assert openai_wrong_method.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway with short head and body timeouts, to see them at work."""
+    with gateway_process(stack, tmp_path_factory.mktemp("strict-gateway"),
+                         GATEWAY_HEAD_TIMEOUT_S="1", GATEWAY_BODY_TIMEOUT_S="1") as base:
+        yield base
+
+
+async def _answer_to(base: str, sent: list[bytes], pause_s: float = 0.0) -> bytes:
+    """What the gateway answers on a connection that sends `sent`, piece by piece, `pause_s`
+    apart, and nothing more: all it writes until it closes the connection."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = asyncio.create_task(asyncio.wait_for(reader.read(), timeout=10))
+    try:
+        for piece in sent:
+            if answer.done():  # answered and closed: a write now would be reset
+                break
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(pause_s)
+        return await answer
+    finally:
+        writer.close()
+
+
+async def test_a_connection_that_sends_no_head_in_time_is_answered_408_and_closed(
+        strict_gateway):
+    """A connection that sends nothing, and one whose head comes a byte every 0.2 s, are each
+    answered 408 and closed when the head timeout (1 s) passes; before, both were held for
+    ever (uvicorn times out only the wait between two requests)."""
+    silent = await _answer_to(strict_gateway, [])
+    trickled = await _answer_to(
+        strict_gateway, [b"GET /v1/health HTTP/1.1\r\n"] + [b"x"] * 50, pause_s=0.2)
+
+    for answer in (silent, trickled):
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"GATEWAY_HEAD_TIMEOUT_S" in answer
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/completions"])
+async def test_a_body_that_does_not_arrive_in_time_is_a_coded_408(strict_gateway, path):
+    """A body stalled after its first bytes is answered 408 `timeout` (in the route's error
+    shape) when the body timeout (1 s) passes, and the connection is closed; before, the
+    request waited for the rest for ever."""
+    head = (b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 100\r\n\r\n" % path.encode())
+    answer = await _answer_to(strict_gateway, [head, b'{"prompt": "Na'])
+
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b"connection: close" in status.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "timeout" and "GATEWAY_BODY_TIMEOUT_S" in error["message"]
+    assert ("type" in error) == (path == "/v1/chat/completions")
+
+
+async def test_past_the_connection_limit_a_request_is_429_overloaded_with_retry_after(
+        stack, tmp_path):
+    """With 3 connections open (GATEWAY_MAX_CONNECTIONS=3), a fourth's request is answered 429
+    `overloaded` with Retry-After, in its route's shape; once they close, it is served."""
+    with gateway_process(stack, tmp_path, GATEWAY_MAX_CONNECTIONS="3") as base:
+        host, port = base.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                chat = await client.post("/v1/chat", json={"prompt": "Name a colour."})
+                models = await client.get("/v1/models")
+        finally:
+            for _, writer in held:
+                writer.close()
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            served = await client.get("/v1/models")
+
+    assert chat.status_code == 429 and chat.json()["error"]["code"] == "overloaded"
+    assert chat.json()["error"]["retry_after_s"] == 1 and chat.headers["retry-after"] == "1"
+    assert models.status_code == 429 and models.json()["error"]["type"] == "rate_limit_error"
+    assert models.headers["x-should-retry"] == "true"
+    assert served.status_code == 200
+
+
 async def test_a_reused_request_id_is_the_sdks_conflict_error(sdk):
     request_id = f"gw-{uuid.uuid4().hex}"
     await sdk.chat.completions.create(model="auto", messages=ask("Name a prime number."),
@@ -383,7 +481,9 @@ async def test_the_seeds_curl_examples_answer_the_seeds_fields(http, stack):
 
     stats = await http.get("/v1/stats")  # curl http://localhost:8000/v1/stats
     assert stats.status_code == 200 and {"requests", "by_tier"} <= set(stats.json())
-    assert (await http.get("/v1/stats", params={"days": 0})).status_code == 422
+    refused = await http.get("/v1/stats", params={"days": 0})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_request"
+    assert "'days'" in refused.json()["error"]["message"]
 
 
 async def test_feedback_over_http_reaches_the_ledger_or_is_refused_with_a_status(http, conn):

@@ -14,6 +14,7 @@ in the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -22,9 +23,11 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
@@ -48,12 +51,14 @@ JSON = "application/json"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorReply}
     for status in (400, 401, 403, 404, 409, 413, 429, 500, 502, 503, 504)}
-# The routes that answer the router's own error reply; the others answer OpenAI's shape.
-ROUTER_SHAPED = ("/v1/chat", "/v1/stats", "/v1/feedback")
 
 
 class TooLarge(Exception):
     pass
+
+
+class TooSlow(Exception):
+    """The body did not all arrive within the gateway's body timeout."""
 
 
 async def caller(request: Request) -> str | None:
@@ -82,7 +87,7 @@ AUTHENTICATED = [Depends(caller)]
 
 
 def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
-               keys: ApiKeys | None = None) -> FastAPI:
+               keys: ApiKeys | None = None, body_timeout_s: float = 30.0) -> FastAPI:
     app = FastAPI(
         title="Smart Router",
         summary="Routes each prompt to the cheapest model tier that answers it well.",
@@ -91,13 +96,32 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
     app.state.keys = keys
     limit = cfg.limits.max_request_bytes
 
+    async def body_of(request: Request, limit: int) -> bytes:
+        return await _body(request, limit, body_timeout_s)
+
     @app.exception_handler(RouterError)
     async def refused(request: Request, exc: RouterError) -> Response:
         """A request refused before its handler ran (its key), in its route's error shape."""
-        reply = errors.error_reply(exc.code, exc.message)
-        if request.url.path in ROUTER_SHAPED:
-            return errors.router_error(reply)
-        return errors.openai_error(reply)
+        return errors.for_route(request.url.path, errors.error_reply(exc.code, exc.message))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException) -> Response:
+        """FastAPI's own refusals (no such path, a method the path does not take) as coded
+        errors, not its {"detail": ...}."""
+        message = (f"no route {request.method} {request.url.path} (see /docs)"
+                   if exc.status_code == 404 else f"{request.method} {request.url.path}: "
+                   f"{exc.detail}")
+        return errors.for_route(request.url.path,
+                                errors.error_reply(ErrorCode.INVALID_REQUEST, message),
+                                exc.status_code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
+        """A query parameter FastAPI refused (`days` on /v1/stats): 400 invalid_request."""
+        problems = "; ".join(f"'{'.'.join(str(p) for p in e['loc'][1:])}': {e['msg']}"
+                             for e in exc.errors())
+        return errors.for_route(request.url.path,
+                                errors.error_reply(ErrorCode.INVALID_REQUEST, problems), 400)
 
     @app.post("/v1/chat", responses={200: {"model": ChatReply}, **ERROR_RESPONSES},
               summary="Route one prompt (the seed's API)")
@@ -105,7 +129,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         """The body is a ChatRequest: `{"prompt": ...}` or `{"messages": [...]}` with the
         router's optional fields. The reply adds the router's figures to the seed's fields."""
         try:
-            body = await _body(request, limit)
+            body = await body_of(request, limit)
             if tenant is not None:
                 body = _as_tenant(body, tenant)
             if _STREAM_KEY.search(body) and _asks_stream(body):
@@ -113,6 +137,8 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
                                   "stream with POST /v1/chat/completions")
         except TooLarge:
             return errors.router_error(_too_large(limit))
+        except TooSlow:
+            return _too_slow(request, body_timeout_s)
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
         with _counted(counters):
@@ -141,12 +167,14 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         `comment` (with API keys on, the key's tenant). 404 `unknown_request` when the tenant
         has no answered request of that id."""
         try:
-            body = await _body(request, MAX_FEEDBACK_BYTES)
+            body = await body_of(request, MAX_FEEDBACK_BYTES)
             if tenant is not None:
                 body = _as_tenant(body, tenant)
         except TooLarge:
             return errors.router_error(errors.error_reply(
                 ErrorCode.INVALID_REQUEST, f"the feedback is over {MAX_FEEDBACK_BYTES} bytes"))
+        except TooSlow:
+            return _too_slow(request, body_timeout_s)
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
         return await _relayed(link.feedback(body))
@@ -159,7 +187,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         the request's."""
         param = None
         try:
-            body = await _body(request, limit)
+            body = await body_of(request, limit)
             completion_request = openai_api.parse_completion_request(body)
             param = "model"
             router_body = openai_api.to_router_request(completion_request, cfg)
@@ -177,6 +205,8 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
                 reply, _ = await link.chat(_encoded(router_body))
         except TooLarge:
             return errors.openai_error(_too_large(limit))
+        except TooSlow:
+            return _too_slow(request, body_timeout_s)
         except RouterError as exc:
             return errors.openai_error(errors.error_reply(exc.code, exc.message), param=param)
         except Unavailable as exc:
@@ -326,19 +356,32 @@ def _sse(frame: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(frame)}\n\n".encode()
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused as soon as it is known to be over `limit` bytes (before it is all
-    read, when the client says its length)."""
+    read, when the client says its length), or once it has taken `timeout_s` to arrive (a
+    client sending a byte now and then would hold its connection and memory for ever)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge
     parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise TooLarge
-        parts.append(part)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for part in request.stream():
+                size += len(part)
+                if size > limit:
+                    raise TooLarge
+                parts.append(part)
+    except TimeoutError:
+        raise TooSlow from None
     return b"".join(parts)
+
+
+def _too_slow(request: Request, timeout_s: float) -> Response:
+    """408, and the connection closed after it (uvicorn reads `connection: close`): the rest of
+    a slow body is not worth waiting for."""
+    reply = errors.error_reply(ErrorCode.TIMEOUT, f"the request's body took over {timeout_s:g} "
+                               "s to arrive (GATEWAY_BODY_TIMEOUT_S)")
+    return errors.for_route(request.url.path, reply, 408, {"connection": "close"})
 
 
 def _too_large(limit: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ headers an HTTP client acts on (Retry-After; x-should-retry, which the OpenAI SD
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -31,10 +32,13 @@ STATUS = {
 # OpenAI's error types, by status.
 OPENAI_TYPE = {400: "invalid_request_error", 401: "invalid_request_error",
                403: "permission_error", 404: "invalid_request_error",
+               405: "invalid_request_error", 408: "invalid_request_error",
                409: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
 # A router that is not running at all: nothing answers on router.v1.chat.
 UNAVAILABLE = 503
+# The routes that answer the router's own error reply; the others answer OpenAI's shape.
+ROUTER_SHAPED = ("/v1/chat", "/v1/stats", "/v1/feedback")
 
 
 def status_of(code: str) -> int:
@@ -84,7 +88,17 @@ def openai_body(error: dict[str, Any], status: int | None = None,
             "param": param, "code": error["code"]}
 
 
-def error_reply(code: ErrorCode, message: str, request_id: str | None = None) -> dict[str, Any]:
+def for_route(path: str, reply: dict[str, Any], status: int | None = None,
+              headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error in the shape of the route asked for: the router's on its own routes, OpenAI's
+    on the others (and on a path that is no route)."""
+    response = (router_error if path in ROUTER_SHAPED else openai_error)(reply, status)
+    response.headers.update(headers or {})
+    return response
+
+
+def error_reply(code: ErrorCode, message: str, request_id: str | None = None,
+                retry_after_s: float | None = None) -> dict[str, Any]:
     """An error the gateway itself answers, in the router's reply shape."""
     return {"request_id": request_id, "error": {"code": code.value, "message": message,
-                                                "retry_after_s": None}}
+                                                "retry_after_s": retry_after_s}}

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from pydantic_settings import BaseSettings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.config import RouterConfig, Settings
+from shared.errors import ErrorCode
 from shared.runtime import Service
 
+from . import errors
 from .api_keys import ApiKeys
 from .app import create_app as create_http_app
 from .link import RouterLink
@@ -38,32 +41,98 @@ class GatewaySettings(BaseSettings):
     gateway_port: int = Field(default=8000, ge=0, le=65535)
     # Keys' digests and their tenants (`smart-router api-key add`); unset, no key is asked for.
     gateway_api_keys_file: Path | None = None
+    # Open connections past which a request is answered 429 `overloaded` and its connection
+    # closed: each may hold a body of up to limits.max_request_bytes.
+    gateway_max_connections: int = Field(default=1024, ge=1)
+    # A request's line and headers must arrive within this (a new connection's first byte too),
+    # and its body within gateway_body_timeout_s: a client trickling bytes holds a connection.
+    gateway_head_timeout_s: float = Field(default=10.0, gt=0)
+    gateway_body_timeout_s: float = Field(default=30.0, gt=0)
 
 
 # A request's line and headers, in bytes: past it, 431 and the connection closed.
 MAX_HEAD_BYTES = 64 * 1024
+# Seconds between two warnings that connections are being refused (a flood would flood the log).
+REFUSED_WARNING_EVERY_S = 10.0
 
 
-class _BoundedHead(HttpToolsProtocol):
-    """uvicorn's httptools protocol bounds no request head: a 300 MB header was buffered whole
-    (the process grew by 360 MB) before any key was checked. Here the bytes of each head are
-    counted as they arrive, and a head over MAX_HEAD_BYTES is answered 431 and the connection
-    closed. A head that starts inside a read already let through is counted from the next read
-    on, so the bound is MAX_HEAD_BYTES plus one read (asyncio's reads are at most 256 KiB)."""
+class _GuardedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol, bounded where it is not: a request's head in bytes and in
+    time, and the connections open at once.
+
+    Bytes: uvicorn's httptools mode bounds no head (a 300 MB header was buffered whole, the
+    process grew by 360 MB, before any key was checked). The bytes of each head are counted as
+    they arrive; past MAX_HEAD_BYTES, 431 and the connection closed. A head that starts inside a
+    read already let through is counted from the next read on, so the bound is MAX_HEAD_BYTES
+    plus one read (asyncio's reads are at most 256 KiB).
+    Time: uvicorn's keep-alive timer runs only between requests, so a connection that sent
+    nothing, or a head a byte at a time, was held for ever; a head not complete within the head
+    timeout is answered 408 and closed.
+    Connections: past the limit, a request is answered by `refuse_overloaded` instead of the
+    app (uvicorn's own limit_concurrency answers plain text)."""
+
+    settings: GatewaySettings  # set on the subclass a server is built with
+    refused_since_warning = 0
+    warned_at = float("-inf")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_seen: int | None = 0  # None once the head is complete
         self._heads = 0  # heads completed on this connection
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.settings.gateway_max_connections:
+            self.app = _refuse_overloaded
+            self._count_refused()
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_seen = 0
+        self._time_head()
 
     def on_headers_complete(self) -> None:
         self._head_seen = None
         self._heads += 1
+        self._stop_head_timer()
         super().on_headers_complete()
+
+    def _time_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.settings.gateway_head_timeout_s,
+                                                    self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._head_seen is None or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._time_head()  # a response is still being sent: the next head waits for it
+            return
+        timeout = self.settings.gateway_head_timeout_s
+        self._refuse(b"408 Request Timeout",
+                     f"the request's line and headers took over {timeout:g} s to arrive "
+                     "(GATEWAY_HEAD_TIMEOUT_S)")
+
+    @classmethod
+    def _count_refused(cls) -> None:
+        cls.refused_since_warning += 1
+        now = time.monotonic()
+        if now - cls.warned_at >= REFUSED_WARNING_EVERY_S:
+            log.warning("gateway.connections_full", refused=cls.refused_since_warning,
+                        limit=cls.settings.gateway_max_connections)
+            cls.warned_at, cls.refused_since_warning = now, 0
 
     def data_received(self, data: bytes) -> None:
         if self._head_seen is None or self._head_seen + len(data) <= MAX_HEAD_BYTES:
@@ -79,15 +148,29 @@ class _BoundedHead(HttpToolsProtocol):
             self._refuse_head()
 
     def _refuse_head(self) -> None:
-        """431, unless a response is still being written on this connection: then a 431 would
-        land inside it, so the connection is only closed."""
+        self._refuse(b"431 Request Header Fields Too Large",
+                     f"the request's head is over {MAX_HEAD_BYTES} bytes")
+
+    def _refuse(self, status: bytes, message: str) -> None:
+        """A refusal before the request is read (plain text: its route is not known yet),
+        unless a response is still being written on this connection: then it would land
+        inside that one, so the connection is only closed."""
+        self._stop_head_timer()
         if self.cycle is None or self.cycle.response_complete:
-            message = f"the request's head is over {MAX_HEAD_BYTES} bytes".encode()
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                                 b"content-type: text/plain; charset=utf-8\r\n"
+            text = message.encode()
+            self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                                  b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                                 % (len(message), message))
+                                 % (status, len(text), text))
         self.transport.close()
+
+
+async def _refuse_overloaded(scope: Any, receive: Any, send: Any) -> None:
+    """The app a connection over the limit gets: 429 `overloaded` in its route's shape, with
+    Retry-After, and the connection closed after it."""
+    reply = errors.error_reply(ErrorCode.OVERLOADED, "the gateway has too many connections "
+                               "open (GATEWAY_MAX_CONNECTIONS)", retry_after_s=1.0)
+    response = errors.for_route(scope["path"], reply, headers={"connection": "close"})
+    await response(scope, receive, send)
 
 
 class _Server(uvicorn.Server):
@@ -115,9 +198,11 @@ class HttpFrontDoor:
         self.counters = service.counters
         keys = ApiKeys(where.gateway_api_keys_file) if where.gateway_api_keys_file else None
         link = RouterLink(lambda: broker.connection, cfg.limits.request_timeout_s)
+        http = type("GatewayHttp", (_GuardedHttp,), {"settings": where})
         self.server = _Server(uvicorn.Config(
-            create_http_app(link, cfg, service.counters, keys), host=where.gateway_host,
-            port=where.gateway_port, http=_BoundedHead, lifespan="off", access_log=False,
+            create_http_app(link, cfg, service.counters, keys, where.gateway_body_timeout_s),
+            host=where.gateway_host, port=where.gateway_port, http=http, lifespan="off",
+            access_log=False,
             log_config=None, timeout_graceful_shutdown=int(cfg.limits.request_timeout_s) + 5,
         ))
         self.sockets: list[socket.socket] = []
