@@ -460,6 +460,34 @@ async def test_a_client_that_leaves_mid_stream_stops_the_provider_call(http, emu
     assert emulator.control("GET", "stats")["in_flight"] == 0
 
 
+async def test_a_client_that_leaves_before_the_first_piece_stops_the_call_at_once(
+        http, emulator, conn):
+    """The provider's first token comes after 4 s; the client leaves once the call is under way.
+    The call stops within 1.5 s of its leaving; before, it ran until the first piece."""
+    emulator.faults(latency_ms=4000)
+    request_id = f"gw-{uuid.uuid4().hex}"
+    asking = asyncio.create_task(http.post("/v1/chat/completions",
+                                           json=streamed_request(request_id=request_id)))
+    for _ in range(100):
+        if emulator.control("GET", "stats")["in_flight"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert emulator.control("GET", "stats")["in_flight"] == 1
+
+    asking.cancel()  # httpx closes the connection
+    with contextlib.suppress(asyncio.CancelledError):
+        await asking
+    for _ in range(30):
+        if emulator.control("GET", "stats")["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.05)
+
+    assert emulator.control("GET", "stats")["in_flight"] == 0
+    rows = await rows_when_ready(conn, "SELECT error_code FROM requests WHERE request_id = %s",
+                                 (request_id,))
+    assert rows[0][0] == "cancelled"
+
+
 async def test_the_seeds_curl_examples_answer_the_seeds_fields(http, stack):
     # curl -X POST http://localhost:8000/v1/chat -H "Content-Type: application/json"
     #      -d '{"prompt": "What is the capital of France?"}'

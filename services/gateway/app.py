@@ -199,7 +199,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
                 include_usage = bool(completion_request.stream_options
                                      and completion_request.stream_options.include_usage)
                 with _counted(counters):
-                    return await _streamed(link, {**router_body, "stream": True},
+                    return await _streamed(request, link, {**router_body, "stream": True},
                                            include_usage)
             with _counted(counters):
                 reply, _ = await link.chat(_encoded(router_body))
@@ -234,15 +234,20 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
     return app
 
 
-async def _streamed(link: RouterLink, body: dict[str, Any], include_usage: bool) -> Response:
+async def _streamed(request: Request, link: RouterLink, body: dict[str, Any],
+                    include_usage: bool) -> Response:
     """Server-sent events from the router's pieces. The response waits for the first piece (or
-    the reply), so a request that fails before any text gets its HTTP error status."""
+    the reply), so a request that fails before any text gets its HTTP error status; a client
+    that leaves meanwhile stops the call then, not when the first piece comes."""
     stream = await link.stream(_encoded(body))
     try:
-        first = await stream.next()
+        first = await _unless_gone(request, stream.next())
     except BaseException:
         stream.close(left=True)
         raise
+    if first is None:
+        stream.close(left=True)
+        return Response(status_code=errors.STATUS[ErrorCode.CANCELLED])
     if "error" in first:
         stream.close(left=False)
         return errors.openai_error(first)
@@ -256,6 +261,26 @@ async def _streamed(link: RouterLink, body: dict[str, Any], include_usage: bool)
     return StreamingResponse(_events(stream, chunks, first, include_usage),
                              media_type="text/event-stream",
                              headers={**headers, "cache-control": "no-cache"})
+
+
+async def _unless_gone(request: Request,
+                       answer: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    """`answer`, or None if the client disconnects first (its body is read, so the next
+    message uvicorn gives is the disconnect)."""
+    answered = asyncio.ensure_future(answer)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((answered, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not answered.done():
+            answered.cancel()
+    return answered.result() if answered.done() and not answered.cancelled() else None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[str, Any],
