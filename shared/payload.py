@@ -86,15 +86,22 @@ def check_limits(limits: Limits, max_payload: int, *, features: bool = False) ->
 
 
 def bound_text(text: str, max_bytes: int) -> tuple[str, bool]:
-    """`text` cut so that its JSON string encoding fits in `max_bytes`, and whether it was cut.
+    """`text` cut to its longest prefix whose JSON string encoding fits in `max_bytes`, and
+    whether it was cut. The longest, so that a stream cut as it goes (each piece's text so far)
+    and its whole answer cut at the end agree.
 
     Measured as JSON, not UTF-8: a control character takes six bytes once escaped."""
-    size = len(json.dumps(text, ensure_ascii=False).encode())
-    if size <= max_bytes:
+    if json_size(text) <= max_bytes:
         return text, False
-    keep = len(text) * max_bytes // size
-    while True:
-        cut = text[:keep]
-        if len(json.dumps(cut, ensure_ascii=False).encode()) <= max_bytes:
-            return cut, True
-        keep = keep * 9 // 10
+    fits, over = 0, min(len(text), max_bytes) + 1  # a character takes a byte at least
+    while over - fits > 1:
+        middle = (fits + over) // 2
+        if json_size(text[:middle]) <= max_bytes:
+            fits = middle
+        else:
+            over = middle
+    return text[:fits], True
+
+
+def json_size(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode())

@@ -22,10 +22,10 @@ from collections.abc import Awaitable
 from nats.aio.client import Client
 
 from services.escalator.scoring import Scorer
-from shared import subjects
+from shared import payload, subjects
 from shared.config import EscalationConfig, ModelRef, Tier
 from shared.messages import Answer, Envelope
-from shared.providers import Completion
+from shared.providers import Completion, well_formed
 
 # A first sentence ends the opening early: a stop, question or exclamation mark followed by a
 # space or a line end, or a line end (Latin and CJK punctuation).
@@ -60,11 +60,16 @@ class DeadlinePassed(StreamStopped):
 
 
 class Relay:
-    """One streamed hop's pieces, from whichever model of the tier answers, to the caller."""
+    """One streamed hop's pieces, from whichever model of the tier answers, to the caller.
+
+    What the caller is sent is a prefix of the reply's `response`: the text well-formed (a
+    surrogate pair split across two pieces is sent whole, with the second), and no more of it
+    than limits.max_answer_bytes, where the whole answer is cut too (payload.bound_text)."""
 
     def __init__(self, nc: Client, envelope: Envelope, tier: Tier, escalation: EscalationConfig,
-                 scorer: Scorer) -> None:
+                 scorer: Scorer, max_answer_bytes: int) -> None:
         self._nc = nc
+        self._max_answer_bytes = max_answer_bytes
         self._envelope = envelope
         self._tier = tier
         self._threshold = escalation.threshold
@@ -74,6 +79,9 @@ class Relay:
         self._gone = asyncio.Event()
         self._ref: ModelRef | None = None
         self._pieces: list[str] = []
+        self._sent_bytes = 0  # what the caller was sent of this model's answer, as JSON
+        self._held = ""  # a high surrogate waiting for its pair
+        self._full = False  # the answer's byte bound was reached: nothing more is sent
         self.ttft_ms: float | None = None
 
     @property
@@ -83,6 +91,11 @@ class Relay:
     @property
     def cancelled(self) -> bool:
         return self._gone.is_set()
+
+    def received(self) -> StreamStopped:
+        """What the current model streamed so far, for a call that failed part-way: billed like
+        a stopped stream (completion_of), since the provider charges for what it sent."""
+        return StreamStopped("the stream broke").of("".join(self._pieces), len(self._pieces))
 
     async def __aenter__(self) -> Relay:
         self._cancel_sub = await self._nc.subscribe(subjects.cancel(self._reply_to),
@@ -101,6 +114,7 @@ class Relay:
         request's deadline passes (DeadlinePassed): the SDK's timeout only bounds each wait
         for the next piece."""
         self._ref, self._pieces = ref, []
+        self._sent_bytes, self._held, self._full = 0, "", False
         task = asyncio.ensure_future(call)
         gone = asyncio.create_task(self._gone.wait())
         try:
@@ -122,7 +136,8 @@ class Relay:
         passed straight on after it was released."""
         self._pieces.append(text)
         if self.released:
-            await self._publish({"delta": text})
+            if delta := self._unsent(text):
+                await self._publish({"delta": delta})
             return
         opening = "".join(self._pieces)
         if len(opening) < self._opening_chars and not _first_sentence_done(opening):
@@ -139,14 +154,29 @@ class Relay:
         envelope, ref = self._envelope, self._ref
         self.ttft_ms = (time.time() - envelope.received_at) * 1000
         await self._publish({
-            "delta": text, "request_id": envelope.request_id,
+            "delta": self._unsent(text), "request_id": envelope.request_id,
             "model": ref.model if ref else None, "provider": ref.provider if ref else None,
             "tier": self._tier.name, "difficulty_tag": envelope.classification.difficulty,
             "escalated": self._tier.name != envelope.start_tier,
         })
 
+    def _unsent(self, text: str) -> str:
+        """Of `text`, the next text received, what may be sent: a trailing high surrogate waits
+        for its pair, and nothing past the answer's byte bound goes (a string's JSON size is
+        the sum of its characters', so cutting piece by piece cuts where bound_text cuts the
+        whole)."""
+        if self._full:
+            return ""
+        text, self._held = self._held + text, ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self._held = text[:-1], text[-1]
+        text, self._full = payload.bound_text(well_formed(text),
+                                              self._max_answer_bytes - self._sent_bytes)
+        self._sent_bytes += payload.json_size(text) - 2  # without the quotes
+        return text
+
     async def _publish(self, piece: dict) -> None:
-        await self._nc.publish(self._reply_to, json.dumps(piece).encode())
+        await self._nc.publish(self._reply_to, json.dumps(piece, ensure_ascii=False).encode())
 
 
 def _first_sentence_done(text: str) -> bool:

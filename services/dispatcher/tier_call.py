@@ -29,6 +29,10 @@ from .streaming import Relay, StreamStopped, WeakOpening, completion_of
 CALL_BOUND_SLACK_S = 1.0
 
 
+ESTIMATED = ("usage estimated (input at its bound, a token a piece): providers report it only "
+             "at the end")
+
+
 @dataclass
 class TierResult:
     attempts: list[Attempt]
@@ -70,23 +74,23 @@ class TierCaller:
                 try:
                     completion = await self._ask(ref, messages, max_tokens, request.temperature,
                                                  timeout, relay)
-                except ProviderError as error:
-                    attempts.append(self._attempt(n, envelope.hop, ref, tier, Outcome.ERROR,
-                                                  error.reason, started=started))
-                    if relay is not None and relay.released:
-                        return TierResult(attempts, None)  # a released stream is not replaced
-                    if error.retryable:
-                        waits.append(error.retry_after or 2.0**round_no)
-                    continue
                 except StreamStopped as stopped:
                     completion = completion_of(stopped, input_bound)
-                    reason = (f"stream stopped: {stopped.why}; usage estimated (input at its "
-                              "bound, a token a piece): providers report it only at the end")
+                    reason = f"stream stopped: {stopped.why}; {ESTIMATED}"
                     if not isinstance(stopped, WeakOpening):  # the caller left, or time ran out
                         attempts.append(self._attempt(
                             n, envelope.hop, ref, tier, Outcome.ERROR, reason, started=started,
                             **self._usage(ref, completion)))
                         return TierResult(attempts, None)
+                except Exception as exc:
+                    error = ProviderError.of(exc, ref.provider, ref.model)
+                    attempts.append(self._failed(n, envelope.hop, ref, tier, error, started,
+                                                 relay, input_bound))
+                    if relay is not None and relay.released:
+                        return TierResult(attempts, None)  # a released stream is not replaced
+                    if error.retryable:
+                        waits.append(error.retry_after or 2.0**round_no)
+                    continue
                 attempt = self._attempt(
                     n, envelope.hop, ref, tier, Outcome.OK, reason, started=started,
                     **self._usage(ref, completion),
@@ -121,6 +125,18 @@ class TierCaller:
         return await relay.run(ref, provider.stream(
             ref.model, messages, max_tokens=max_tokens, temperature=temperature,
             timeout=timeout, on_text=relay.on_text))
+
+    def _failed(self, n: int, hop: int, ref: ModelRef, tier: Tier, error: ProviderError,
+                started: float, relay: Relay | None, input_bound: int) -> Attempt:
+        """A failed call's attempt: a stream that broke after some pieces is billed like a
+        stopped one (the provider charges for what it sent), other failures at nothing."""
+        received = relay.received() if relay is not None else None
+        if received is None or not received.pieces:
+            return self._attempt(n, hop, ref, tier, Outcome.ERROR, error.reason,
+                                 started=started)
+        return self._attempt(n, hop, ref, tier, Outcome.ERROR, f"{error.reason}; {ESTIMATED}",
+                             started=started,
+                             **self._usage(ref, completion_of(received, input_bound)))
 
     def _usage(self, ref: ModelRef, completion: Completion) -> dict:
         return {"input_tokens": completion.input_tokens,

@@ -106,7 +106,7 @@ class Dispatcher:
             call: TierResult = await self.caller.call(envelope, tier)
             return HopResult(attempts=call.attempts, answer=call.answer)
         async with Relay(self.broker.connection, envelope, tier, self.cfg.escalation,
-                         self.opening_scorer) as relay:
+                         self.opening_scorer, self.cfg.limits.max_answer_bytes) as relay:
             call = await self.caller.call(envelope, tier, relay)
         return HopResult(attempts=call.attempts, answer=call.answer, ttft_ms=relay.ttft_ms,
                          cancelled=relay.cancelled and not call.answer)

@@ -24,7 +24,8 @@ async def paid_call(providers: Providers, pricer: Pricer, ref: ModelRef,
         completion = await providers.get(ref.provider).complete(
             ref.model, messages, max_tokens=max_tokens, temperature=temperature,
             timeout=timeout, logprobs=False, json_format=json_format)
-    except ProviderError as error:
+    except Exception as exc:
+        error = ProviderError.of(exc, ref.provider, ref.model)
         return None, attempt(reason=error.reason, latency_ms=_ms(started))
     return completion.text, attempt(
         input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,

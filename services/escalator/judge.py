@@ -47,7 +47,8 @@ class Judge:
                 self._config.model, messages, max_tokens=20, temperature=0.0,
                 timeout=self._config.timeout_s, logprobs=False, json_format=True,
             )
-        except ProviderError as error:
+        except Exception as exc:
+            error = ProviderError.of(exc, self._config.provider, self._config.model)
             return None, attempt(reason=error.reason, latency_ms=_ms(started))
         verdict = _parse(completion.text)
         return verdict, attempt(

@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ._base import Completion, ProviderClient, ProviderError
+from ._base import Completion, ProviderClient, ProviderError, well_formed
 
-__all__ = ["Completion", "ProviderClient", "ProviderError", "Providers"]
+__all__ = ["Completion", "ProviderClient", "ProviderError", "Providers", "well_formed"]
 
 _KEY_VARS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
 
