@@ -354,7 +354,23 @@ def _socket_dir(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
         return data_dir
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
     socket_dir = Path(tempfile.gettempdir()) / f"smart-router-pg-{digest}"
-    socket_dir.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        socket_dir.mkdir(mode=0o700)
+    _check_private(socket_dir, {os.getuid(), *([user.pw_uid] if user else [])})
     if user is not None:
-        os.chown(socket_dir, user.pw_uid, user.pw_gid)
+        os.chown(socket_dir, user.pw_uid, user.pw_gid, follow_symlinks=False)
     return socket_dir
+
+
+def _check_private(folder: Path, owners: set[int]) -> None:
+    """The socket's folder must be ours alone: the server trusts every connection on its
+    socket, so a folder another local user made first (its name is predictable) would let that
+    user in as the database's superuser. A link is refused too, not followed."""
+    info = folder.lstat()
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners
+            or stat.S_IMODE(info.st_mode) & 0o077):
+        raise RuntimeError(
+            f"{folder}, where the embedded PostgreSQL's socket goes (the data folder's path is "
+            f"too long for a socket), is not a folder of this user's with mode 0700: another "
+            f"user may have made it to reach the database. Remove it, or use a data folder "
+            f"with a shorter path")

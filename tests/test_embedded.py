@@ -4,11 +4,14 @@ PostgreSQL that dies with its parent and never reuses one an earlier run left be
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,28 @@ def test_a_port_asked_for_and_taken_is_an_error_that_says_so(tmp_path):
 
         with pytest.raises(RuntimeError, match="address already in use"):
             embedded.EmbeddedNats.start(tmp_path / "nats", port)
+
+
+def test_a_long_data_paths_socket_folder_must_be_this_users_alone(tmp_path, monkeypatch):
+    """A data folder too deep for a socket path puts the socket in a folder of the temporary
+    directory, whose name anyone can work out. One made first by another user, or open to
+    others, or a link, is refused: the server trusts whoever reaches its socket. Before, it
+    was used as found, and another local user connected as the database's superuser."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data_dir = tmp_path / ("d" * 120)
+    made = embedded._socket_dir(data_dir, None)
+    assert made.parent == tmp_path and stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert embedded._socket_dir(data_dir, None) == made  # the same on every start
+
+    made.chmod(0o777)  # opened to others
+    with pytest.raises(RuntimeError, match="mode 0700"):
+        embedded._socket_dir(data_dir, None)
+    made.chmod(0o700)
+    if os.getuid() == 0:  # only root can give a folder away
+        os.chown(made, pwd.getpwnam("nobody").pw_uid, -1)  # another user's
+        with pytest.raises(RuntimeError, match="another user"):
+            embedded._socket_dir(data_dir, None)
+    made.rmdir()
+    made.symlink_to(tmp_path)  # a link to a folder of ours
+    with pytest.raises(RuntimeError):
+        embedded._socket_dir(data_dir, None)
