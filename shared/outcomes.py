@@ -74,8 +74,15 @@ async def deliver(broker: NatsBroker, origin: Origin, reply: BaseModel, *, msg_i
 
 
 async def send_reply(broker: NatsBroker, origin: Origin, body: bytes, msg_id: str) -> None:
+    """The reply, to its caller: an online caller's reply subject, a batch job's results.
+    A request on a tenant's subject is answered only in that tenant's own inboxes: its reply
+    subject is the caller's to choose, and answering another's would publish into it (a
+    refusal, an error ending another caller's stream)."""
     if origin.kind == "online":
-        if origin.reply_to:  # a plain publish with no reply subject has nobody to answer
+        if origin.reply_to and not subjects.own_inbox(origin.tenant, origin.reply_to):
+            log.info("reply.not_sent", reason="reply subject outside the tenant's inboxes",
+                     tenant=origin.tenant)
+        elif origin.reply_to:  # a plain publish with no reply subject has nobody to answer
             # nats-py directly: a core reply needs nothing of FastStream's publish path, which
             # costs more than the rest of a refusal under a burst.
             headers = {"correlation_id": origin.correlation_id} if origin.correlation_id else None

@@ -278,6 +278,27 @@ async def test_a_client_asks_submits_and_reads_its_own_results_over_tls(secured_
         assert stats["requests"] >= 2, stats
 
 
+@pytest.mark.parametrize("body", [b'{"prompt": ""}', b'{"prompt": "Name a colour."}'])
+async def test_a_tenants_request_is_never_answered_in_another_identitys_inbox(secured_stack,
+                                                                           body):
+    """A request on acme's subject with the gateway's inbox as its reply subject (refused as
+    invalid, and as a foreign reply subject) is answered nowhere; before, the refusal was
+    published into that inbox, where it could end another caller's stream."""
+    async with identity(secured_stack, "gateway") as gateway, \
+            identity(secured_stack, "client-acme") as acme:
+        victim = f"{nats_auth.inbox_prefix('gateway')}.victim"
+        heard = await gateway.nc.subscribe(victim)
+        await gateway.nc.flush()
+        own = await acme.nc.request(client.chat_subject("acme"), body, timeout=30)
+        await acme.nc.publish(client.chat_subject("acme"), body, reply=victim)
+        await acme.nc.flush()
+        again = await acme.nc.request(client.chat_subject("acme"), body, timeout=30)
+
+        with pytest.raises(nats.errors.TimeoutError):
+            await heard.next_msg(timeout=1)
+    assert json.loads(own.data)["request_id"] and json.loads(again.data)["request_id"]
+
+
 async def test_the_cli_connects_over_tls_as_a_client_identity(secured_stack):
     env = {**os.environ, **secured_stack.env("client-acme")}
     asked = await asyncio.to_thread(

@@ -177,7 +177,7 @@ class FrontDoor:
         self.burst_seen = time.monotonic()
         found = outcomes.salvage(msg.data) if len(msg.data) <= SALVAGE_MAX_BYTES else NOTHING
         request_id = found.request_id or trace_id
-        if origin.reply_to and subjects.own_inbox(origin.tenant, origin.reply_to):
+        if origin.reply_to:
             refusal = ErrorReply(request_id=request_id, error=ErrorBody(
                 code=ErrorCode.OVERLOADED,
                 message=f"the router holds {self.admission.limit} online requests already; "
