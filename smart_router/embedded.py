@@ -22,7 +22,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,6 +32,7 @@ import structlog
 log = structlog.get_logger("smart_router.embedded")
 
 NATS_READY_TIMEOUT_S = 15.0
+NATS_READY_LINE = b"[INF] Server is ready"  # its log line once clients may connect
 PORT_ATTEMPTS = 3
 POSTGRES_READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -130,8 +130,9 @@ class EmbeddedNats:
               scheme: str = "nats") -> EmbeddedNats:
         """`config` (users and permissions, TLS: see shared/nats_auth.py) is read by the
         server; `scheme` is what its clients connect with (tls when the config asks). A port
-        this picks (the monitor's, and the clients' when `port` is None) can be taken by
-        another process between the pick and the bind: then it tries new ones."""
+        this picks (when `port` is None) can be taken by another process between the pick and
+        the bind: then it tries a new one. It has no monitoring port: that HTTP port answers
+        anyone on the machine, users' names and every subscription included."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 return cls._start(data_dir, port, config, scheme)
@@ -145,13 +146,12 @@ class EmbeddedNats:
                scheme: str) -> EmbeddedNats:
         binary = nats_server_binary()
         client_port = port or free_port()
-        monitor = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
         log = data_dir / "nats-server.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [binary, *(["-c", str(config)] if config else []), "-js", "-sd", str(data_dir),
-                 "-a", "127.0.0.1", "-p", str(client_port), "-m", str(monitor)],
+                 "-a", "127.0.0.1", "-p", str(client_port)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=output,
                 start_new_session=True, preexec_fn=die_with_parent,
             )
@@ -160,18 +160,13 @@ class EmbeddedNats:
             if process.poll() is not None:
                 said = log.read_text(errors="replace")[-2000:]
                 refused = [line for line in said.splitlines() if "in use" in line]
-                taken = [p for p in (monitor, None if port else client_port)
-                         if p and any(f":{p}" in line for line in refused)]
-                if taken:
-                    raise PortTaken(f"port {taken[0]} was taken before nats-server bound it")
+                if not port and any(f":{client_port}" in line for line in refused):
+                    raise PortTaken(f"port {client_port} was taken before nats-server bound it")
                 raise RuntimeError(f"{binary} exited with code {process.returncode}: "
                                    f"{said.strip().splitlines()[-1] if said.strip() else ''}")
-            with contextlib.suppress(OSError):
-                ready = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
-                with urllib.request.urlopen(ready, timeout=1) as response:
-                    if response.status == 200:
-                        return cls(process, f"{scheme}://127.0.0.1:{client_port}", binary,
-                                   binary_version(binary))
+            if NATS_READY_LINE in log.read_bytes():  # after JetStream's start and the listener
+                return cls(process, f"{scheme}://127.0.0.1:{client_port}", binary,
+                           binary_version(binary))
             time.sleep(0.05)
         process.kill()
         process.wait()

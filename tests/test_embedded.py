@@ -14,6 +14,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from smart_router import embedded
@@ -45,6 +46,18 @@ def test_embedded_nats_is_the_environments_pinned_binary(tmp_path):
     finally:
         server.stop()
     assert server.process.returncode is not None
+
+
+def test_embedded_nats_listens_for_clients_only(tmp_path):
+    """No monitoring port: its HTTP answers anyone on the machine with every user's name and
+    subscription (reply inboxes included). Before, one was open beside the clients' port."""
+    server = embedded.EmbeddedNats.start(tmp_path / "nats")
+    try:
+        listening = {c.laddr for c in psutil.Process(server.process.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN}
+    finally:
+        server.stop()
+    assert [f"nats://{ip}:{port}" for ip, port in listening] == [server.url]
 
 
 def test_embedded_postgres_dies_with_the_process_that_started_it(tmp_path):
