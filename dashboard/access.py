@@ -12,7 +12,9 @@ import hmac
 
 from flask import Flask, Response, request
 
-from .settings import DashboardSettings, host_name
+from shared.hosts import host_name
+
+from .settings import DashboardSettings
 
 REALM = 'Basic realm="Smart Router dashboard", charset="UTF-8"'
 

@@ -4,34 +4,13 @@ start with the variable's name."""
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# In a Host header: a name, an IPv4 address or a bracketed IPv6 one, then perhaps a port.
-HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]{1,5})?")
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-WILDCARD_ADDRESSES = ("0.0.0.0", "[::]")  # bound to every interface: not a name to serve
-
-
-def normalised(name: str) -> str | None:
-    """A name as Host headers are compared: lower case, no trailing dot, IPv6 in brackets and
-    compressed. None when it is not a host name (one with a port is not)."""
-    name = name.strip().lower().rstrip(".")
-    with contextlib.suppress(ValueError):
-        return f"[{ipaddress.IPv6Address(name.removeprefix('[').removesuffix(']'))}]"
-    return name if re.fullmatch(r"[a-z0-9_.-]+", name) else None
-
-
-def host_name(header: str | None) -> str | None:
-    """The name a Host header asks for, without its port; None when it is not a Host header."""
-    match = HOST_HEADER.fullmatch((header or "").strip().lower())
-    return normalised(match[1]) if match else None
+from shared import hosts
 
 
 class DashboardSettings(BaseSettings):
@@ -58,15 +37,7 @@ class DashboardSettings(BaseSettings):
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _names(cls, value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-        names = [name for name in (value.split(",") if isinstance(value, str) else value)
-                 if name.strip()]
-        hosts = []
-        for name in names:
-            host = normalised(name)
-            if host is None:
-                raise ValueError(f"{name!r} is not a host name (give names without a port)")
-            hosts.append(host)
-        return tuple(hosts)
+        return hosts.names(value)
 
     @model_validator(mode="after")
     def _one_login(self) -> DashboardSettings:
@@ -84,11 +55,8 @@ class DashboardSettings(BaseSettings):
         return self
 
     def allowed_names(self) -> frozenset[str]:
-        """The names a request's Host header may ask for: the loopback names, the address bound
-        to unless it is every interface, and DASHBOARD_ALLOWED_HOSTS."""
-        bound = normalised(self.host)
-        extra = () if bound in WILDCARD_ADDRESSES or bound is None else (bound,)
-        return frozenset((*LOOPBACK_NAMES, *extra, *self.allowed_hosts))
+        """The names a request's Host header may ask for (shared/hosts.py)."""
+        return hosts.served(self.host, self.allowed_hosts)
 
     @property
     def login(self) -> str:

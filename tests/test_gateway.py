@@ -197,7 +197,7 @@ async def test_a_request_head_over_the_bound_is_refused_before_it_is_all_read(ga
     reader, writer = await asyncio.open_connection(host, int(port))
     answer = b""
     try:
-        writer.write(b"GET /v1/health HTTP/1.1\r\nhost: x\r\nx-big: ")
+        writer.write(b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nx-big: ")
         for _ in range(1024):
             writer.write(b"a" * 65_536)
             await writer.drain()
@@ -215,10 +215,10 @@ async def test_pipelined_requests_each_within_the_head_bound_are_both_answered(g
     """Two requests of 40 KiB heads in one write (80 KiB, over the bound together): each is
     within it, so each is answered."""
     host, port = gateway.removeprefix("http://").split(":")
-    head = b"GET /v1/health HTTP/1.1\r\nhost: x\r\nx-pad: %s\r\n\r\n" % (b"a" * 40_960)
+    head = b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nx-pad: %s\r\n\r\n" % (b"a" * 40_960)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        writer.write(head + head.replace(b"host: x", b"host: x\r\nconnection: close"))
+        writer.write(head + head.replace(b"x-pad", b"connection: close\r\nx-pad"))
         answer = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
@@ -243,11 +243,47 @@ async def test_fastapis_own_refusals_are_coded_errors_in_the_routes_shape(http):
     assert openai_wrong_method.json()["error"]["type"] == "invalid_request_error"
 
 
+async def test_a_post_whose_body_is_not_said_to_be_json_is_refused_415(http):
+    """A page on another site may post text, a form or untyped bytes to this address without
+    the browser asking the gateway first (CORS): such a body is refused before it is read.
+    Before, /v1/chat answered a text/plain post, and billed it."""
+    body = b'{"prompt": "Name a colour."}'
+    for path, content_type in (("/v1/chat", "text/plain"), ("/v1/chat", None),
+                               ("/v1/chat/completions", "application/x-www-form-urlencoded"),
+                               ("/v1/feedback", "text/plain;charset=UTF-8")):
+        headers = {"content-type": content_type} if content_type else {}
+        response = await http.post(path, content=body, headers=headers)
+
+        assert response.status_code == 415, (path, content_type, response.text)
+        assert response.json()["error"]["code"] == "invalid_request"
+    typed = await http.post("/v1/chat", content=body,
+                            headers={"content-type": "application/json; charset=utf-8"})
+    assert typed.status_code == 200, typed.text
+
+
+async def test_a_host_name_not_served_is_refused_on_every_route(strict_gateway):
+    """A page that rebinds its own name to the gateway's address sends that name as Host: it is
+    refused (400) on every route, before any key or body. Loopback names and
+    GATEWAY_ALLOWED_HOSTS are served."""
+    port = strict_gateway.rsplit(":", 1)[1]
+    async with httpx.AsyncClient(base_url=strict_gateway, timeout=30) as client:
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.2", "not a host"):
+            for method, path in (("GET", "/v1/health"), ("POST", "/v1/chat"),
+                                 ("GET", "/v1/models"), ("GET", "/docs")):
+                refused = await client.request(method, path, headers={"host": host})
+                assert refused.status_code == 400, (host, path)
+                assert "GATEWAY_ALLOWED_HOSTS" in refused.text
+        for host in (f"localhost:{port}", "router.example", f"ROUTER.example:{port}"):
+            served = await client.get("/v1/health", headers={"host": host})
+            assert served.status_code == 200, (host, served.text)
+
+
 @pytest.fixture(scope="module")
 def strict_gateway(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A gateway with short head and body timeouts, to see them at work."""
+    """A gateway with short head and body timeouts, to see them at work, and a host name."""
     with gateway_process(stack, tmp_path_factory.mktemp("strict-gateway"),
-                         GATEWAY_HEAD_TIMEOUT_S="1", GATEWAY_BODY_TIMEOUT_S="1") as base:
+                         GATEWAY_HEAD_TIMEOUT_S="1", GATEWAY_BODY_TIMEOUT_S="1",
+                         GATEWAY_ALLOWED_HOSTS="router.example") as base:
         yield base
 
 
@@ -288,7 +324,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_coded_408(strict_gateway
     """A body stalled after its first bytes is answered 408 `timeout` (in the route's error
     shape) when the body timeout (1 s) passes, and the connection is closed; before, the
     request waited for the rest for ever."""
-    head = (b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    head = (b"POST %s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
             b"content-length: 100\r\n\r\n" % path.encode())
     answer = await _answer_to(strict_gateway, [head, b'{"prompt": "Na'])
 
@@ -523,7 +559,8 @@ async def test_feedback_over_http_reaches_the_ledger_or_is_refused_with_a_status
     unknown = await http.post("/v1/feedback", json={"request_id": "no-such", "score": 0.5})
     invalid = await http.post("/v1/feedback", json={"request_id": reply["request_id"],
                                                      "score": 2})
-    too_large = await http.post("/v1/feedback", content=b"x" * 5000)
+    too_large = await http.post("/v1/feedback", content=b"x" * 5000,
+                                headers={"content-type": "application/json"})
 
     assert ack.status_code == 200, ack.text
     assert ack.json() == {"request_id": reply["request_id"], "score": 0.5, "recorded": True}

@@ -28,7 +28,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared import hosts
 from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
 from shared.health import Counters
@@ -53,12 +55,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status in (400, 401, 403, 404, 409, 413, 429, 500, 502, 503, 504)}
 
 
-class TooLarge(Exception):
-    pass
+class Refused(Exception):
+    """A request refused before the router sees it: its error reply, status and headers."""
 
+    def __init__(self, reply: dict[str, Any], status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(reply["error"]["message"])
+        self.reply, self.status, self.headers = reply, status, headers
 
-class TooSlow(Exception):
-    """The body did not all arrive within the gateway's body timeout."""
+    def response(self, request: Request) -> Response:
+        return errors.for_route(request.url.path, self.reply, self.status, self.headers)
 
 
 async def caller(request: Request) -> str | None:
@@ -87,17 +93,20 @@ AUTHENTICATED = [Depends(caller)]
 
 
 def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
-               keys: ApiKeys | None = None, body_timeout_s: float = 30.0) -> FastAPI:
+               keys: ApiKeys | None = None, body_timeout_s: float = 30.0,
+               served_hosts: frozenset[str] = hosts.served("127.0.0.1", ())) -> FastAPI:
     app = FastAPI(
         title="Smart Router",
         summary="Routes each prompt to the cheapest model tier that answers it well.",
         version="1",
     )
     app.state.keys = keys
+    app.add_middleware(ServedHosts, served=served_hosts)
     limit = cfg.limits.max_request_bytes
-
-    async def body_of(request: Request, limit: int) -> bytes:
-        return await _body(request, limit, body_timeout_s)
+    too_large = errors.error_reply(ErrorCode.PROMPT_TOO_LARGE, f"the request is over {limit} "
+                                   "bytes (limits.max_request_bytes)")
+    feedback_too_large = errors.error_reply(
+        ErrorCode.INVALID_REQUEST, f"the feedback is over {MAX_FEEDBACK_BYTES} bytes")
 
     @app.exception_handler(RouterError)
     async def refused(request: Request, exc: RouterError) -> Response:
@@ -129,16 +138,14 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         """The body is a ChatRequest: `{"prompt": ...}` or `{"messages": [...]}` with the
         router's optional fields. The reply adds the router's figures to the seed's fields."""
         try:
-            body = await body_of(request, limit)
+            body = await _body(request, limit, body_timeout_s, too_large)
             if tenant is not None:
                 body = _as_tenant(body, tenant)
             if _STREAM_KEY.search(body) and _asks_stream(body):
                 raise RouterError(ErrorCode.INVALID_REQUEST, "'stream': /v1/chat answers whole; "
                                   "stream with POST /v1/chat/completions")
-        except TooLarge:
-            return errors.router_error(_too_large(limit))
-        except TooSlow:
-            return _too_slow(request, body_timeout_s)
+        except Refused as refused:
+            return refused.response(request)
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
         with _counted(counters):
@@ -167,14 +174,12 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         `comment` (with API keys on, the key's tenant). 404 `unknown_request` when the tenant
         has no answered request of that id."""
         try:
-            body = await body_of(request, MAX_FEEDBACK_BYTES)
+            body = await _body(request, MAX_FEEDBACK_BYTES, body_timeout_s,
+                               feedback_too_large)
             if tenant is not None:
                 body = _as_tenant(body, tenant)
-        except TooLarge:
-            return errors.router_error(errors.error_reply(
-                ErrorCode.INVALID_REQUEST, f"the feedback is over {MAX_FEEDBACK_BYTES} bytes"))
-        except TooSlow:
-            return _too_slow(request, body_timeout_s)
+        except Refused as refused:
+            return refused.response(request)
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
         return await _relayed(link.feedback(body))
@@ -187,7 +192,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         the request's."""
         param = None
         try:
-            body = await body_of(request, limit)
+            body = await _body(request, limit, body_timeout_s, too_large)
             completion_request = openai_api.parse_completion_request(body)
             param = "model"
             router_body = openai_api.to_router_request(completion_request, cfg)
@@ -203,10 +208,8 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
                                            include_usage)
             with _counted(counters):
                 reply, _ = await link.chat(_encoded(router_body))
-        except TooLarge:
-            return errors.openai_error(_too_large(limit))
-        except TooSlow:
-            return _too_slow(request, body_timeout_s)
+        except Refused as refused:
+            return refused.response(request)
         except RouterError as exc:
             return errors.openai_error(errors.error_reply(exc.code, exc.message), param=param)
         except Unavailable as exc:
@@ -381,37 +384,53 @@ def _sse(frame: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(frame)}\n\n".encode()
 
 
-async def _body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The body, refused as soon as it is known to be over `limit` bytes (before it is all
-    read, when the client says its length), or once it has taken `timeout_s` to arrive (a
-    client sending a byte now and then would hold its connection and memory for ever)."""
+async def _body(request: Request, limit: int, timeout_s: float,
+                too_large: dict[str, Any]) -> bytes:
+    """The body, refused unless it says it is JSON (a page on another site can post only text,
+    forms or untyped bytes to this address without the browser asking first), as soon as it is
+    known to be over `limit` bytes (before it is all read, when the client says its length),
+    or once it has taken `timeout_s` to arrive (a client sending a byte now and then would hold
+    its connection and memory for ever)."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != JSON and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise Refused(errors.error_reply(ErrorCode.INVALID_REQUEST, "the body must be JSON, "
+                                         "sent with 'Content-Type: application/json'"), 415)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge
+        raise Refused(too_large)
     parts, size = [], 0
     try:
         async with asyncio.timeout(timeout_s):
             async for part in request.stream():
                 size += len(part)
                 if size > limit:
-                    raise TooLarge
+                    raise Refused(too_large)
                 parts.append(part)
     except TimeoutError:
-        raise TooSlow from None
+        # 408, and the connection closed after it (uvicorn reads `connection: close`): the
+        # rest of a slow body is not worth waiting for.
+        raise Refused(errors.error_reply(
+            ErrorCode.TIMEOUT, f"the request's body took over {timeout_s:g} s to arrive "
+            "(GATEWAY_BODY_TIMEOUT_S)"), 408, {"connection": "close"}) from None
     return b"".join(parts)
 
 
-def _too_slow(request: Request, timeout_s: float) -> Response:
-    """408, and the connection closed after it (uvicorn reads `connection: close`): the rest of
-    a slow body is not worth waiting for."""
-    reply = errors.error_reply(ErrorCode.TIMEOUT, f"the request's body took over {timeout_s:g} "
-                               "s to arrive (GATEWAY_BODY_TIMEOUT_S)")
-    return errors.for_route(request.url.path, reply, 408, {"connection": "close"})
+class ServedHosts:
+    """Requests whose Host header names no served host are refused (shared/hosts.py): a page
+    on another site rebinding its own name to this address would otherwise read the answers."""
 
+    def __init__(self, app: ASGIApp, served: frozenset[str]) -> None:
+        self.app, self.served = app, served
 
-def _too_large(limit: int) -> dict[str, Any]:
-    return errors.error_reply(ErrorCode.PROMPT_TOO_LARGE,
-                              f"the request is over {limit} bytes (limits.max_request_bytes)")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if hosts.host_name(header) not in self.served:
+                reply = errors.error_reply(ErrorCode.INVALID_REQUEST, "this host name is not "
+                                           "served here; add it to GATEWAY_ALLOWED_HOSTS")
+                await errors.for_route(scope["path"], reply, 400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ STATUS = {
 OPENAI_TYPE = {400: "invalid_request_error", 401: "invalid_request_error",
                403: "permission_error", 404: "invalid_request_error",
                405: "invalid_request_error", 408: "invalid_request_error",
+               415: "invalid_request_error",
                409: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
 # A router that is not running at all: nothing answers on router.v1.chat.

@@ -15,15 +15,16 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 import uvicorn
 from faststream import FastStream
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shared import hosts
 from shared.config import RouterConfig, Settings
 from shared.errors import ErrorCode
 from shared.runtime import Service
@@ -48,6 +49,14 @@ class GatewaySettings(BaseSettings):
     # and its body within gateway_body_timeout_s: a client trickling bytes holds a connection.
     gateway_head_timeout_s: float = Field(default=10.0, gt=0)
     gateway_body_timeout_s: float = Field(default=30.0, gt=0)
+    # Host names served besides localhost, 127.0.0.1, [::1] and the address bound to,
+    # comma-separated (shared/hosts.py): a request naming another is refused.
+    gateway_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("gateway_allowed_hosts", mode="before")
+    @classmethod
+    def _names(cls, value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        return hosts.names(value)
 
 
 # A request's line and headers, in bytes: past it, 431 and the connection closed.
@@ -200,7 +209,8 @@ class HttpFrontDoor:
         link = RouterLink(lambda: broker.connection, cfg.limits.request_timeout_s)
         http = type("GatewayHttp", (_GuardedHttp,), {"settings": where})
         self.server = _Server(uvicorn.Config(
-            create_http_app(link, cfg, service.counters, keys, where.gateway_body_timeout_s),
+            create_http_app(link, cfg, service.counters, keys, where.gateway_body_timeout_s,
+                            hosts.served(where.gateway_host, where.gateway_allowed_hosts)),
             host=where.gateway_host, port=where.gateway_port, http=http, lifespan="off",
             access_log=False,
             log_config=None, timeout_graceful_shutdown=int(cfg.limits.request_timeout_s) + 5,
