@@ -225,10 +225,14 @@ def password_variable(user: str) -> str:
     return "NATS_PASSWORD_" + user.upper().replace("-", "_")
 
 
-def deploy_config() -> str:
-    """The printed config: the shipped identities (the demo tenant `default`), passwords from
-    the environment."""
-    tenants = [DEMO_TENANT]
+def with_demo(tenants: list[str]) -> list[str]:
+    """The tenants that get a client identity: the demo tenant `default`, then those named."""
+    return list(dict.fromkeys([DEMO_TENANT, *(checked_tenant(t) for t in tenants)]))
+
+
+def deploy_config(tenants: list[str]) -> str:
+    """The printed config: the shipped identities, a client per tenant, passwords from the
+    environment."""
     return server_config({u: f"${password_variable(u)}" for u in identities(tenants)}, tenants)
 
 
@@ -303,13 +307,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder-per-identity", action="store_true",
                         help="with --write: DIR/server/nats.conf and DIR/<identity>/"
                         "<identity>.env instead, one sub-folder for each container to mount")
+    parser.add_argument("--tenant", metavar="NAME", action="append", default=[],
+                        help="a client identity (client-NAME) for this tenant too, besides "
+                        f"'{DEMO_TENANT}'; repeat for more")
     args = parser.parse_args(argv)
+    try:
+        tenants = with_demo(args.tenant)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.write is None:
         if args.folder_per_identity:
             parser.error("--folder-per-identity goes with --write")
-        sys.stdout.write(deploy_config())
+        sys.stdout.write(deploy_config(tenants))
         return
-    files = write_identities(args.write, [DEMO_TENANT], apart=args.folder_per_identity)
+    files = write_identities(args.write, tenants, apart=args.folder_per_identity)
     print(f"wrote {config_file(args.write, apart=args.folder_per_identity)} and {len(files)} "
           "identities", file=sys.stderr)
 

@@ -134,12 +134,22 @@ def up(
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Run the embedded NATS open (no users): anyone who reaches it can "
         "read and forge every message. For local experiments only.")] = False,
+    tenant: Annotated[list[str] | None, typer.Option(
+        metavar="NAME", help="Make a NATS client identity for this tenant too "
+        "(<data dir>/nats-auth/client-NAME.env), besides 'default'; repeat for more.")] = None,
 ) -> None:
     """Run the whole stack on this machine. NATS, PostgreSQL, the five services and the
     dashboard; Ctrl-C stops it."""
+    from shared import nats_auth
+
     from .stack import Stack
 
-    _run(Stack(data_dir=data_dir.resolve(), config_path=config, insecure=insecure).run())
+    try:
+        nats_auth.with_demo(tenant or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tenant") from None
+    _run(Stack(data_dir=data_dir.resolve(), config_path=config, insecure=insecure,
+               tenants=tenant or []).run())
 
 
 @command()

@@ -64,6 +64,7 @@ class Stack:
     data_dir: Path
     config_path: Path | None = None
     insecure: bool = False
+    tenants: list[str] = field(default_factory=list)  # client identities besides the demo's
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _identities: dict[str, Path] = field(default_factory=dict)  # identity -> its file
     _nats: embedded.EmbeddedNats | None = None
@@ -136,7 +137,7 @@ class Stack:
                     "a user and permissions per service.")
         else:
             self._identities = nats_auth.write_identities(
-                up_auth.folder(self.data_dir), [nats_auth.DEMO_TENANT],
+                up_auth.folder(self.data_dir), nats_auth.with_demo(self.tenants),
                 url=f"nats://127.0.0.1:{port}")
             config = up_auth.folder(self.data_dir) / "nats.conf"
         moved = up_stores.adopt_earlier_open_store(self.data_dir)

@@ -154,8 +154,14 @@ class Watched:
 
 @contextlib.asynccontextmanager
 async def identity(secured: Secured, user: str) -> AsyncIterator[Watched]:
+    async with identity_settings(secured.settings(user)) as watched:
+        yield watched
+
+
+@contextlib.asynccontextmanager
+async def identity_settings(settings: Settings) -> AsyncIterator[Watched]:
     watched = Watched()
-    await watched.connect(secured.settings(user))
+    await watched.connect(settings)
     try:
         yield watched
     finally:
@@ -306,3 +312,38 @@ async def test_the_cli_connects_over_tls_as_a_client_identity(secured_stack):
         env=env, capture_output=True, text=True, timeout=90)
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["request_id"]
+
+
+def test_identities_are_written_for_the_tenants_named(tmp_path):
+    """`python -m shared.nats_auth --write DIR --tenant NAME` (and `up --tenant NAME`) makes a
+    client identity per tenant beside the demo one; each may ask on its own subject only.
+    Before, only client-default could exist without editing code. A name that is not a
+    subject token is refused."""
+    folder = tmp_path / "auth"
+    command = [sys.executable, "-m", "shared.nats_auth", "--write", str(folder)]
+    subprocess.run([*command, "--tenant", "acme", "--tenant", "globex"], check=True,
+                   capture_output=True)
+    refused = subprocess.run([*command, "--tenant", "a.b"], capture_output=True, text=True)
+
+    assert refused.returncode == 2 and "tenant 'a.b'" in refused.stderr
+    clients = {f.stem for f in folder.glob("client-*.env")}
+    assert clients == {"client-default", "client-acme", "client-globex"}
+    server = embedded.EmbeddedNats.start(tmp_path / "data", config=folder / "nats.conf")
+
+    async def ask_as_globex() -> tuple[str, str]:
+        env = nats_auth.read_env(folder / "client-globex.env")
+        settings = Settings(**{k.lower(): v for k, v in env.items()}, nats_url=server.url)
+        async with identity_settings(settings) as globex:
+            await globex.nc.publish(client.chat_subject("acme"), b"{}")
+            foreign = await globex.refused(client.chat_subject("acme"))
+            await globex.nc.publish(client.chat_subject("globex"), b"{}")
+            await globex.nc.flush()
+            with pytest.raises(TimeoutError):
+                await globex.refused(client.chat_subject("globex"))
+        return env["NATS_USER"], foreign
+
+    try:
+        user, foreign = asyncio.run(ask_as_globex())
+    finally:
+        server.stop()
+    assert user == "client-globex" and "permissions violation" in foreign.lower()
