@@ -114,8 +114,8 @@ def service_grants() -> dict[str, Grants]:
                            f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
     ledger.subscribe += [subjects.STATS, *subjects.with_tenants(subjects.FEEDBACK)]
     # The HTTP gateway authenticates its callers itself: it asks for them on the shared
-    # subjects, naming their tenant in the body, and reads every tenant's results.
-    gateway = Grants("gateway").service().watch(subjects.RESULTS_STREAM)
+    # subjects, naming their tenant in the body. It reads no results.
+    gateway = Grants("gateway").service()
     gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS, subjects.FEEDBACK,
                         f"{subjects.CANCEL_PREFIX}.>"]
     return {g.name: g for g in (classifier, dispatcher, escalator, ledger, gateway)}

@@ -212,6 +212,7 @@ async def test_a_client_cannot_forge_or_reach_the_pipeline(secured, subject, bod
     ("ledger", "publish", subjects.DISPATCH),
     ("ledger", "subscribe", subjects.CHAT),
     ("ledger", "publish", "$JS.API.STREAM.DELETE.ROUTER_JOBS"),
+    ("gateway", "publish", "$JS.API.CONSUMER.CREATE.ROUTER_RESULTS"),
     ("admin", "publish", subjects.DISPATCH),
     ("admin", "publish", "$JS.API.STREAM.DELETE.ROUTER_EVENTS"),
 ])
