@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from services.escalator.judge import Judge
 from services.escalator.scoring import Scorer
+from services.escalator.verify import task_type
 from shared.config import EscalationConfig, PricingConfig, load_config
 from shared.messages import Answer
 from shared.pricing import Pricer
@@ -70,6 +72,41 @@ def test_a_hedge_deep_inside_a_long_answer_is_an_aside_not_a_hedged_answer(score
             + "I'm not sure which driver you use, but the idea is the same.")
 
     assert "hedging" not in scorer.score(answer(text)).signals
+
+
+# Answers built to make a backtracking pattern run in quadratic time, or to break the
+# arithmetic check's evaluation: each at the answer's byte bound (128 KiB).
+HOSTILE = {
+    "digit groups": "The number is " + "1,000," * 21_800 + "000.",
+    "a comma list": ",".join(str(i) for i in range(1, 23_000)),
+    "a chain with no result": "Values: " + " - ".join(["7"] * 32_000) + " done",
+    "a chain too long to parse": "Sum: " + " + ".join(["1"] * 32_000) + " = 5",
+    "a number past a float": "So " + "1" * 400 + " + 1 = 2",
+    "a product past a float": f"{'9' * 300} x {'9' * 300} = {'9' * 600}",
+    "many small steps": "2 x 3 = 6, " * 11_900,
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_hostile_answer_is_scored_without_a_crash_or_a_stall(scorer, text):
+    """The scorer runs on the escalator's event loop: before, the first answer here took 105 s
+    of it (the pattern backtracked over the comma groups), and a 400-digit number or a long
+    chain raised OverflowError or RecursionError, so a paid answer was redelivered until it
+    was dead-lettered. Each now scores in milliseconds; the bound below is 100 times that."""
+    started = time.process_time()
+    score = scorer.score(answer(text))
+
+    assert time.process_time() - started < 2.0
+    assert "arithmetic" not in score.signals
+
+
+def test_the_option_cue_does_not_run_across_blank_lines():
+    """A prompt of 256 KiB of blank lines took minutes in task_type (verify's eligibility):
+    the option pattern's \\s* at every line start ran on to the end."""
+    started = time.process_time()
+    assert task_type("\n" * 262_144) == "other"
+    assert time.process_time() - started < 2.0
+    assert task_type("Which is right?\n\nA) one\n  B) two\n(C) three") == "choice"
 
 
 def test_disabled_signals_do_not_count():

@@ -11,19 +11,22 @@ escalator's CPU).
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import operator
 import re
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import ahocorasick
+import structlog
 
 from shared.config import EscalationConfig, Signal
 from shared.messages import Answer
 
+log = structlog.get_logger(__name__)
 PHRASES = Path(__file__).with_name("phrases.toml")
 
 # The score each signal caps an answer at: with the default threshold (0.5) any one escalates;
@@ -35,16 +38,20 @@ REFUSAL_WINDOW = 300  # a refusal opens the answer; a quoted one deep inside is 
 HEDGE_WINDOW = 250  # one hedge in the opening, or two anywhere, mark a hedged answer
 SHORT_ANSWER = 400  # ...and in a short answer one is enough
 _CONTENT = re.compile(r"\w", re.UNICODE)
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
+# Possessive quantifiers throughout (nothing is given back): with backtracking, a 128 KB run of
+# "1,000,1,000,..." took 105 s of the escalator's event loop; now it takes milliseconds.
+_NUMBER = r"-?\d++(?:,\d++)*+(?:\.\d++)?+"
 _OPERATOR = "-+*/x\u00d7\u00f7\u2212"  # x, the multiplication and division signs, the minus
 # "12 x 7 = 84", "80 x 20/100 = 16", "= 48 + 7 = 55" in a chain: a step that can be checked. It
 # must stand alone: not the tail of a longer expression (a power, a variable, a term after an
-# operator, a mixed number's fraction), and its result not the head of one ("= 320 + 48",
-# "= 7/8", "= 3x").
+# operator, a mixed number's fraction, a number's own digits after a comma), and its result not
+# the head of one ("= 320 + 48", "= 7/8", "= 3x").
 _EQUATION = re.compile(
-    rf"(?<![^\s:;,(\[])(?<![{_OPERATOR}^\d]\s)"
-    rf"((?:{_NUMBER}\s*[{_OPERATOR}]\s*)+{_NUMBER})\s*=\s*({_NUMBER})"
+    rf"(?<![^\s:;,(\[])(?<!\d,)(?<![{_OPERATOR}^\d]\s)"
+    rf"((?:{_NUMBER}\s*+[{_OPERATOR}]\s*+)++{_NUMBER})\s*+=\s*+({_NUMBER})"
     rf"(?![\w^/(]|\s*[{_OPERATOR}^(]\s*[\w(]|\s\d{{3}}\b)")
+MAX_STEPS = 200  # steps checked in one answer
+MAX_STEP_CHARS = 200  # a longer expression is no worked step (and could nest past the parser)
 _STATED_FINAL = re.compile(rf"answer is\s*\$?({_NUMBER})", re.I)
 _SYMBOLS = str.maketrans({"x": "*", "\u00d7": "*", "\u00f7": "/", "\u2212": "-", ",": ""})
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -101,7 +108,7 @@ class Scorer:
                  and answer.logprob_mean < self._logprob_floor),
                 ("arithmetic", lambda: arithmetic_slip(answer.text)),
             )
-            if name in self._enabled and fires()
+            if name in self._enabled and _fired(name, fires)
         )
         return Score(min((CAPS[name] for name in fired), default=1.0), fired)
 
@@ -114,6 +121,16 @@ class Scorer:
                 or next(hedges, None) is not None)
 
 
+def _fired(name: Signal, check: Callable[[], bool]) -> bool:
+    """A signal's check, as not fired if it fails (logged): a crash here would fail the hop,
+    and its paid answer would be redelivered until it is dead-lettered."""
+    try:
+        return check()
+    except Exception as exc:
+        log.error("signal.failed", signal=name, error=type(exc).__name__)
+        return False
+
+
 def _normal(text: str) -> str:
     return text.lower().replace("\u2019", "'").replace("\u2018", "'")
 
@@ -122,11 +139,16 @@ def arithmetic_slip(text: str) -> bool:
     """Whether a worked answer gets a step's arithmetic wrong, or states a final number that
     none of its steps reached: a calculator's re-check, at no model call."""
     results = []
-    for expression, stated in _EQUATION.findall(text):
+    for step in itertools.islice(_EQUATION.finditer(text), MAX_STEPS):
+        expression, stated = step.groups()
+        if len(expression) > MAX_STEP_CHARS:
+            continue
         value = _evaluate(expression.translate(_SYMBOLS))
         if value is None:
             continue
         claimed = float(stated.replace(",", ""))
+        if not (math.isfinite(value) and math.isfinite(claimed)):
+            continue
         decimals = len(stated.partition(".")[2])
         if abs(value - claimed) > 0.5 * 10.0 ** -decimals + 1e-9:  # beyond the stated rounding
             return True
@@ -136,10 +158,11 @@ def arithmetic_slip(text: str) -> bool:
 
 
 def _evaluate(expression: str) -> float | None:
-    """The value of + - * / over numbers, None for anything else (or a division by zero)."""
+    """The value of + - * / over numbers, None for anything else (a division by zero, a number
+    past a float's range)."""
     try:
         return _value(ast.parse(expression, mode="eval").body)
-    except (SyntaxError, ValueError, ZeroDivisionError):
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None
 
 
