@@ -9,14 +9,18 @@ import sys
 import time
 
 import pytest
+from faststream.nats import NatsBroker
 
 from services.escalator.judge import Judge
 from services.escalator.scoring import Scorer
 from services.escalator.verify import task_type
+from services.escalator.worker import Escalator
+from shared import outcomes
 from shared.config import EscalationConfig, PricingConfig, load_config
 from shared.messages import Answer
 from shared.pricing import Pricer
 from shared.providers import Completion, Providers
+from tests import stage_helpers
 from tests.harness import ask, rows_when_ready
 
 SETTINGS = load_config().escalation
@@ -140,6 +144,34 @@ async def test_the_judge_reads_its_verdict_and_records_its_cost(verdict, expecte
 
     assert addresses is expected
     assert attempt.outcome == "judge" and attempt.cost_usd > 0 and attempt.input_tokens == 120
+
+
+async def test_the_judge_is_not_called_past_the_requests_budget():
+    """A request whose budget cannot cover the judge's call at its worst is not judged (its
+    answer is scored by the free signals only); one that can, is. Before, the judge was called
+    whatever the budget, and the reply cost more than max_cost_usd."""
+    cfg = stage_helpers.stage_config()
+    cfg = cfg.model_copy(update={"escalation": cfg.escalation.model_copy(update={
+        "signals": (*cfg.escalation.signals, "judge"),
+        "judge": cfg.escalation.judge.model_copy(update={
+            "enabled": True, "provider": "groq", "model": "llama-3.1-8b-instant"})})})
+    escalator = Escalator(NatsBroker(), cfg)
+    model = FakeJudgeModel('{"addresses": true}')
+    escalator.judge = Judge(cfg.escalation.judge, Providers({"groq": model}), escalator.pricer)
+    worst = escalator.judge.worst_cost("What is 2+2?", "4")
+    recorded = []
+
+    async def record(broker, envelope, attempts, **_):
+        recorded.extend(attempts)
+    for budget, judged in ((0.01 + worst * 0.99, False), (0.01 + worst * 1.01, True)):
+        envelope = stage_helpers.envelope("What is 2+2?", attempts=[
+            stage_helpers.attempt(1, cost_usd=0.01)], max_cost_usd=budget).model_copy(
+            update={"answer": answer("4").model_copy(update={"attempt": 1})})
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(outcomes, "record_attempts", record)
+            scored = await escalator._scored(envelope)
+        assert any(a.outcome == "judge" for a in scored.attempts) is judged, budget
+    assert len(recorded) == 1 and recorded[0].cost_usd <= worst
 
 
 def test_eval_escalation_prints_precision_and_recall_of_the_weak_verdict():

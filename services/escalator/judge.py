@@ -10,10 +10,11 @@ import time
 
 from shared.config import JudgeConfig, ModelRef
 from shared.messages import Attempt, Outcome
-from shared.pricing import Pricer
+from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import ProviderError, Providers
 
 EXCERPT_CHARS = 2000
+VERDICT_TOKENS = 20
 INSTRUCTIONS = (
     "You check an AI assistant's answer. Reply with JSON only: "
     '{"addresses": true} if the answer actually answers the question, or '
@@ -33,18 +34,14 @@ class Judge:
                         tier: str) -> tuple[bool | None, Attempt]:
         """Whether the answer addresses the prompt (None: the judge could not say), and the
         attempt that records the call."""
-        messages = [
-            {"role": "system", "content": INSTRUCTIONS},
-            {"role": "user", "content": f"<question>{prompt[:EXCERPT_CHARS]}</question>\n"
-                                        f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
-        ]
+        messages = _messages(prompt, answer)
         attempt = functools.partial(Attempt, n=n, hop=hop, model=self._config.model,
                                     provider=self._config.provider, tier=tier,
                                     outcome=Outcome.JUDGE)
         started = time.perf_counter()
         try:
             completion = await self._providers.get(self._config.provider).complete(
-                self._config.model, messages, max_tokens=20, temperature=0.0,
+                self._config.model, messages, max_tokens=VERDICT_TOKENS, temperature=0.0,
                 timeout=self._config.timeout_s, logprobs=False, json_format=True,
             )
         except Exception as exc:
@@ -59,6 +56,20 @@ class Judge:
                                        completion.output_tokens),
             latency_ms=_ms(started), emulated=completion.emulated,
         )
+
+
+    def worst_cost(self, prompt: str, answer: str) -> float:
+        """What the call could cost at most: its whole input, and every verdict token."""
+        contents = (m["content"] for m in _messages(prompt, answer))
+        return self._pricer.cost(self._ref, worst_case_input_tokens(contents), VERDICT_TOKENS)
+
+
+def _messages(prompt: str, answer: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": INSTRUCTIONS},
+        {"role": "user", "content": f"<question>{prompt[:EXCERPT_CHARS]}</question>\n"
+                                    f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
+    ]
 
 
 def _parse(text: str) -> bool | None:

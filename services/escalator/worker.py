@@ -117,7 +117,7 @@ class Escalator:
             return envelope
         score = self.scorer.score(answer)
         value, signals, attempts = score.value, list(score.signals), list(envelope.attempts)
-        if self.judge is not None and not signals:
+        if self.judge is not None and not signals and self._judge_affordable(envelope):
             served = next(a for a in attempts if a.n == answer.attempt)
             addresses, call = await self.judge.addresses(
                 envelope.request.prompt_text, answer.text, n=len(attempts) + 1,
@@ -147,6 +147,15 @@ class Escalator:
         if best is None or (answer.score or 0) > (best.score or 0):
             best = answer
         return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
+
+
+    def _judge_affordable(self, envelope: Envelope) -> bool:
+        """The judge's call fits in what is left of the request's own budget, at its worst."""
+        ceiling = envelope.request.max_cost_usd
+        if ceiling is None or self.judge is None or envelope.answer is None:
+            return ceiling is None
+        worst = self.judge.worst_cost(envelope.request.prompt_text, envelope.answer.text)
+        return envelope.cost_usd + worst <= ceiling
 
 
     def _verifiable(self, envelope: Envelope) -> bool:
