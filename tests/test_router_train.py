@@ -227,6 +227,47 @@ def test_cruxeval_scores_each_models_answer_against_the_reference(tmp_path, monk
         cruxeval.outcomes(tmp_path)
 
 
+def _altered(source: Path, target: Path, **changes: np.ndarray) -> None:
+    """A copy of the model file with some of its arrays replaced."""
+    with np.load(source) as data:
+        arrays = {name: data[name] for name in data.files} | changes
+    with target.open("wb") as out:
+        np.savez(out, **arrays)
+
+
+def test_a_file_that_loads_but_cannot_route_is_refused_and_the_model_kept(
+        trained, tmp_path, monkeypatch):
+    """Swapped in while serving: weights one short of the features named (before: loaded,
+    then every request failed with a matmul error), a calibration that is NaN (before:
+    strong_score NaN, every prompt routed simple, nothing logged), half a file and a lone
+    .npy (before: BadZipFile and TypeError escaped the reload, failing a request each)."""
+    monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)
+    live = tmp_path / "router.npz"
+    shutil.copy(trained[0], live)
+    router = router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
+    prompt = f"Explain a cake recipe using a {MARKER} rotation, please."
+    before = router.judge(prompt)
+    with np.load(trained[0]) as data:  # a ridge's or the neighbours' feature axis
+        short = {name: data[name][..., :-1] for name in data.files
+                 if name in ("scorer_mean", "scorer_scale", "scorer_w", "scorer_keys")}
+    broken = {"nan calibration": {"calibration": np.array([np.nan, 0.0])},
+              "quantiles out of order": {"raw_quantiles": np.linspace(1, 0, 101)},
+              "weights one short": short}
+    files = {name: tmp_path / f"{name}.npz" for name in broken}
+    for name, changes in broken.items():
+        _altered(trained[0], files[name], **changes)
+    half = tmp_path / "half.npz"
+    half.write_bytes(trained[0].read_bytes()[:2000])
+    lone = tmp_path / "lone.npy"
+    np.save(lone, np.zeros(3))
+
+    for bad in [*files.values(), half, lone]:
+        shutil.copy(bad, live)
+        assert router.judge(prompt) == before, bad.name
+        with pytest.raises(ValueError, match="router model"):
+            router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
+
+
 def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(
         trained, tmp_path, monkeypatch):
     monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)  # look at the file on every call

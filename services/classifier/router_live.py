@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 SHIPPED = "shipped"  # the value of classifier.router_model that names the packaged model
 RELOAD_CHECK_S = 1.0
+PROBE = "What is the capital of France, and why is it there?"  # scored before a model is used
 CACHE_SIZE = 10_000
 
 
@@ -75,11 +76,21 @@ class LiveRouter:
         return "complex" if raw >= top else "medium" if raw >= middle else "simple"
 
     def _load(self) -> tuple[Router, tuple[float, float]]:
+        """The model in the file, tried on a prompt first: one that loads but cannot score
+        (its weights one feature short of the features it names) would fail every request."""
         model = RouterModel.load(self._path)
+        router = Router(model, self._featurizer)
+        try:
+            probe = router.strong_score(PROBE)
+        except Exception as exc:
+            raise ValueError(f"the router model {self._path} cannot score a prompt: "
+                             f"{type(exc).__name__}: {exc}") from None
+        if not 0.0 <= probe <= 1.0:
+            raise ValueError(f"the router model {self._path} scores a prompt {probe}")
         log.info("router_model.loaded", path=str(self._path), kind=model.kind,
                  trained_at=model.meta.get("trained_at"), data=model.meta.get("data"))
         top, middle = model.thresholds(self._shares)
-        return Router(model, self._featurizer), (top, middle)
+        return router, (top, middle)
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:

@@ -194,18 +194,35 @@ class RouterModel:
 
     @classmethod
     def load(cls, path: Path) -> RouterModel:
+        """The model in `path`, checked whole: ValueError says what is wrong with a file that
+        is not one (truncated, another format, numbers that are not finite...)."""
         try:
             with np.load(path) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-                    raise ValueError(f"{path} is not a router model of format {FORMAT_VERSION}")
-                scorer = KINDS[meta["kind"]].from_arrays(
-                    {k.removeprefix("scorer_"): data[k] for k in data.files
-                     if k.startswith("scorer_")})
-                return cls(meta["kind"], tuple(meta["features"]), scorer,
-                           tuple(data["calibration"].tolist()), data["raw_quantiles"], meta)
-        except (OSError, KeyError, ValueError, EOFError) as exc:
-            raise ValueError(f"cannot load the router model {path}: {exc}") from None
+                    raise ValueError(f"not a router model of format {FORMAT_VERSION}")
+                arrays = {k.removeprefix("scorer_"): data[k] for k in data.files
+                          if k.startswith("scorer_")}
+                model = cls(meta["kind"], tuple(meta["features"]),
+                            KINDS[meta["kind"]].from_arrays(arrays),
+                            tuple(data["calibration"].tolist()), data["raw_quantiles"], meta)
+                model._check(arrays)
+                return model
+        except Exception as exc:  # np.load alone raises half a dozen kinds on a bad file
+            raise ValueError(f"cannot load the router model {path}: "
+                             f"{type(exc).__name__}: {exc}") from None
+
+    def _check(self, arrays: dict[str, np.ndarray]) -> None:
+        if len(self.calibration) != 2 or len(self.raw_quantiles) != len(QUANTILES):
+            raise ValueError("its calibration or quantiles have the wrong shape")
+        for name, values in [("calibration", np.array(self.calibration)),
+                             ("raw_quantiles", self.raw_quantiles), *arrays.items()]:
+            if not np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
+                raise ValueError(f"its {name} holds a number that is not finite")
+        if np.any(np.diff(self.raw_quantiles) < 0):
+            raise ValueError("its raw_quantiles are not in order")
+        if tuple(self.parts) not in FEATURE_SETS.values():
+            raise ValueError(f"unknown features {list(self.parts)}")
 
 
 class Router:
