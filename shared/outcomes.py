@@ -201,6 +201,10 @@ def request_event(
     )
 
 
+class NotRecorded(Exception):
+    """An error reply was sent, and its ledger row could not be published."""
+
+
 async def fail(
     broker: NatsBroker,
     *,
@@ -212,14 +216,21 @@ async def fail(
     event: RequestEvent,
     retry_after_s: float | None = None,
 ) -> None:
-    """An error reply to the caller and an error row in the ledger: never silence."""
+    """An error reply to the caller and an error row in the ledger: never silence. A row that
+    cannot be published after the reply went raises NotRecorded: the caller has its answer,
+    and must not be sent another."""
     reply = ErrorReply(
         request_id=request_id,
         job_id=origin.job_id if origin.kind == "batch" else None,
         error=ErrorBody(code=code, message=message, retry_after_s=retry_after_s),
     )
     await deliver(broker, origin, reply, msg_id=trace_id)
-    await publish_event(broker, event.model_copy(update={"status": "error", "error_code": code}))
+    try:
+        await publish_event(broker, event.model_copy(update={"status": "error",
+                                                             "error_code": code}))
+    except Exception as exc:
+        raise NotRecorded(f"the error reply went, its ledger row did not: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def rejection_event(

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any
@@ -67,6 +68,7 @@ NATS_LOST_EXIT_S = 120.0
 NATS_LOST_AT_STOP_S = 10.0
 # A stopping instance takes its heartbeat out of the bucket; a beat left there goes stale anyway.
 HEARTBEAT_DELETE_S = 3.0
+NATS_ERROR_LOG_EVERY_S = 10.0
 # Allocations (less deallocations) between two collections of the youngest generation (Python's
 # default is 700, about one request of the dispatcher's).
 GC_YOUNG_THRESHOLD = 10_000
@@ -127,6 +129,7 @@ class Service:
             after_shutdown=[self._stop_watching_nats],
         )
         self._stopping = False
+        self._nats_errors = _ErrorLog()
         self._tasks: set[asyncio.Task] = set()
         self._nats_watch: asyncio.Task | None = None
         self.respond(subjects.HEALTH, "health", self._answer_health)
@@ -150,9 +153,13 @@ class Service:
             _exit("connection closed")
 
     async def _exit_if_unrecoverable(self, error: Exception) -> None:
+        """Every error nats-py reports, logged (at most one line per kind every
+        NATS_ERROR_LOG_EVERY_S: a slow consumer reports each message it drops); exit on one it
+        cannot recover from."""
         reason = str(error).removeprefix("nats: ").strip("'").lower()
         if reason in UNRECOVERABLE and not self._stopping:
             _exit(reason)
+        self._nats_errors.note(type(error).__name__, reason)
 
     async def _exit_when_disconnected_too_long(self) -> None:
         """Runs through shutdown (see NATS_LOST_AT_STOP_S) until the broker closes its
@@ -366,3 +373,18 @@ def _server_coming_up(error: BaseException) -> bool:
     reason = str(error).removeprefix("nats: ").strip("'").lower()
     return (isinstance(error, OSError | TimeoutError | NatsError)
             and reason not in UNRECOVERABLE)
+
+
+class _ErrorLog:
+    """Errors of one kind logged once per NATS_ERROR_LOG_EVERY_S, with how many came since."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._since: dict[str, int] = {}
+
+    def note(self, kind: str, reason: str) -> None:
+        self._since[kind] = self._since.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -NATS_ERROR_LOG_EVERY_S) >= NATS_ERROR_LOG_EVERY_S:
+            log.warning("nats.error", kind=kind, reason=reason[:200], count=self._since[kind])
+            self._last[kind], self._since[kind] = now, 0

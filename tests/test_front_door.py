@@ -12,7 +12,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from services.classifier.front_door import FrontDoor
-from shared import subjects
+from shared import outcomes, subjects
 from shared.messages import Origin
 from smart_router.embedded import EmbeddedNats
 from tests.stage_helpers import stage_config
@@ -76,3 +76,37 @@ async def test_with_a_bound_a_crowd_past_it_is_a_burst(own_nats):
         await broker.stop()
 
     assert door.burst_seen > 0.0
+
+
+class UnrecordedIntake:
+    """Answers each request, then cannot publish its ledger row (JetStream timed out)."""
+
+    def __init__(self, nc) -> None:
+        self.nc = nc
+
+    async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
+        await self.nc.publish(origin.reply_to, b'{"error": {"code": "invalid_request"}}')
+        raise outcomes.NotRecorded("the error reply went, its ledger row did not")
+
+    async def reject(self, body, origin, trace_id, received_at, error) -> None:
+        await self.nc.publish(origin.reply_to, b'{"error": {"code": "internal_error"}}')
+
+
+async def test_a_request_answered_whose_row_failed_is_not_answered_twice(own_nats):
+    """Before, a refusal whose ledger row could not be published (a burst of 1 MiB requests
+    timed JetStream out) was refused again as internal_error: two replies to one request."""
+    broker = NatsBroker(own_nats)
+    await broker.connect()
+    door = FrontDoor(broker, stage_config(), UnrecordedIntake(broker.connection))  # type: ignore[arg-type]
+    await door.open()
+    try:
+        inbox = broker.connection.new_inbox()
+        replies = await broker.connection.subscribe(inbox)
+        await broker.connection.publish(subjects.CHAT, b'{"prompt": ""}', reply=inbox)
+        first = await replies.next_msg(timeout=5)
+        with pytest.raises(TimeoutError):
+            await replies.next_msg(timeout=1)
+    finally:
+        await door.close()
+        await broker.stop()
+    assert json.loads(first.data)["error"]["code"] == "invalid_request"

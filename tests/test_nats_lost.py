@@ -168,3 +168,20 @@ def test_limits_that_cannot_travel_stop_the_service_at_start(tmp_path, clean_nat
     assert done.returncode != 0
     assert "max_payload" in done.stderr + done.stdout
     assert "limits.max_request_bytes (900000)" in done.stderr + done.stdout
+
+
+def test_nats_errors_are_logged_once_a_while_with_their_count(monkeypatch):
+    """nats-py's errors (a slow consumer's dropped messages among them) were not logged at
+    all: the service set its own error callback, which only looked for fatal ones."""
+    from structlog.testing import capture_logs
+
+    from shared import runtime
+
+    clock = iter([100.0, 101.0, 102.0, 111.0])
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+    errors = runtime._ErrorLog()
+    with capture_logs() as logs:
+        for _ in range(4):
+            errors.note("SlowConsumerError", "slow consumer, messages dropped")
+
+    assert [(e["event"], e["count"]) for e in logs] == [("nats.error", 1), ("nats.error", 3)]

@@ -205,6 +205,8 @@ class FrontDoor:
         try:
             handed_on = await self.intake.hand_on(
                 body, origin.model_copy(update={"done_subject": self.done_subject}), trace_id)
+        except outcomes.NotRecorded as exc:  # answered already: a second reply would confuse
+            log.error("chat.not_recorded", trace_id=trace_id, reason=str(exc))
         except Exception as exc:  # a core message has no redelivery: answer now, whatever
             log.exception("chat.failed", trace_id=trace_id)
             await self.intake.reject(body, origin, trace_id, received_at, RouterError(
