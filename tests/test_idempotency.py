@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from services.classifier.intake import MAX_WAITING_PER_KEY
 from smart_router import client
 from tests.harness import ask, rows_when_ready
 
@@ -85,6 +86,26 @@ async def test_a_retry_while_the_first_runs_waits_for_its_reply(stack, nc, emula
     assert "error" not in first, first
     assert retry == first
     assert calls(stack) - before == len(first["attempts"])
+
+
+async def test_only_a_few_retries_may_wait_for_the_same_first_reply(stack, nc, emulator):
+    """Retries waiting for a first request cost nothing, so a caller could queue any number of
+    them: past MAX_WAITING_PER_KEY (4) at once, a retry is `overloaded` with a retry hint.
+    Before, 250 of them waited, each holding an admission slot, and another tenant was
+    refused as overloaded."""
+    emulator.faults(latency_ms=1500)
+    request = {"prompt": "Spell 'patience'.", "request_id": new_id()}
+    first_task = asyncio.create_task(ask(nc, request))
+    await asyncio.sleep(0.5)
+
+    retries = await asyncio.gather(*(ask(nc, request) for _ in range(10)))
+    first = await first_task
+
+    assert "error" not in first, first
+    assert sum(r == first for r in retries) == MAX_WAITING_PER_KEY
+    refused = [r for r in retries if r != first]
+    assert [r["error"]["code"] for r in refused] == ["overloaded"] * (10 - MAX_WAITING_PER_KEY)
+    assert all(r["error"]["retry_after_s"] > 0 for r in refused)
 
 
 async def test_the_same_id_for_two_tenants_runs_for_both(stack, nc):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import structlog
 from faststream.nats import NatsBroker
@@ -27,6 +28,10 @@ from shared.messages import (
 
 from .chain import Classifier
 
+# Online requests that may wait at once for the reply of a first one with their request_id: each
+# costs nothing, so without a bound a caller could hold the router's attention for free.
+MAX_WAITING_PER_KEY = 4
+
 log = structlog.get_logger(__name__)
 
 
@@ -35,6 +40,7 @@ class Intake:
 
     def __init__(self, broker: NatsBroker, cfg: RouterConfig, classifier: Classifier) -> None:
         self.broker, self.cfg, self.classifier = broker, cfg, classifier
+        self._waiting: Counter[str] = Counter()  # online duplicates waiting, by key
 
     async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
         """Validate, classify and hand the request to the dispatcher; False when it was answered
@@ -134,8 +140,22 @@ class Intake:
             return
         reply = earlier.reply
         if reply is None and origin.kind == "online":  # the first is still running: wait for it
-            reply = await idempotency.reply_when_done(
-                self.broker, claim, received_at + self.cfg.limits.request_timeout_s)
+            if self._waiting[claim.key] >= MAX_WAITING_PER_KEY:
+                await self.reject(body, origin, trace_id, received_at, RouterError(
+                    ErrorCode.OVERLOADED, f"{MAX_WAITING_PER_KEY} requests with this "
+                    "request_id already wait for the first one's reply",
+                    self.cfg.pipeline.overloaded_retry_after_s), tenant=request.tenant)
+                return
+            if origin.done_subject:  # a wait, not work: out of the admission count
+                await self.broker.publish(trace_id.encode(), origin.done_subject)
+            self._waiting[claim.key] += 1
+            try:
+                reply = await idempotency.reply_when_done(
+                    self.broker, claim, received_at + self.cfg.limits.request_timeout_s)
+            finally:
+                self._waiting[claim.key] -= 1
+                if not self._waiting[claim.key]:
+                    del self._waiting[claim.key]
         if reply is None:  # a batch duplicate: the first's result goes to the same job
             log.info("request.duplicate_pending", request_id=request.request_id)
             if origin.kind == "online":
