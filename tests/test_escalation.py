@@ -7,20 +7,22 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from faststream.nats import NatsBroker
+from nats.js.errors import APIError
 
 from services.escalator.judge import Judge
 from services.escalator.scoring import Scorer
 from services.escalator.verify import task_type
 from services.escalator.worker import Escalator
-from shared import outcomes
+from shared import outcomes, payload
 from shared.config import EscalationConfig, PricingConfig, load_config
 from shared.messages import Answer
 from shared.pricing import Pricer
 from shared.providers import Completion, Providers
-from tests import stage_helpers
+from tests import harness, stage_helpers
 from tests.harness import ask, rows_when_ready
 
 SETTINGS = load_config().escalation
@@ -224,3 +226,47 @@ async def test_the_budget_stops_the_climb(stack, nc):
     outcomes = [(a["tier"], a["outcome"]) for a in reply["attempts"]]
     assert ("complex", "ok") not in outcomes
     assert reply["cost_usd"] <= 0.0015
+
+
+@pytest.fixture
+async def checking_escalator(stack, monkeypatch):
+    """An escalator in this process on the stack's NATS, with the judge and verification on,
+    its SDKs pointed at the emulator."""
+    for name, value in harness.emulator_env(stack.emulator.base).items():
+        monkeypatch.setenv(name, value)
+    cfg = stage_helpers.stage_config()
+    escalation = cfg.escalation.model_copy(update={
+        "signals": (*cfg.escalation.signals, "judge"),
+        "judge": cfg.escalation.judge.model_copy(update={"enabled": True}),
+        "verify": cfg.escalation.verify.model_copy(update={"enabled": True,
+                                                           "task_types": ("math",)})})
+    broker = NatsBroker(stack.nats_url)
+    await broker.connect()
+    escalator = Escalator(broker, cfg.model_copy(update={"escalation": escalation}))
+    yield escalator
+    await escalator.aclose()
+    await broker.stop()
+
+
+async def test_a_redelivered_answer_replays_its_paid_checks_unpaid(checking_escalator, stack,
+                                                                   monkeypatch):
+    """Its escalation refused (the pipeline stream full), an answer is delivered five times:
+    its verification is paid once, on the first. Before, each delivery paid it again, so
+    verify.max_cost_usd capped a delivery, not a request."""
+    async def stream_full(broker, envelope):
+        raise APIError(code=503, description="maximum bytes exceeded")
+    monkeypatch.setattr(payload, "dispatch", stream_full)
+    envelope = stage_helpers.envelope(
+        "A baker fills 14 trays with 6 rolls each. How many rolls does he bake?",
+        attempts=[stage_helpers.attempt(1)]).model_copy(update={
+            "trace_id": f"t-{uuid.uuid4().hex}",
+            "answer": answer("He bakes 85 rolls. Final answer: 85.").model_copy(
+                update={"attempt": 1})})
+    calls = []
+    for delivery in range(1, 6):
+        before = stack.emulator.control("GET", "stats")["total"]
+        with pytest.raises(APIError):
+            await checking_escalator.decide(envelope, redelivered=delivery > 1)
+        calls.append(stack.emulator.control("GET", "stats")["total"] - before)
+
+    assert calls[0] >= 1 and calls[1:] == [0, 0, 0, 0]

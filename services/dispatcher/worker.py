@@ -15,12 +15,10 @@ from collections.abc import Awaitable
 import structlog
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from services.escalator.scoring import Scorer
-from shared import outcomes, payload, subjects
+from shared import hop_records, outcomes, payload, subjects
 from shared.config import RouterConfig, Settings
 from shared.errors import ErrorCode
 from shared.messages import Answer, Attempt, Envelope
@@ -73,17 +71,16 @@ class Dispatcher:
 
     async def dispatch(self, msg: NatsMessage) -> None:
         envelope = Envelope.read(msg.body, len(self.cfg.tiers))
-        hops = await self.broker.key_value(subjects.HOPS_BUCKET, declare=False)  # cached
         key = f"{envelope.trace_id}.{envelope.hop}"
         redelivered = msg.raw_message.metadata.num_delivered > 1
-        result = await _recorded(hops, key) if redelivered else None
+        result = await hop_records.kept(self.broker, key, HopResult) if redelivered else None
         # The calls are paid: their events are published before anything after them can fail, on
         # a replay too (they dedup on their call), at once with the hop record and settled only
         # when both writes are: a failed event publish is then redelivered to a replay. A crash
         # that loses the record calls again: new calls, with ledger rows of their own.
         if result is None:
             result = bounded(await self.call(envelope), self.cfg.limits.max_answer_bytes)
-            await all_settled(self._record(hops, key, result),
+            await all_settled(hop_records.keep(self.broker, key, result),
                               outcomes.record_attempts(self.broker, envelope, result.attempts))
         else:
             await outcomes.record_attempts(self.broker, envelope, result.attempts)
@@ -112,18 +109,6 @@ class Dispatcher:
                          cancelled=relay.cancelled and not call.answer)
 
 
-    async def _record(self, hops: KeyValue, key: str, result: HopResult) -> None:
-        """Keep the hop's result for a redelivery. Without the record (bucket full, too large, no
-        receipt in time) a redelivered hop calls again; the request still goes on, since failing
-        it here would redeliver it, and call again, for sure."""
-        body = result.model_dump_json().encode()
-        try:
-            payload.check(self.broker.connection.max_payload, key, body)
-            await hops.put(key, body)
-        except Exception as exc:
-            log.warning("hop.not_recorded", key=key, reason=f"{type(exc).__name__}: {exc}")
-
-
     async def _give_up(self, envelope: Envelope, too_large: payload.TooLarge) -> None:
         """The hop's result cannot travel on (its calls are recorded already): end the request with
         an error, rather than redeliver it and pay for the same calls again."""
@@ -149,14 +134,6 @@ async def all_settled(*writes: Awaitable[None]) -> None:
     for outcome in await asyncio.gather(*writes, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
-
-
-async def _recorded(hops: KeyValue, key: str) -> HopResult | None:
-    try:
-        entry = await hops.get(key)
-    except KeyNotFoundError:
-        return None
-    return HopResult.model_validate_json(entry.value) if entry.value else None
 
 
 def bounded(result: HopResult, max_bytes: int) -> HopResult:

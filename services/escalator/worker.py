@@ -18,12 +18,14 @@ import asyncio
 import structlog
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsMessage
+from pydantic import BaseModel
 
-from shared import outcomes, payload
-from shared.config import RouterConfig, Settings
+from shared import hop_records, outcomes, payload
+from shared.config import RouterConfig, Settings, Signal
 from shared.errors import ErrorCode
 from shared.messages import (
     Answer,
+    Attempt,
     AttemptView,
     ChatReply,
     ClassifierView,
@@ -59,6 +61,14 @@ def create_app(config: RouterConfig | None = None,
     return service.app
 
 
+class Checked(BaseModel):
+    """An answer's score, and the paid checks' calls that made it (kept for a redelivery)."""
+
+    attempts: list[Attempt]
+    value: float
+    signals: list[Signal]
+
+
 class Escalator:
     """Decides each scored hop: answer, climb a tier, or fail."""
 
@@ -86,13 +96,14 @@ class Escalator:
             await self.sample_providers.aclose()
 
     async def on_score(self, msg: NatsMessage) -> None:
-        await self.decide(Envelope.read(msg.body, len(self.cfg.tiers)))
+        await self.decide(Envelope.read(msg.body, len(self.cfg.tiers)),
+                          redelivered=msg.raw_message.metadata.num_delivered > 1)
 
-    async def decide(self, envelope: Envelope) -> None:
+    async def decide(self, envelope: Envelope, *, redelivered: bool = False) -> None:
         if envelope.cancelled:
             await self._fail(envelope, ErrorCode.CANCELLED)
             return
-        envelope = await self._scored(envelope)
+        envelope = await self._scored(envelope, redelivered)
         answer = envelope.answer
         released = envelope.ttft_ms is not None  # a stream the caller has seen is never replaced
         if answer is not None and (released or not self._is_weak(answer)):
@@ -110,11 +121,37 @@ class Escalator:
             await self._fail(envelope, stop)
 
 
-    async def _scored(self, envelope: Envelope) -> Envelope:
-        """The envelope with this hop's answer scored, its attempt marked and the best kept."""
+    async def _scored(self, envelope: Envelope, redelivered: bool = False) -> Envelope:
+        """The envelope with this hop's answer scored, its attempt marked and the best kept.
+        The paid checks' verdict is kept for a redelivery, which replays it unpaid."""
         answer = envelope.answer
         if answer is None:
             return envelope
+        key = f"{envelope.trace_id}.{envelope.hop}.checks"
+        checked = await hop_records.kept(self.broker, key, Checked) if redelivered else None
+        if checked is None:
+            checked = await self._checked(envelope, answer)
+            if checked.attempts:
+                await hop_records.keep(self.broker, key, checked)
+        value, signals = checked.value, checked.signals
+        attempts = [*envelope.attempts, *checked.attempts]
+        answer = answer.model_copy(update={"score": value, "signals": signals})
+        if value < self.cfg.escalation.threshold:
+            attempts = [
+                a.model_copy(update={"outcome": Outcome.WEAK, "reason": ",".join(signals)})
+                if a.n == answer.attempt else a
+                for a in attempts
+            ]
+            weak = [a for a in attempts if a.n == answer.attempt]
+            await outcomes.record_attempts(self.broker, envelope, weak, verdict=True)
+        best = envelope.best
+        if best is None or (answer.score or 0) > (best.score or 0):
+            best = answer
+        return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
+
+    async def _checked(self, envelope: Envelope, answer: Answer) -> Checked:
+        """The answer's score: the free signals, then the paid checks if none fired (each call
+        recorded in the ledger as it is made)."""
         score = self.scorer.score(answer)
         value, signals, attempts = score.value, list(score.signals), list(envelope.attempts)
         if self.judge is not None and not signals and self._judge_affordable(envelope):
@@ -134,20 +171,7 @@ class Escalator:
             attempts += check.calls
             if check.wrong_by is not None:
                 value, signals = CAPS[check.wrong_by], [check.wrong_by]
-        answer = answer.model_copy(update={"score": value, "signals": signals})
-        if value < self.cfg.escalation.threshold:
-            attempts = [
-                a.model_copy(update={"outcome": Outcome.WEAK, "reason": ",".join(signals)})
-                if a.n == answer.attempt else a
-                for a in attempts
-            ]
-            weak = [a for a in attempts if a.n == answer.attempt]
-            await outcomes.record_attempts(self.broker, envelope, weak, verdict=True)
-        best = envelope.best
-        if best is None or (answer.score or 0) > (best.score or 0):
-            best = answer
-        return envelope.model_copy(update={"answer": answer, "attempts": attempts, "best": best})
-
+        return Checked(attempts=attempts[len(envelope.attempts):], value=value, signals=signals)
 
     def _judge_affordable(self, envelope: Envelope) -> bool:
         """The judge's call fits in what is left of the request's own budget, at its worst."""
