@@ -128,6 +128,9 @@ class SamplingConfig(_Strict):
     request pinned to a tier or a model, or capped below the top tier."""
 
     share: float = Field(default=0.0, ge=0, le=1)
+    # A sample whose two calls could cost more than this at their worst (the top tier's on the
+    # whole conversation and max_tokens, the judge's) is not drawn: the operator pays for it.
+    max_cost_usd: float = Field(default=0.10, gt=0, allow_inf_nan=False)
 
 
 class EscalationConfig(_Strict):

@@ -317,6 +317,19 @@ def test_judge_sampling_picks_no_request_its_caller_kept_from_the_top_tier():
     assert not sampler.picks(envelope(max_tier_index=1), served)
 
 
+def test_judge_sampling_draws_no_sample_that_could_cost_past_its_cap():
+    """The operator pays for samples: a request whose top-tier call could cost more than
+    escalation.sampling.max_cost_usd at its worst (a long conversation, a large max_tokens)
+    is not sampled. Before, one sample could cost $0.42 on a request capped at $0.0001."""
+    cfg = sampling_config()
+    sampler = Sampler(cfg, Providers(), Pricer(cfg.pricing))
+    served = attempt(1)
+
+    assert sampler.picks(envelope(max_tokens=1000), served)
+    assert not sampler.picks(envelope(max_tokens=200_000), served)
+    assert not sampler.picks(envelope("word " * 50_000), served)
+
+
 @pytest.fixture
 def providers(providers, emulator, monkeypatch) -> Providers:
     for name, value in harness.emulator_env(emulator.base).items():

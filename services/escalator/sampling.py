@@ -28,7 +28,7 @@ import structlog
 
 from shared.config import ModelRef, RouterConfig
 from shared.messages import Attempt, Envelope, Outcome, SampleVerdict
-from shared.pricing import Pricer
+from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Providers
 
 from .calls import paid_call
@@ -56,6 +56,10 @@ class Sampler:
                                                       model=judge.model), judge.timeout_s
         self._limits = cfg.limits
         self._providers, self._pricer = providers, pricer
+        self._max_cost_usd = cfg.escalation.sampling.max_cost_usd
+        # The judge reads three excerpts of EXCERPT_CHARS characters, four bytes each at most.
+        self._judge_worst = pricer.cost(self._judge, worst_case_input_tokens(
+            [INSTRUCTIONS, "x" * (3 * 4 * EXCERPT_CHARS + 100)]), VERDICT_TOKENS)
         self._slots = cfg.pipeline.escalator_concurrency
         self._running: set[asyncio.Task[None]] = set()  # referenced, so none is collected
         self.skipped = 0  # lots drawn while every slot was taken, or after stop()
@@ -70,7 +74,15 @@ class Sampler:
         if pinned or envelope.max_tier_index < self._top_index:
             return False
         lot = zlib.crc32(f"sample\x00{envelope.trace_id}".encode()) / 2**32
-        return served.tier != self._top and lot < self._share
+        return served.tier != self._top and lot < self._share and self._affordable(envelope)
+
+    def _affordable(self, envelope: Envelope) -> bool:
+        """Both calls, at their worst, within escalation.sampling.max_cost_usd."""
+        request = envelope.request
+        reference = self._pricer.cost(
+            self._reference, worst_case_input_tokens(m.content for m in request.chat),
+            request.max_tokens or self._limits.default_max_tokens)
+        return reference + self._judge_worst <= self._max_cost_usd
 
     def start(self, envelope: Envelope, answer: str, record: Record) -> None:
         """Compare in the background, best effort: skipped when every slot is taken, and any
