@@ -41,6 +41,7 @@ STREAMS = {
     "split-emoji": [json.dumps(OPENING), '"\\ud83d"', '"\\ude00 and \\ud83d"', '" done."'],
     "long": [json.dumps(OPENING)] + [json.dumps("é" * 100 + "\n")] * 30,
     "broken": [json.dumps(OPENING), json.dumps("It is a lovely city, ")],
+    "broken-early": [json.dumps("The capital "), json.dumps("of France ")],  # before release
 }
 
 
@@ -75,7 +76,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     for piece in STREAMS[mode]:
         await response.write(_chunk(piece))
         await asyncio.sleep(0.01)
-    if mode == "broken":
+    if mode.startswith("broken"):
         assert request.transport is not None
         request.transport.close()
         return response
@@ -146,14 +147,15 @@ async def test_a_lone_surrogate_in_an_answer_is_replaced(caller):
     assert hop.model_dump_json()
 
 
-async def _streamed(caller: TierCaller, nc, mode: str) -> tuple[HopResult, list[str]]:
+async def _streamed(caller: TierCaller, nc, mode: str,
+                    tier: Tier = TIER) -> tuple[HopResult, list[str]]:
     """A streamed hop of `mode`'s stream: its result and the deltas the caller was sent."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     request = envelope(f"{mode} please", reply_to=inbox)
-    async with Relay(nc, request, TIER, CONFIG.escalation, Scorer(CONFIG.escalation),
+    async with Relay(nc, request, tier, CONFIG.escalation, Scorer(CONFIG.escalation),
                      MAX_ANSWER_BYTES) as relay:
-        call = await caller.call(request, TIER, relay)
+        call = await caller.call(request, tier, relay)
     await nc.flush()
     deltas = []
     while True:
@@ -195,3 +197,19 @@ async def test_a_stream_that_breaks_after_release_is_billed_for_what_it_sent(cal
     (attempt,) = hop.attempts
     assert attempt.outcome == "error" and "usage estimated" in attempt.reason
     assert attempt.output_tokens == 2 and attempt.cost_usd > 0
+
+
+async def test_a_model_never_called_is_billed_nothing_after_a_broken_one(caller, nc,
+                                                                        monkeypatch):
+    """The first model's stream breaks before its opening is released; the next cannot be
+    called at all (no key). Before, the second was billed the first one's pieces."""
+    monkeypatch.delenv("GROQ_API_KEY")
+    tier = Tier(name="simple", models=(TIER.models[0],
+                                       ModelRef(provider="groq", model="llama-3.1-8b-instant")))
+    hop, _ = await _streamed(caller, nc, "broken-early", tier)
+
+    broken = [a for a in hop.attempts if a.provider == "openai"]
+    uncalled = [a for a in hop.attempts if a.provider == "groq"]
+    assert broken and all(a.output_tokens == 2 and a.cost_usd > 0 for a in broken)
+    assert uncalled and all("GROQ_API_KEY" in a.reason for a in uncalled)
+    assert {(a.input_tokens, a.output_tokens, a.cost_usd) for a in uncalled} == {(0, 0, 0)}

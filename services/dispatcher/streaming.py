@@ -92,6 +92,11 @@ class Relay:
     def cancelled(self) -> bool:
         return self._gone.is_set()
 
+    def begin(self, ref: ModelRef) -> None:
+        """A new model's call: nothing of it received or sent yet."""
+        self._ref, self._pieces = ref, []
+        self._sent_bytes, self._held, self._full = 0, "", False
+
     def received(self) -> StreamStopped:
         """What the current model streamed so far, for a call that failed part-way: billed like
         a stopped stream (completion_of), since the provider charges for what it sent."""
@@ -109,12 +114,10 @@ class Relay:
     async def _on_cancel(self, _msg: object) -> None:
         self._gone.set()
 
-    async def run(self, ref: ModelRef, call: Awaitable[Completion]) -> Completion:
-        """The model's streamed call, stopped when the caller leaves (CallerGone) or the
-        request's deadline passes (DeadlinePassed): the SDK's timeout only bounds each wait
-        for the next piece."""
-        self._ref, self._pieces = ref, []
-        self._sent_bytes, self._held, self._full = 0, "", False
+    async def run(self, call: Awaitable[Completion]) -> Completion:
+        """The model's streamed call (after `begin`), stopped when the caller leaves
+        (CallerGone) or the request's deadline passes (DeadlinePassed): the SDK's timeout only
+        bounds each wait for the next piece."""
         task = asyncio.ensure_future(call)
         gone = asyncio.create_task(self._gone.wait())
         try:

@@ -113,6 +113,8 @@ class TierCaller:
     async def _ask(self, ref: ModelRef, messages: list[dict[str, str]], max_tokens: int,
                    temperature: float | None, timeout: float,
                    relay: Relay | None) -> Completion:
+        if relay is not None:
+            relay.begin(ref)  # before anything can fail: a failure bills this call's pieces only
         provider = self._providers.get(ref.provider)
         if relay is None:
             try:
@@ -122,7 +124,7 @@ class TierCaller:
                                                    logprobs=self._want_logprobs)
             except TimeoutError as exc:
                 raise ProviderError("timeout", "the provider did not answer in time") from exc
-        return await relay.run(ref, provider.stream(
+        return await relay.run(provider.stream(
             ref.model, messages, max_tokens=max_tokens, temperature=temperature,
             timeout=timeout, on_text=relay.on_text))
 
