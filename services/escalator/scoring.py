@@ -38,21 +38,24 @@ REFUSAL_WINDOW = 300  # a refusal opens the answer; a quoted one deep inside is 
 HEDGE_WINDOW = 250  # one hedge in the opening, or two anywhere, mark a hedged answer
 SHORT_ANSWER = 400  # ...and in a short answer one is enough
 _CONTENT = re.compile(r"\w", re.UNICODE)
-# Possessive quantifiers throughout (nothing is given back): with backtracking, a 128 KB run of
-# "1,000,1,000,..." took 105 s of the escalator's event loop; now it takes milliseconds.
-_NUMBER = r"-?\d++(?:,\d++)*+(?:\.\d++)?+"
+# Possessive quantifiers (nothing given back) and no start inside a thousands group: with
+# backtracking, a 128 KB run of "1,000,1,000,..." took 105 s of the escalator's event loop; now
+# milliseconds. A stated result may give back its comma groups ("2+2=5,3+3=6").
+_NUMBER = r"-?\d++(?:,\d{3})*+(?:\.\d++)?+"
+_RESULT = r"-?\d++(?:,\d{3})*(?:\.\d++)?+"
 _OPERATOR = "-+*/x\u00d7\u00f7\u2212"  # x, the multiplication and division signs, the minus
 # "12 x 7 = 84", "80 x 20/100 = 16", "= 48 + 7 = 55" in a chain: a step that can be checked. It
 # must stand alone: not the tail of a longer expression (a power, a variable, a term after an
-# operator, a mixed number's fraction, a number's own digits after a comma), and its result not
-# the head of one ("= 320 + 48", "= 7/8", "= 3x").
+# operator, a mixed number's fraction, a thousands group of a number), and its result not the
+# head of one ("= 320 + 48", "= 7/8", "= 3x") nor cut inside a number ("= 488,868 (...").
 _EQUATION = re.compile(
-    rf"(?<![^\s:;,(\[])(?<!\d,)(?<![{_OPERATOR}^\d]\s)"
-    rf"((?:{_NUMBER}\s*+[{_OPERATOR}]\s*+)++{_NUMBER})\s*+=\s*+({_NUMBER})"
-    rf"(?![\w^/(]|\s*[{_OPERATOR}^(]\s*[\w(]|\s\d{{3}}\b)")
+    rf"(?:(?<=^[-*] )|(?<=\*\*)|(?<![^\s:;,(\[])(?<![{_OPERATOR}^\d]\s))"  # bullets, bold too
+    rf"(?!(?<=\d,)\d{{3}}(?!\d))"
+    rf"((?:{_NUMBER}\s*+[{_OPERATOR}]\s*+)++{_NUMBER})\s*+=\s*+({_RESULT})"
+    rf"(?![\w^/(]|\s*[{_OPERATOR}^(]\s*[\w(]|\s\d{{3}}\b|,\d{{3}}(?!\d))", re.M)
 MAX_STEPS = 200  # steps checked in one answer
 MAX_STEP_CHARS = 200  # a longer expression is no worked step (and could nest past the parser)
-_STATED_FINAL = re.compile(rf"answer is\s*\$?({_NUMBER})", re.I)
+_STATED_FINAL = re.compile(rf"answer is\s*\$?({_RESULT})", re.I)
 _SYMBOLS = str.maketrans({"x": "*", "\u00d7": "*", "\u00f7": "/", "\u2212": "-", ",": ""})
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv}
