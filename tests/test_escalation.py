@@ -14,7 +14,7 @@ from faststream.nats import NatsBroker
 from nats.js.errors import APIError
 
 from services.escalator.judge import Judge
-from services.escalator.scoring import Scorer
+from services.escalator.scoring import Scorer, arithmetic_slip
 from services.escalator.verify import task_type
 from services.escalator.worker import Escalator
 from shared import outcomes, payload
@@ -104,6 +104,20 @@ def test_a_hostile_answer_is_scored_without_a_crash_or_a_stall(scorer, text):
 
     assert time.process_time() - started < 2.0
     assert "arithmetic" not in score.signals
+
+
+@pytest.mark.parametrize(("text", "slip"), [
+    ("2+2=5,3+3=6", True), ("2+2=4,3+3=6", False),
+    ("- 14 × 6 = 85", True), ("- 14 × 6 = 84", False),
+    ("**7 x 8 = 54**", True), ("**7 x 8 = 56**", False),
+    ("So 1,200 + 300 = 1,400.", True), ("So 1,200 + 300 = 1,500.", False),
+    ("72 − 283.76 = -211.76 (then we round)", False),
+    ("76.00 - 97 + 488,771 = 488,750 (7823 × 9.4 = 73536.20)", False),
+])
+def test_the_arithmetic_check_reads_steps_as_they_are_written(text, slip):
+    """Bullets, bold, compact lists and thousands separators; a result is never read cut
+    inside a number (before, "= 488,750 (" was read as "= 488", a false slip)."""
+    assert arithmetic_slip(text) is slip
 
 
 def test_the_option_cue_does_not_run_across_blank_lines():
