@@ -20,7 +20,7 @@ from .heuristics import profile
 from .scenario import ModelSpec
 
 FINAL_PREFIX = "Final answer: "
-_OPTION = re.compile(r"^[ \t]*+\(?([A-H])[).:]\s+\S", re.M)  # \s* would run across blank lines
+_OPTION = re.compile(r"^[^\S\n]*+\(?([A-H])[).:]\s+\S", re.M)  # \s* ran across blank lines
 _ARITHMETIC = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/\u00d7x\u00f7])\s*(-?\d+(?:\.\d+)?)")
 _QUANTITY = re.compile(
     r"\b(how many|how much|how long|how far|how old|calculate|compute|total|sum|average|"

@@ -127,6 +127,7 @@ def test_the_option_cue_does_not_run_across_blank_lines():
     assert task_type("\n" * 262_144) == "other"
     assert time.process_time() - started < 2.0
     assert task_type("Which is right?\n\nA) one\n  B) two\n(C) three") == "choice"
+    assert task_type("\u3000A) 東京\n\u3000B) 大阪") == "choice"  # ideographic spaces
 
 
 def test_disabled_signals_do_not_count():

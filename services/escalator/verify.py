@@ -31,9 +31,9 @@ VERDICT_TOKENS = 20
 
 Record = Callable[[list[Attempt]], Awaitable[None]]
 
-# [ \t], not \s: a \s* at every line start ran on across the blank lines after it (a prompt of
-# 64 KB of blank lines took 31 s of the escalator's event loop).
-_OPTIONS = re.compile(r"^[ \t]*+\(?([A-Ha-h])[).:]\s+\S", re.M)
+# Space but not a line end: a \s* at every line start ran on across the blank lines after it (a
+# prompt of 64 KB of blank lines took 31 s of the escalator's event loop).
+_OPTIONS = re.compile(r"^[^\S\n]*+\(?([A-Ha-h])[).:]\s+\S", re.M)
 _CODE = re.compile(r"```|\b(def|function|class|return|SELECT|regex|python|javascript|sql|"
                    r"write a (function|program|script|query))\b", re.I)
 _MATH = re.compile(r"\d\s*[-+*/\u00d7\u00f7^=%]\s*\d|\b(how many|how much|how long|how far|"
