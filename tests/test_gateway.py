@@ -336,6 +336,38 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_coded_408(strict_gateway
     assert ("type" in error) == (path == "/v1/chat/completions")
 
 
+@pytest.mark.parametrize(("path", "headers"), [
+    ("/v1/chat", b"content-type: text/plain\r\n"),  # 415, before the body is read
+    ("/v1/nothing", b"content-type: application/json\r\n"),  # 404
+    ("/v1/chat", b"content-type: application/json\r\ncontent-length: 900000000\r\n"),  # 413
+])
+async def test_a_request_refused_before_its_body_is_read_does_not_hold_its_connection(
+        strict_gateway, path, headers):
+    """Its answer sent, the connection is closed within a few seconds while the client still
+    sends its body a byte at a time; before, every byte kept it alive, so a few such clients
+    held every connection the gateway allows."""
+    host, port = strict_gateway.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    length = b"" if b"content-length" in headers else b"content-length: 100000\r\n"
+    writer.write(b"POST %s HTTP/1.1\r\nhost: localhost\r\n%s%s\r\n{"
+                 % (path.encode(), headers, length))
+    answer = asyncio.create_task(asyncio.wait_for(reader.read(), timeout=20))
+    sent = 0
+    try:
+        while not answer.done() and sent < 60:  # 12 s of trickling at most
+            with contextlib.suppress(ConnectionError):
+                writer.write(b" ")
+                await writer.drain()
+            sent += 1
+            await asyncio.sleep(0.2)
+        received = await answer
+    finally:
+        writer.close()
+
+    assert received.split(b" ")[1] in (b"404", b"413", b"415"), received[:200]
+    assert sent < 30  # closed after the answer and LINGER_S (2 s), long before 12 s
+
+
 async def test_past_the_connection_limit_a_request_is_429_overloaded_with_retry_after(
         stack, tmp_path):
     """With 3 connections open (GATEWAY_MAX_CONNECTIONS=3), a fourth's request is answered 429

@@ -63,6 +63,9 @@ class GatewaySettings(BaseSettings):
 MAX_HEAD_BYTES = 64 * 1024
 # Seconds between two warnings that connections are being refused (a flood would flood the log).
 REFUSED_WARNING_EVERY_S = 10.0
+# An answer given before the request's body was read (a refusal): the rest of the body is read
+# and dropped this long, so the client can read the answer, then the connection is closed.
+LINGER_S = 2.0
 
 
 class _GuardedHttp(HttpToolsProtocol):
@@ -78,7 +81,10 @@ class _GuardedHttp(HttpToolsProtocol):
     nothing, or a head a byte at a time, was held for ever; a head not complete within the head
     timeout is answered 408 and closed.
     Connections: past the limit, a request is answered by `refuse_overloaded` instead of the
-    app (uvicorn's own limit_concurrency answers plain text)."""
+    app (uvicorn's own limit_concurrency answers plain text).
+    Refusals: a request answered before its body was read (413, 415, 401...) is not kept
+    alive: uvicorn would wait for the rest of the body, and a client sending a byte now and
+    then would hold the connection for ever. It lingers LINGER_S, then closes."""
 
     settings: GatewaySettings  # set on the subclass a server is built with
     refused_since_warning = 0
@@ -89,6 +95,7 @@ class _GuardedHttp(HttpToolsProtocol):
         self._head_seen: int | None = 0  # None once the head is complete
         self._heads = 0  # heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -143,7 +150,18 @@ class _GuardedHttp(HttpToolsProtocol):
                         limit=cls.settings.gateway_max_connections)
             cls.warned_at, cls.refused_since_warning = now, 0
 
+    def on_response_complete(self) -> None:
+        unread = self.cycle is not None and self.cycle.more_body
+        super().on_response_complete()
+        if unread and not self.transport.is_closing():
+            self._lingering = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()  # the answer is whole: nothing more will be sent
+            self.loop.call_later(LINGER_S, self.transport.close)
+
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a refused request's body
         if self._head_seen is None or self._head_seen + len(data) <= MAX_HEAD_BYTES:
             if self._head_seen is not None:
                 self._head_seen += len(data)
