@@ -104,7 +104,7 @@ def service_grants() -> dict[str, Grants]:
     dispatcher.publish += [subjects.SCORE, subjects.ATTEMPT_EVENTS, *ending]
     dispatcher.subscribe.append(f"{subjects.CANCEL_PREFIX}.>")  # a streaming caller that left
     escalator = Grants("escalator").service().consumer(subjects.PIPELINE_STREAM, "escalator")
-    escalator.kv(requests).kv(subjects.HOPS_BUCKET, keys="*.*.checks")  # its paid checks'
+    escalator.kv(requests).kv(subjects.HOPS_BUCKET, keys="*.*.*")  # its paid checks, by answer
     escalator.publish += [subjects.DISPATCH, subjects.ATTEMPT_EVENTS, *ending]
     ledger = (Grants("ledger").service().consumer(subjects.EVENTS_STREAM, "ledger")
               .consumer(subjects.ADVISORIES_STREAM, "exhausted").kv(requests))

@@ -14,6 +14,7 @@ message id derived from the request's trace and hop, so a redelivered message re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import structlog
 from faststream import FastStream
@@ -127,7 +128,9 @@ class Escalator:
         answer = envelope.answer
         if answer is None:
             return envelope
-        key = f"{envelope.trace_id}.{envelope.hop}.checks"
+        # The answer's own digest in the key: a hop called again (its record lost) is checked anew.
+        digest = hashlib.blake2b(answer.text.encode(), digest_size=8).hexdigest()
+        key = f"{envelope.trace_id}.{envelope.hop}.checks-{digest}"
         checked = await hop_records.kept(self.broker, key, Checked) if redelivered else None
         if checked is None:
             checked = await self._checked(envelope, answer)
