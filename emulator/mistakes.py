@@ -21,13 +21,16 @@ from .scenario import ModelSpec
 
 FINAL_PREFIX = "Final answer: "
 _OPTION = re.compile(r"^[^\S\n]*+\(?([A-H])[).:]\s+\S", re.M)  # \s* ran across blank lines
-_ARITHMETIC = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/\u00d7x\u00f7])\s*(-?\d+(?:\.\d+)?)")
+_ARITHMETIC = re.compile(  # possessive, and no start inside a number: a run of digits was quadratic
+    r"(-?(?<!\d)\d++(?:\.\d++)?+)\s*+([-+*/\u00d7x\u00f7])\s*+(-?\d++(?:\.\d++)?+)")
 _QUANTITY = re.compile(
     r"\b(how many|how much|how long|how far|how old|calculate|compute|total|sum|average|"
     r"percent|what is|what's|in what year|which year)\b|\d\s*%", re.I)
 _OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul,
                "\u00d7": operator.mul, "/": operator.truediv, "\u00f7": operator.truediv}
-_VERIFY = re.compile(r"<question>(.*?)</question>.*?<answer>(.*?)</answer>", re.S)
+# Atomic: only the first <question> can give the match (the lazy scans backtracked quartically).
+_VERIFY = re.compile(r"\A(?>.*?<question>)(?>(.*?)</question>)(?>.*?<answer>)(?>(.*?)</answer>)",
+                     re.S)
 _STATED = re.compile(r"final answer\s*[:=]\s*\(?([A-H]|-?[\d,]*\.?\d+)\)?", re.I)
 _VERIFIER_ERROR = 0.05  # a verifier's error rate on prompts at its own strength
 

@@ -15,7 +15,7 @@ from nats.js.errors import APIError
 
 from services.escalator.judge import Judge
 from services.escalator.scoring import Scorer, arithmetic_slip
-from services.escalator.verify import task_type
+from services.escalator.verify import final_answer, task_type
 from services.escalator.worker import Escalator
 from shared import outcomes, payload
 from shared.config import EscalationConfig, PricingConfig, load_config
@@ -118,6 +118,18 @@ def test_the_arithmetic_check_reads_steps_as_they_are_written(text, slip):
     """Bullets, bold, compact lists and thousands separators; a result is never read cut
     inside a number (before, "= 488,750 (" was read as "= 488", a false slip)."""
     assert arithmetic_slip(text) is slip
+
+
+@pytest.mark.parametrize("text", ["final answer" + " " * 131_072, "\\boxed{" * 18_000,
+                                  "answer" + " " * 131_072 + "x"])
+def test_a_hostile_answer_states_no_final_answer_without_a_stall(text):
+    """Verification's reading of a stated answer (on with the consistency signal): "final
+    answer" then 2,000 spaces took 96 s before (cubic), 18,000 unclosed boxes 9.8 s. The bound
+    below is a hundred times what each takes now."""
+    started = time.process_time()
+    assert final_answer(text, "math") is None and final_answer(text, "choice") is None
+    assert time.process_time() - started < 2.0
+    assert final_answer("so \\boxed{42}, final answer: 42", "math") == "42"
 
 
 def test_the_option_cue_does_not_run_across_blank_lines():

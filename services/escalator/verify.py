@@ -41,10 +41,11 @@ _MATH = re.compile(r"\d\s*[-+*/\u00d7\u00f7^=%]\s*\d|\b(how many|how much|how lo
                    r"equation|remainder|profit|cost|price|speed|area|perimeter)\b", re.I)
 _FACTUAL = re.compile(r"^\s*(who|when|where|which|what (year|is the|was the|are the)|"
                       r"in what|name the|how (tall|big|old|far))\b", re.I)
+# Possessive where the parts cannot overlap: "final answer" then 2,000 spaces took 96 s (cubic).
 _STATED = (
-    re.compile(r"final answer\s*(?:is)?\s*[:=]?\s*\$?\(?([A-H]\b|-?[\d,]*\.?\d+)", re.I),
-    re.compile(r"\banswer\s*(?:is|:)\s*\$?\(?([A-H]\b|-?[\d,]*\.?\d+)", re.I),
-    re.compile(r"\\boxed\{([^}]*)\}"),
+    re.compile(r"final answer\s*+(?:is)?+\s*+[:=]?+\s*+\$?\(?([A-H]\b|-?[\d,]*\.?\d+)", re.I),
+    re.compile(r"\banswer\s*+(?:is|:)\s*+\$?\(?([A-H]\b|-?[\d,]*\.?\d+)", re.I),
+    re.compile(r"\\boxed\{([^}]*)\}"),  # read only up to the last "}" (see final_answer)
 )
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 
@@ -68,7 +69,9 @@ def final_answer(text: str, kind: str) -> str | None:
     if kind not in ("math", "choice"):
         return None
     for pattern in _STATED:
-        found = pattern.findall(text)
+        # A \boxed{ with no "}" after it cannot match: without the cut, each of many such
+        # openings scanned on to the end (quadratic: 9.8 s at 128 KB).
+        found = pattern.findall(text[:text.rfind("}") + 1] if pattern is _STATED[2] else text)
         if found:
             return _normal(found[-1])
     if kind == "math":

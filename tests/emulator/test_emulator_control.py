@@ -121,14 +121,17 @@ async def test_stats_count_outcomes_and_requests_in_flight(
     await openai_client.chat.completions.create(model="gpt-4o-mini", messages=hard)
     with pytest.raises(openai.NotFoundError):
         await openai_client.chat.completions.create(model="gpt-5", messages=SIMPLE)
-    await emulator.put_scenario(latency_ms=300)
+    await emulator.put_scenario(latency_ms=2000)
 
     slow = [
         asyncio.create_task(openai_client.chat.completions.create(model="gpt-4o", messages=SIMPLE))
         for _ in range(5)
     ]
-    await asyncio.sleep(0.15)
-    during = await emulator.stats()
+    for _ in range(30):  # all five in, however busy the machine (each is held 2 s)
+        during = await emulator.stats()
+        if during["in_flight"] == 5:
+            break
+        await asyncio.sleep(0.05)
     await asyncio.gather(*slow)
     after = await emulator.stats()
 
