@@ -118,7 +118,7 @@ async def submit(
     tenant: str | None = None,
 ) -> Submission:
     """Publish one job per line to router.v1.jobs (router.v1.jobs.<tenant> for a client
-    identity) with Nats-Msg-Id = <job_id>.<request_id>.
+    identity) with Nats-Msg-Id = <job_id>.<request_id>.<digest of the tenant and the line>.
 
     Each line's job_id is set to the job's; a line without request_id gets one from its line
     number. Lines that are not valid requests are reported with their number, not sent; lines
@@ -145,7 +145,8 @@ async def submit(
     async def publish(line_no: int, job: dict) -> None:
         nonlocal done
         async with gate:
-            ack = await _publish(js, job, subjects.jobs(tenant) if tenant else subjects.JOBS)
+            ack = await _publish(js, job, subjects.jobs(tenant) if tenant else subjects.JOBS,
+                                 tenant)
         if ack.duplicate:
             submission.duplicate_lines.append({"line": line_no, "request_id": job["request_id"]})
         else:
@@ -175,17 +176,22 @@ def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> di
     return job
 
 
-def job_msg_id(job_id: str, request_id: str) -> str:
-    """A job's JetStream dedup id: scoped by its job, so the same request_id in two jobs runs
-    in both."""
-    return f"{job_id}.{request_id}"
+def job_msg_id(job_id: str, request_id: str, tenant: str | None, body: bytes) -> str:
+    """A job's JetStream dedup id: the same line of the same job, sent again, is a duplicate;
+    the same request_id in two jobs, for two tenants, or with other content is not. The digest
+    of the tenant and the line keeps one tenant's id from ever matching another's: JetStream
+    dedups across the whole jobs stream, so an id another tenant could guess (its job and
+    request ids) would let it drop that tenant's job by sending first."""
+    digest = hashlib.sha256(f"{tenant or ''}\x00".encode() + body).hexdigest()[:24]
+    return f"{job_id}.{request_id}.{digest}"
 
 
-async def _publish(js: JetStreamContext, job: dict, subject: str) -> PubAck:
+async def _publish(js: JetStreamContext, job: dict, subject: str,
+                   tenant: str | None) -> PubAck:
+    body = json.dumps(job).encode()
+    msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"), body)
     try:
-        return await js.publish(subject, json.dumps(job).encode(),
-                                headers={subjects.MSG_ID: job_msg_id(job["job_id"],
-                                                                     job["request_id"])})
+        return await js.publish(subject, body, headers={subjects.MSG_ID: msg_id})
     except NoStreamResponseError:
         raise ConnectionError(f"no stream stores {subjects.JOBS}: is the router running?") from None
 

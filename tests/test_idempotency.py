@@ -131,3 +131,22 @@ async def test_the_same_id_in_two_batch_jobs_runs_in_both(stack, nc, tmp_path):
 
     assert len(results) == 2
     assert all("error" not in r for r in results.values()), results
+
+
+async def test_the_same_job_for_two_tenants_runs_for_both(stack, nc, tmp_path):
+    """JetStream dedups across the whole jobs stream: before, the same file and job id sent
+    as two tenants ran for the first only (the second was all duplicates, exit 0)."""
+    job = f"nightly-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "same.jsonl"
+    path.write_text(json.dumps({"prompt": "Count to two.", "request_id": "r1"}) + "\n")
+    results = {}
+    for tenant in ("alice", "bob"):
+        submission = await client.submit(nc, path, job, lambda done, total: None, tenant=tenant)
+        assert submission.duplicates == 0 and submission.fresh == ["r1"], tenant
+        async with asyncio.timeout(30):
+            async for result in client.results(nc, job, expect={"r1"}, tenant=tenant):
+                results[tenant] = result
+    again = await client.submit(nc, path, job, lambda done, total: None, tenant="bob")
+
+    assert set(results) == {"alice", "bob"} and all("error" not in r for r in results.values())
+    assert again.duplicates == 1 and again.fresh == []  # the same line again runs nothing
