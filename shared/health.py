@@ -25,6 +25,7 @@ from shared import subjects, topology
 SERVICES = ("classifier", "dispatcher", "escalator", "ledger", "gateway")
 HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
+BUSY_STUCK_AFTER_S = 30.0
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Counters:
     started_at: float = field(default_factory=time.time)
     ledger: LedgerProgress | None = None  # the ledger's instances only
     url: str | None = None  # the gateway's instances only: where it serves HTTP
+    # The classifier's model thread: since when it has been on its current prompt (None: idle).
+    busy_since: float | None = None
 
 
 # Two copies may share a host name and a pid (containers, each its pid 1, on one network
@@ -101,7 +104,7 @@ async def snapshot(js: JetStreamContext) -> dict:
     problem = ledger_stuck(ledger["backlog"])
     ledger["stuck"] = problem is not None
     problems = [f"{name} is down: no fresh heartbeat" for name, s in services.items()
-                if not s["up"]] + ([problem] if problem else [])
+                if not s["up"]] + ([problem] if problem else []) + busy_too_long(instances, now)
     return {"ok": not problems, "services": services, "problems": problems, "at": now}
 
 
@@ -121,6 +124,15 @@ async def _last_beats(js: JetStreamContext) -> list[dict]:
                     and isinstance(beat.get("at"), int | float)):
                 beats.append(beat)
     return beats
+
+
+def busy_too_long(instances: list[dict], now: float) -> list[str]:
+    """Instances whose model thread has been on one prompt past BUSY_STUCK_AFTER_S (a prompt
+    takes milliseconds): they beat from their event loop, but classify nothing."""
+    return [f"{beat['service']} {beat.get('instance')} is stuck: on one prompt for "
+            f"{now - beat['busy_since']:.0f} s" for beat in instances
+            if isinstance(beat.get("busy_since"), int | float)
+            and now - beat["busy_since"] > BUSY_STUCK_AFTER_S]
 
 
 def ledger_backlog(instances: list[dict], now: float) -> dict | None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from cachetools import LRUCache
 
 from shared.config import ClassifierConfig
+from shared.health import Counters
 from shared.messages import Features
 from shared.providers import Providers
 
@@ -24,6 +26,7 @@ from .router_model import FEATURE_SETS, STORED_DTYPE, Featurizer, MemoEncoder, f
 from .verdict import Verdict
 
 CACHE_SIZE = 10_000
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -38,7 +41,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, model: LocalModel, bias: float, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, model: LocalModel, bias: float, thread: ModelThread) -> None:
         self._model = model
         self._bias = bias
         self._thread = thread
@@ -47,8 +50,7 @@ class LocalBackend:
         self._model.warm_up()
 
     async def classify(self, text: str) -> Verdict:
-        loop = asyncio.get_running_loop()
-        prediction = await loop.run_in_executor(self._thread, self._model.predict, text)
+        prediction = await self._thread.run(self._model.predict, text)
         difficulty, confidence = decide(prediction.probabilities, self._bias)
         return Verdict(difficulty, confidence, "local")
 
@@ -64,11 +66,32 @@ class NoVerdict(Exception):
     """No backend answered, and the keyword rules were told not to stand in."""
 
 
+class ModelThread:
+    """The one thread the models run on, and since when it has been on its current work:
+    `counters.busy_since` goes in the heartbeat, so a thread wedged on one prompt (a hung read,
+    a native deadlock) turns `health` red while the event loop beats on."""
+
+    def __init__(self, counters: Counters | None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-classifier")
+        self._counters = counters or Counters()
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._timed, work,
+                                                                *args)
+
+    def _timed(self, work: Callable[..., T], *args: Any) -> T:
+        self._counters.busy_since = time.time()
+        try:
+            return work(*args)
+        finally:
+            self._counters.busy_since = None
+
+
 class Classifier:
     def __init__(self, config: ClassifierConfig, providers: Providers | None = None,
                  local: LocalModel | None = None, rules_fallback: bool = True,
                  router_shares: tuple[float, float] = (0.2, 0.3),
-                 store_features: bool = False) -> None:
+                 store_features: bool = False, counters: Counters | None = None) -> None:
         """`rules_fallback=False` is for asking one backend alone (`classify --backend`): its
         silence is then an error, not a verdict from another backend. `router_shares` are
         routing.strong_share and routing.medium_share, for a configured router model.
@@ -77,7 +100,7 @@ class Classifier:
         self._backends: list[Backend] = []
         # The local model and the router model share one thread (e5's engine is entered by one
         # thread at a time) and one e5 with a short memory (a prompt is embedded once for both).
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-classifier")
+        self._thread = ModelThread(counters)
         encoder = MemoEncoder()
         self._featurizer = (Featurizer(encoder) if config.router_model or store_features
                             else None)
@@ -105,8 +128,7 @@ class Classifier:
             verdict = self._cache[key] = await self._first_answer(text)
         routed = None
         if self._router is not None:
-            routed = await asyncio.get_running_loop().run_in_executor(
-                self._thread, self._router.judge, text)
+            routed = await self._thread.run(self._router.judge, text)
         return Verdict(verdict.difficulty, verdict.confidence, verdict.backend,
                        (time.perf_counter() - started) * 1000,
                        routed.strong_score if routed else None, routed.level if routed else None)
@@ -115,8 +137,7 @@ class Classifier:
         """The prompt as the learned router sees it, for the ledger: the router model's own
         feature set when one is configured (its embedding is then already computed), else the
         lexical one (no e5: well under a millisecond)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._features, text)
+        return await self._thread.run(self._features, text)
 
     def _features(self, text: str) -> Features:
         assert self._featurizer is not None, "built with store_features"

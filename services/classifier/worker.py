@@ -33,7 +33,8 @@ def create_app(config: RouterConfig | None = None,
     cfg = service.config
     classifier = Classifier(cfg.classifier,
                             router_shares=(cfg.routing.strong_share, cfg.routing.medium_share),
-                            store_features=cfg.ledger.store_features)
+                            store_features=cfg.ledger.store_features,
+                            counters=service.counters)
     intake = Intake(service.broker, cfg, classifier)
     front_door = FrontDoor(service.broker, cfg, intake)
 
