@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
-from shared import connection, health, jsonl, subjects
+from shared import connection, health, jsonl, payload, subjects
 from shared.config import Settings
 from shared.messages import TOKEN_RE
 
@@ -127,26 +127,30 @@ async def submit(
     """
     content = await asyncio.to_thread(path.read_bytes)
     submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, content))
-    jobs: list[tuple[int, dict]] = []
+    subject = subjects.jobs(tenant) if tenant else subjects.JOBS
+    jobs: list[tuple[int, dict, bytes, str]] = []
     first_line: dict[str, int] = {}
     for line_no, line in jsonl.numbered_lines(content, str(path)):
         try:
             job = _job(line, submission.job_id, line_no, first_line)
-        except ValueError as exc:
+            body = json.dumps(job).encode()
+            msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"),
+                                body)
+            payload.check(nc.max_payload, subject, body, {subjects.MSG_ID: msg_id})
+        except (ValueError, payload.TooLarge) as exc:
             submission.invalid.append({"line": line_no, "error": str(exc)})
             continue
         first_line[job["request_id"]] = line_no
-        jobs.append((line_no, job))
-    submission.request_ids = [job["request_id"] for _, job in jobs]
+        jobs.append((line_no, job, body, msg_id))
+    submission.request_ids = [job["request_id"] for _, job, _, _ in jobs]
     js = nc.jetstream()
     gate = asyncio.Semaphore(in_flight)
     done = 0
 
-    async def publish(line_no: int, job: dict) -> None:
+    async def publish(line_no: int, job: dict, body: bytes, msg_id: str) -> None:
         nonlocal done
         async with gate:
-            ack = await _publish(js, job, subjects.jobs(tenant) if tenant else subjects.JOBS,
-                                 tenant)
+            ack = await _publish(js, subject, body, msg_id)
         if ack.duplicate:
             submission.duplicate_lines.append({"line": line_no, "request_id": job["request_id"]})
         else:
@@ -154,7 +158,7 @@ async def submit(
         done += 1
         progress(done, len(jobs))
 
-    await asyncio.gather(*(publish(line_no, job) for line_no, job in jobs))
+    await asyncio.gather(*(publish(*job) for job in jobs))
     submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
 
@@ -165,6 +169,8 @@ def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> di
         job = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
     if not isinstance(job, dict):
         raise ValueError("not a JSON object")
     job["job_id"] = job_id
@@ -186,10 +192,7 @@ def job_msg_id(job_id: str, request_id: str, tenant: str | None, body: bytes) ->
     return f"{job_id}.{request_id}.{digest}"
 
 
-async def _publish(js: JetStreamContext, job: dict, subject: str,
-                   tenant: str | None) -> PubAck:
-    body = json.dumps(job).encode()
-    msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"), body)
+async def _publish(js: JetStreamContext, subject: str, body: bytes, msg_id: str) -> PubAck:
     try:
         return await js.publish(subject, body, headers={subjects.MSG_ID: msg_id})
     except NoStreamResponseError:

@@ -213,7 +213,9 @@ def test_submit_reports_each_bad_line_and_still_runs_the_good_ones(stack, tmp_pa
                   '["a", "list"]',
                   {"prompt": "x", "request_id": "has spaces"},
                   {"prompt": f"Say{LINE_BREAKS_IN_STRINGS}hello"},
-                  {"prompt": "again", "request_id": rid})
+                  {"prompt": "again", "request_id": rid},
+                  {"prompt": "y" * 2_000_000},  # over NATS' max_payload
+                  "[" * 100_000 + "]" * 100_000)  # nested past the parser's depth
 
     done = run("submit", str(batch), "--wait", "--timeout", "60", NATS_URL=stack.nats_url)
     stderr = done.stderr.splitlines()
@@ -224,6 +226,10 @@ def test_submit_reports_each_bad_line_and_still_runs_the_good_ones(stack, tmp_pa
     assert stderr[2:5] == ["line 3: not a JSON object",
                            "line 4: request_id must be 1-128 letters, digits, '_' or '-'",
                            f"line 6: request_id '{rid}' is already on line 1"]
+    # Before, the first of these two stopped the whole submit (its connection lost), the
+    # second raised RecursionError; now each is a bad line with its number.
+    assert stderr[5].startswith("line 7: a ") and "over the server's max_payload" in stderr[5]
+    assert stderr[6] == "line 8: invalid JSON: nested too deeply"
     answers = results_of(done)
     assert {r["request_id"] for r in answers} == {rid, f"{summary_of(done)['job_id']}-5"}
     assert len(answers) == 2 and all("error" not in r for r in answers)
