@@ -39,6 +39,9 @@ def read_objects(path: Path, problem: Callable[[dict], str | None] = lambda row:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}, line {number}: invalid JSON ({exc.msg} at column "
                              f"{exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a number of 5,000 digits, deep nesting
+            raise ValueError(f"{path}, line {number}: invalid JSON ({type(exc).__name__}: "
+                             f"{str(exc)[:80]})") from None
         wrong = "not a JSON object" if not isinstance(row, dict) else problem(row)
         if wrong:
             raise ValueError(f"{path}, line {number}: {wrong}")

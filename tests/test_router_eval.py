@@ -76,7 +76,7 @@ def test_no_gap_to_recover_is_an_error():
 
 def write(tmp_path: Path, rows: list) -> Path:
     path = tmp_path / "outcomes.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
 
 
@@ -101,8 +101,12 @@ def test_both_forms_of_a_line_and_the_choice_of_keys(tmp_path):
     ({"prompt": "a"}, "needs 'scores'"),
     ({"prompt": "", "weak": 0, "strong": 1}, "needs a non-empty 'prompt'"),
     ({"prompt": "a", "scores": {"weak": 1}}, "two or more"),
-    ({"prompt": "a", "weak": "high", "strong": 1}, "not a finite number"),
-    ({"prompt": "a", "weak": True, "strong": 1}, "not a finite number"),
+    ({"prompt": "a", "weak": "high", "strong": 1}, "not a number"),
+    ({"prompt": "a", "weak": True, "strong": 1}, "not a number"),
+    # Before: training made a model no classifier loads (APGR NaN), exit 0.
+    ({"prompt": "a", "weak": -1.7e308, "strong": 1.7e308}, "within"),
+    ({"prompt": "a", "weak": 10**320, "strong": 1}, "within"),  # before: OverflowError
+    ('{"prompt": "a", "weak": 1' + "0" * 5000 + ', "strong": 1}', "invalid JSON"),
 ])
 def test_a_bad_line_is_named_with_its_number(tmp_path, row, message):
     path = write(tmp_path, [{"prompt": "ok", "weak": 0, "strong": 1}, row])

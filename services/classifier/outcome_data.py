@@ -18,6 +18,11 @@ import numpy as np
 
 from shared import jsonl
 
+# Scores past this are refused: their gains (differences, sums over thousands of rows) must stay
+# finite through training and evaluation (two of 1.7e308 made APGR NaN and a model no classifier
+# would load).
+MAX_SCORE = 1e9
+
 
 @dataclass(frozen=True)
 class Outcomes:
@@ -83,9 +88,11 @@ def _problem(row: dict) -> str | None:
     if not isinstance(scores, dict) or len(scores) < 2:
         return "'scores' must be an object with two or more keys"
     for key, value in scores.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-                value):
-            return f"score '{key}' is not a finite number"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"score '{key}' is not a number"
+        if not (isinstance(value, float) and math.isfinite(value)
+                or isinstance(value, int)) or abs(value) > MAX_SCORE:
+            return f"score '{key}' is not a number within +-{MAX_SCORE:g}"
     return None
 
 

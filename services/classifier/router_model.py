@@ -190,6 +190,11 @@ class RouterModel:
             np.savez_compressed(out, calibration=np.array(self.calibration),
                                 raw_quantiles=self.raw_quantiles,
                                 meta=np.array(json.dumps(meta)), **arrays)
+        try:
+            RouterModel.load(partial)  # what a classifier would refuse is never written
+        except ValueError:
+            partial.unlink()
+            raise
         os.replace(partial, path)  # a running classifier never reads half a file
 
     @classmethod
