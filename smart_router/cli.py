@@ -230,6 +230,9 @@ def submit(
 def _report_lines(submission: client.Submission) -> None:
     for problem in submission.invalid:
         typer.echo(f"line {problem['line']}: {problem['error']}", err=True)
+    if submission.invalid:  # the fixed file's own job id would run every line again
+        typer.echo(f"fix these lines and send the file again with --job {submission.job_id}: "
+                   "the lines sent now are not run twice", err=True)
     for duplicate in submission.duplicate_lines:
         typer.echo(f"line {duplicate['line']}: request_id {duplicate['request_id']!r} was sent "
                    "before (dedup window): not run again", err=True)

@@ -150,3 +150,20 @@ async def test_the_same_job_for_two_tenants_runs_for_both(stack, nc, tmp_path):
 
     assert set(results) == {"alice", "bob"} and all("error" not in r for r in results.values())
     assert again.duplicates == 1 and again.fresh == []  # the same line again runs nothing
+
+
+async def test_a_fixed_file_sent_again_under_its_job_runs_only_the_fixed_line(stack, nc,
+                                                                            tmp_path):
+    """A file with a bad line, fixed and sent again with --job (as submit's message says): the
+    line sent the first time is a duplicate, the fixed one runs. Sent without --job, the fixed
+    file's new job id would run (and bill) every line again."""
+    path = tmp_path / "batch.jsonl"
+    good = json.dumps({"prompt": "Name a fruit."})
+    path.write_text(good + '\n{"prompt": "cut\n')
+    first = await client.submit(nc, path, None, lambda done, total: None)
+    path.write_text(good + '\n{"prompt": "Name a tree."}\n')
+    again = await client.submit(nc, path, first.job_id, lambda done, total: None)
+
+    assert first.fresh == [f"{first.job_id}-1"] and [i["line"] for i in first.invalid] == [2]
+    assert again.fresh == [f"{first.job_id}-2"]
+    assert [d["line"] for d in again.duplicate_lines] == [1]
