@@ -144,21 +144,24 @@ async def submit(
         jobs.append((line_no, job, body, msg_id))
     submission.request_ids = [job["request_id"] for _, job, _, _ in jobs]
     js = nc.jetstream()
-    gate = asyncio.Semaphore(in_flight)
     done = 0
+    waiting = iter(jobs)
 
-    async def publish(line_no: int, job: dict, body: bytes, msg_id: str) -> None:
+    async def publisher() -> None:
+        """One of `in_flight`, each taking the next line when its last is stored: no task per
+        line (a million lines made a million tasks at once)."""
         nonlocal done
-        async with gate:
+        for line_no, job, body, msg_id in waiting:
             ack = await _publish(js, subject, body, msg_id)
-        if ack.duplicate:
-            submission.duplicate_lines.append({"line": line_no, "request_id": job["request_id"]})
-        else:
-            submission.fresh.append(job["request_id"])
-        done += 1
-        progress(done, len(jobs))
+            if ack.duplicate:
+                submission.duplicate_lines.append({"line": line_no,
+                                                   "request_id": job["request_id"]})
+            else:
+                submission.fresh.append(job["request_id"])
+            done += 1
+            progress(done, len(jobs))
 
-    await asyncio.gather(*(publish(*job) for job in jobs))
+    await asyncio.gather(*(publisher() for _ in range(min(in_flight, len(jobs)))))
     submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
 
