@@ -17,7 +17,9 @@ def numbered_lines(content: bytes, source: str) -> Iterator[tuple[int, str]]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{source} is not UTF-8 text (bad byte at offset {exc.start})") from None
+        lines_before = content.count(b"\n", 0, exc.start)
+        raise ValueError(f"{source}, line {lines_before + 1}: not UTF-8 text (a bad byte at "
+                         f"offset {exc.start})") from None
     for number, line in enumerate(text.split("\n"), start=1):
         line = line.removesuffix("\r")
         if line.strip():

@@ -496,6 +496,9 @@ def train_router(
     with _one_line_errors():
         if (file is None) == (not from_ledger):
             raise ValueError("give DATA.jsonl or --from-ledger (one of them)")
+        from services.classifier.router_model import RouterModel
+
+        RouterModel.check_writable(out)
         if file is not None:
             result = train_and_write(file, out, weak, strong, features)
         else:

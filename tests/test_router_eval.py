@@ -115,6 +115,14 @@ def test_a_bad_line_is_named_with_its_number(tmp_path, row, message):
         read_outcomes(path)
 
 
+def test_a_file_that_is_not_utf8_is_refused_with_the_line_of_its_bad_byte(tmp_path):
+    path = tmp_path / "outcomes.jsonl"
+    path.write_bytes(b'{"prompt": "a", "weak": 0, "strong": 1}\n{"prompt": "\xff"}\n')
+
+    with pytest.raises(ValueError, match="line 2: not UTF-8 text"):
+        read_outcomes(path)
+
+
 def test_eval_router_prints_the_table_and_json(tmp_path):
     rows = [{"prompt": f"Prove the theorem number {i} about primes in detail.", "weak": 0,
              "strong": 1} for i in range(10)]

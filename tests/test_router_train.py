@@ -285,3 +285,15 @@ def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(
     assert kept == before and before.strong_score > 0.5
     assert replaced != before
     assert router.model.meta["data"] == "arena-bench-v1.jsonl"
+
+
+def test_train_router_refuses_an_out_it_cannot_write_before_training(tmp_path):
+    """Before, --out inside a file was found only after the training, with an errno."""
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in planted(60, seed=1)))
+    done = subprocess.run([*CLI, "train-router", str(data), "--out", str(data / "model.npz")],
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"error: cannot write the model to {data / 'model.npz'}: "
+                                   f"{data} is not a folder")

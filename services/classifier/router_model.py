@@ -186,16 +186,27 @@ class RouterModel:
                             "kind": self.kind, "features": list(self.parts)}
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
-        with partial.open("wb") as out:  # np.savez would add ".npz" to a name without it
-            np.savez_compressed(out, calibration=np.array(self.calibration),
-                                raw_quantiles=self.raw_quantiles,
-                                meta=np.array(json.dumps(meta)), **arrays)
         try:
+            with partial.open("wb") as out:  # np.savez would add ".npz" to a name without it
+                np.savez_compressed(out, calibration=np.array(self.calibration),
+                                    raw_quantiles=self.raw_quantiles,
+                                    meta=np.array(json.dumps(meta)), **arrays)
             RouterModel.load(partial)  # what a classifier would refuse is never written
-        except ValueError:
-            partial.unlink()
-            raise
-        os.replace(partial, path)  # a running classifier never reads half a file
+            os.replace(partial, path)  # a running classifier never reads half a file
+        finally:
+            partial.unlink(missing_ok=True)  # a failed write leaves nothing behind
+
+    @staticmethod
+    def check_writable(path: Path) -> None:
+        """Before the work: an --out whose folder cannot be made or written to is refused at
+        once, not after the training."""
+        folder = path.parent
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if path.is_dir() or (existing is not None and not existing.is_dir()):
+            raise ValueError(f"cannot write the model to {path}: {existing} is not a folder"
+                             if not path.is_dir() else f"{path} is a folder")
+        if existing is not None and not os.access(existing, os.W_OK):
+            raise ValueError(f"cannot write the model to {path}: {existing} is not writable")
 
     @classmethod
     def load(cls, path: Path) -> RouterModel:
