@@ -90,8 +90,7 @@ def _problem(row: dict) -> str | None:
     for key, value in scores.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"score '{key}' is not a number"
-        if not (isinstance(value, float) and math.isfinite(value)
-                or isinstance(value, int)) or abs(value) > MAX_SCORE:
+        if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > MAX_SCORE:
             return f"score '{key}' is not a number within +-{MAX_SCORE:g}"
     return None
 
