@@ -71,7 +71,7 @@ async def test_a_classifier_wedged_on_one_prompt_turns_health_red(tmp_path, monk
     (problem,) = health.busy_too_long([beat], later)
     assert problem.startswith("classifier c1 is stuck: on one prompt for")
 
-    with open(model, "wb") as fifo:  # let the read end: the bad file is refused, the model kept
-        fifo.write(b"not a model")
+    # Let the read end: the bad file is refused, the model in use kept.
+    await asyncio.to_thread(model.write_bytes, b"not a model")
     await asyncio.wait_for(wedged, 10)
     assert counters.busy_since is None
