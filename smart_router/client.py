@@ -17,7 +17,7 @@ from nats import nuid
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
-from nats.js.errors import NoStreamResponseError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from shared import connection, health, jsonl, payload, subjects
 from shared.config import Settings
@@ -161,7 +161,14 @@ async def submit(
             done += 1
             progress(done, len(jobs))
 
-    await asyncio.gather(*(publisher() for _ in range(min(in_flight, len(jobs)))))
+    try:
+        await asyncio.gather(*(publisher() for _ in range(min(in_flight, len(jobs)))))
+    except APIError as exc:  # the jobs stream full (its max_bytes), or JetStream refusing
+        raise ConnectionError(
+            f"the router's job queue refused a line ({exc.description}) after "
+            f"{len(submission.fresh) + submission.duplicates} of {len(jobs)} were stored: send "
+            f"the file again later with --job {submission.job_id} (what is stored is not run "
+            "twice)") from None
     submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
 

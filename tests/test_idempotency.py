@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 
+import nats
 import pytest
 
 from services.classifier.intake import MAX_WAITING_PER_KEY
@@ -167,3 +168,33 @@ async def test_a_fixed_file_sent_again_under_its_job_runs_only_the_fixed_line(st
     assert first.fresh == [f"{first.job_id}-1"] and [i["line"] for i in first.invalid] == [2]
     assert again.fresh == [f"{first.job_id}-2"]
     assert [d["line"] for d in again.duplicate_lines] == [1]
+
+
+async def test_a_full_job_queue_stops_submit_with_what_to_do(tmp_path):
+    """The jobs stream at its max_bytes (nothing draining it): submit says how many lines were
+    stored and to send the file again with its job id; before, it ended on JetStream's raw
+    ServiceUnavailableError, its progress line far from what was stored."""
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    from shared import subjects
+    from smart_router.embedded import EmbeddedNats
+
+    server = EmbeddedNats.start(tmp_path / "nats")
+    nc = await nats.connect(server.url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(
+            name=subjects.JOBS_STREAM, subjects=list(subjects.with_tenants(subjects.JOBS)),
+            max_bytes=64 * 1024, discard=DiscardPolicy.NEW, duplicate_window=60))
+        path = tmp_path / "many.jsonl"
+        path.write_text("".join(json.dumps({"prompt": f"{i} " + "x" * 1000}) + "\n"
+                                for i in range(200)))
+        with pytest.raises(ConnectionError) as refused:
+            await client.submit(nc, path, "big-job", lambda done, total: None, in_flight=1)
+        stored = (await nc.jetstream().stream_info(subjects.JOBS_STREAM)).state.messages
+    finally:
+        await nc.close()
+        server.stop()
+    assert 0 < stored < 200
+    assert str(refused.value).startswith("the router's job queue refused a line")
+    assert f"after {stored} of 200 were stored" in str(refused.value)
+    assert "--job big-job" in str(refused.value)
