@@ -297,3 +297,23 @@ def test_train_router_refuses_an_out_it_cannot_write_before_training(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == (f"error: cannot write the model to {data / 'model.npz'}: "
                                    f"{data} is not a folder")
+
+
+def test_training_on_lexical_features_embeds_no_prompt(tmp_path):
+    """`--features lexical` needs no e5: before, every prompt was embedded anyway (e5 is most
+    of the cost: 3,000 prompts took 1:48 and 988 MB)."""
+    from services.classifier import router_train
+
+    embedded = []
+
+    class Counting(Featurizer):
+        def __call__(self, text, parts):
+            if "embedding" in parts:
+                embedded.append(text)
+            return super().__call__(text, parts)
+
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in planted(60, seed=1)))
+    model, _ = router_train.train(data, featurizer=Counting(), features="lexical")
+
+    assert embedded == [] and model.parts == ("lexical", "structure")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from .router_model import FEATURE_SETS, QUANTILES, Featurizer, Neighbours, Ridge
 FOLDS = 5
 REPEATS = 3
 MIN_PROMPTS = 20
+PROGRESS_EVERY = 1000  # prompts between two progress lines while features are computed
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,26 @@ def candidates(outcomes: Outcomes, features: str = "any") -> tuple[Candidate, ..
 
 
 def feature_matrices(prompts: list[str], featurizer: Featurizer,
+                     sets: Mapping[FeatureSet, tuple[str, ...]] = FEATURE_SETS,
                      progress: Callable[[int], None] = lambda done: None
                      ) -> dict[str, np.ndarray]:
-    """Each feature set's matrix, every part computed once per prompt."""
-    parts = sorted({p for ps in FEATURE_SETS.values() for p in ps})
+    """Each of `sets`' matrix, every part they need computed once per prompt (and no other:
+    e5 is most of the cost, and the lexical set needs none of it)."""
+    parts = sorted({p for ps in sets.values() for p in ps})
     columns: dict[str, list[np.ndarray]] = {p: [] for p in parts}
     for i, text in enumerate(prompts):
         for part in parts:
             columns[part].append(featurizer(text, (part,)))
         progress(i + 1)
     stacked = {p: np.vstack(v) for p, v in columns.items()}
-    return {name: np.hstack([stacked[p] for p in ps]) for name, ps in FEATURE_SETS.items()}
+    return {name: np.hstack([stacked[p] for p in ps]) for name, ps in sets.items()}
+
+
+def _every(step: int, total: int) -> Callable[[int], None]:
+    def report(done: int) -> None:
+        if done % step == 0 and done < total:
+            print(f"features of {done:,}/{total:,} prompts", file=sys.stderr)
+    return report
 
 
 def folds(n: int, seed: int, k: int = FOLDS) -> list[np.ndarray]:
@@ -170,7 +180,10 @@ def train(path: Path, weak: str | None = None, strong: str | None = None,
                          "or more")
     featurizer = featurizer or Featurizer()
     print(f"features of {len(outcomes)} prompts …", file=sys.stderr)
-    xs = feature_matrices(outcomes.prompts, featurizer)
+    sets = {name: ps for name, ps in FEATURE_SETS.items() if features in ("any", name)}
+    xs = feature_matrices(outcomes.prompts, featurizer, sets, _every(PROGRESS_EVERY,
+                                                                     len(outcomes)))
+    print("cross-validating …", file=sys.stderr)
     return fit(xs, outcomes, features, {
         "data": path.name, "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
 
