@@ -26,6 +26,7 @@ SERVICES = ("classifier", "dispatcher", "escalator", "ledger", "gateway")
 HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 BUSY_STUCK_AFTER_S = 30.0
+STREAM_FULL_WARNING = 0.9  # a work stream past this share of its max_bytes is a problem
 
 
 @dataclass
@@ -53,6 +54,9 @@ class LedgerProgress:
     ack_pending: int | None = None
     oldest_unacked_at: float | None = None
     backlog_read_at: float | None = None
+    # The work streams' fill, bytes stored over their max_bytes (they refuse new work when
+    # full: jobs, the pipeline's hops, the ledger's events), as last read.
+    streams_full: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +109,7 @@ async def snapshot(js: JetStreamContext) -> dict:
     ledger["stuck"] = problem is not None
     problems = [f"{name} is down: no fresh heartbeat" for name, s in services.items()
                 if not s["up"]] + ([problem] if problem else []) + busy_too_long(instances, now)
+    problems += streams_filling(ledger["instances"])
     return {"ok": not problems, "services": services, "problems": problems, "at": now}
 
 
@@ -133,6 +138,17 @@ def busy_too_long(instances: list[dict], now: float) -> list[str]:
             f"{now - beat['busy_since']:.0f} s" for beat in instances
             if isinstance(beat.get("busy_since"), int | float)
             and now - beat["busy_since"] > BUSY_STUCK_AFTER_S]
+
+
+def streams_filling(ledger_beats: list[dict]) -> list[str]:
+    """Work streams near their max_bytes, as the ledger last read them: past it, new jobs or
+    hops are refused (overloaded) until the consumers catch up."""
+    latest = max((b["ledger"] for b in ledger_beats if b.get("ledger")),
+                 key=lambda p: p.get("backlog_read_at") or 0, default=None)
+    fills = (latest or {}).get("streams_full") or {}
+    return [f"{name} is {fill:.0%} full: new work is refused when it is full"
+            for name, fill in sorted(fills.items())
+            if isinstance(fill, int | float) and fill >= STREAM_FULL_WARNING]
 
 
 def ledger_backlog(instances: list[dict], now: float) -> dict | None:

@@ -112,6 +112,8 @@ def service_grants() -> dict[str, Grants]:
     for stream in (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM):  # crash-looped messages
         ledger.publish += [f"{JS_API}.STREAM.MSG.GET.{stream}",
                            f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
+    for stream in (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM, subjects.EVENTS_STREAM):
+        ledger.publish.append(f"{JS_API}.STREAM.INFO.{stream}")  # how full, for health
     ledger.subscribe += [subjects.STATS, *subjects.with_tenants(subjects.FEEDBACK)]
     # The HTTP gateway authenticates its callers itself: it asks for them on the shared
     # subjects, naming their tenant in the body. It reads no results.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import nats
+
 from shared import health
 from tests import harness
 
@@ -75,3 +77,34 @@ async def test_a_classifier_wedged_on_one_prompt_turns_health_red(tmp_path, monk
     await asyncio.to_thread(model.write_bytes, b"not a model")
     await asyncio.wait_for(wedged, 10)
     assert counters.busy_since is None
+
+
+async def test_a_work_stream_nearly_full_is_a_problem_in_health(tmp_path):
+    """The jobs stream at 95% of its max_bytes, read as the ledger reads it each beat, is named
+    in the report; past 100% new jobs are refused (overloaded). Before, health stayed ok
+    until then, and after."""
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    from services.ledger import backlog
+    from shared import subjects
+    from smart_router.embedded import EmbeddedNats
+
+    server = EmbeddedNats.start(tmp_path / "nats")
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name=subjects.JOBS_STREAM, subjects=[subjects.JOBS],
+                                         max_bytes=100_000, discard=DiscardPolicy.NEW))
+        while (await js.stream_info(subjects.JOBS_STREAM)).state.bytes < 95_000:
+            await js.publish(subjects.JOBS, b"x" * 1000)
+        fills = await backlog._fills(js)  # the other work streams are not there: left out
+    finally:
+        await nc.close()
+        server.stop()
+    beat = {"ledger": {"backlog_read_at": 1.0, "streams_full": fills}}
+
+    assert list(fills) == [subjects.JOBS_STREAM] and fills[subjects.JOBS_STREAM] >= 0.95
+    (problem,) = health.streams_filling([beat])
+    assert problem.startswith(f"{subjects.JOBS_STREAM} is 9") and "full" in problem
+    assert health.streams_filling([{"ledger": {"backlog_read_at": 1.0,
+                                               "streams_full": {"ROUTER_JOBS": 0.5}}}]) == []

@@ -1,5 +1,6 @@
 """The ledger consumer's backlog, read from JetStream for the heartbeat: how many events wait,
-how many were redelivered, and since when the oldest one not yet acked has been stored."""
+how many were redelivered, and since when the oldest one not yet acked has been stored; and how
+full the work streams are (health warns before they refuse work)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from shared import subjects
 from shared.health import HEARTBEAT_EVERY_S, LedgerProgress
 from shared.topology import PushConsumer
 
 log = structlog.get_logger(__name__)
+
+WORK_STREAMS = (subjects.JOBS_STREAM, subjects.PIPELINE_STREAM, subjects.EVENTS_STREAM)
 
 
 async def read(js: JetStreamContext, consumer: PushConsumer, progress: LedgerProgress) -> None:
@@ -30,7 +34,23 @@ async def read(js: JetStreamContext, consumer: PushConsumer, progress: LedgerPro
             progress.oldest_unacked_at = oldest.time.timestamp() if oldest.time else None
         except NotFoundError:
             pass  # acked since the consumer was read
+    progress.streams_full = await _fills(js)
     progress.backlog_read_at = time.time()
+
+
+async def _fills(js: JetStreamContext) -> dict[str, float]:
+    """Bytes stored over max_bytes, per work stream that can be read (a stream another setup
+    left out, or a server refusing the read, is left out rather than failing the backlog)."""
+    fills = {}
+    for stream in WORK_STREAMS:
+        try:
+            info = await js.stream_info(stream)
+        except Exception as exc:
+            log.debug("ledger.stream_unreadable", stream=stream, reason=type(exc).__name__)
+            continue
+        limit = info.config.max_bytes
+        fills[stream] = round(info.state.bytes / limit, 3) if limit and limit > 0 else 0.0
+    return fills
 
 
 async def watch(js: JetStreamContext, consumer: PushConsumer, progress: LedgerProgress) -> None:
