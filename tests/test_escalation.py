@@ -90,6 +90,8 @@ HOSTILE = {
     "a number past a float": "So " + "1" * 400 + " + 1 = 2",
     "a product past a float": f"{'9' * 300} x {'9' * 300} = {'9' * 600}",
     "many small steps": "2 x 3 = 6, " * 11_900,
+    "a list of bullets": "\n".join(f"- {i}" for i in range(1, 17_001)),
+    "bullets of one number": "1\n- " * 32_768,
 }
 
 
@@ -113,6 +115,11 @@ def test_a_hostile_answer_is_scored_without_a_crash_or_a_stall(scorer, text):
     ("So 1,200 + 300 = 1,400.", True), ("So 1,200 + 300 = 1,500.", False),
     ("72 − 283.76 = -211.76 (then we round)", False),
     ("76.00 - 97 + 488,771 = 488,750 (7823 × 9.4 = 73536.20)", False),
+    ("- 14 × 6 = 85\n- 85 + 10 = 95", True), ("- 14 × 6 = 84\n- 84 + 10 = 94", False),
+    ("12 × 4 = 48\n48 + 7 = 55\nThe answer is 55.", False),
+    ("12 × 4 = 48\n48 + 7 = 56\nThe answer is 56.", True),
+    ("The largest is 2**31 - 1 = 2147483647.", False), ("Solve x**2 - 4 = 0", False),
+    ("Total: 1,00,000 + 50,000 = 1,50,000 rupees.", False),
 ])
 def test_the_arithmetic_check_reads_steps_as_they_are_written(text, slip):
     """Bullets, bold, compact lists and thousands separators; a result is never read cut

@@ -48,11 +48,18 @@ _OPERATOR = "-+*/x\u00d7\u00f7\u2212"  # x, the multiplication and division sign
 # must stand alone: not the tail of a longer expression (a power, a variable, a term after an
 # operator, a mixed number's fraction, a thousands group of a number), and its result not the
 # head of one ("= 320 + 48", "= 7/8", "= 3x") nor cut inside a number ("= 488,868 (...").
+_SPACE = r"[^\S\n]"  # within a line: a step never runs across lines (a list of bullets was
+# read as one chain from every bullet on: quadratic, 33 s for 128 KB of "1\n- ")
 _EQUATION = re.compile(
-    rf"(?:(?<=^[-*] )|(?<=\*\*)|(?<![^\s:;,(\[])(?<![{_OPERATOR}^\d]\s))"  # bullets, bold too
-    rf"(?!(?<=\d,)\d{{3}}(?!\d))"
-    rf"((?:{_NUMBER}\s*+[{_OPERATOR}]\s*+)++{_NUMBER})\s*+=\s*+({_RESULT})"
-    rf"(?![\w^/(]|\s*[{_OPERATOR}^(]\s*[\w(]|\s\d{{3}}\b|,\d{{3}}(?!\d))", re.M)
+    # A start: a bullet, bold (not a power's **), or after a space or punctuation but not after an
+    # operator and a space (a term's tail) nor inside a thousands group or a number's digits.
+    rf"(?:(?<=^[-*] )|(?<=\*\*)(?<![\w)]\*\*)|(?<![^\s:;,(\[])(?<![{_OPERATOR}^\d]{_SPACE}))"
+    rf"(?!(?<=\d,)(?:\d{{3}}(?!\d)|\d++,\d))"
+    rf"((?:{_NUMBER}{_SPACE}*+[{_OPERATOR}]{_SPACE}*+)++{_NUMBER})\s*+=\s*+({_RESULT})"
+    # The result not the head of a longer expression on its line (nor the next line's, unless
+    # that line is a bullet), nor cut inside a number.
+    rf"(?![\w^/(]|{_SPACE}*[{_OPERATOR}^(]\s*[\w(]|\n{_SPACE}*+(?![-*]{_SPACE})[{_OPERATOR}^(]"
+    rf"\s*[\w(]|\s\d{{3}}\b|,\d{{3}}(?!\d))", re.M)
 MAX_STEPS = 200  # steps checked in one answer
 MAX_STEP_CHARS = 200  # a longer expression is no worked step (and could nest past the parser)
 _STATED_FINAL = re.compile(rf"answer is\s*\$?({_RESULT})", re.I)
