@@ -118,7 +118,7 @@ async def submit(
     tenant: str | None = None,
 ) -> Submission:
     """Publish one job per line to router.v1.jobs (router.v1.jobs.<tenant> for a client
-    identity) with Nats-Msg-Id = <job_id>.<request_id>.<digest of the tenant and the line>.
+    identity) with Nats-Msg-Id = <job_id>.<request_id>.<digest of the tenant>.
 
     Each line's job_id is set to the job's; a line without request_id gets one from its line
     number. Lines that are not valid requests are reported with their number, not sent; lines
@@ -134,8 +134,7 @@ async def submit(
         try:
             job = _job(line, submission.job_id, line_no, first_line)
             body = json.dumps(job).encode()
-            msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"),
-                                body)
+            msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"))
             payload.check(nc.max_payload, subject, body, {subjects.MSG_ID: msg_id})
         except (ValueError, payload.TooLarge) as exc:
             submission.invalid.append({"line": line_no, "error": str(exc)})
@@ -192,13 +191,12 @@ def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> di
     return job
 
 
-def job_msg_id(job_id: str, request_id: str, tenant: str | None, body: bytes) -> str:
-    """A job's JetStream dedup id: the same line of the same job, sent again, is a duplicate;
-    the same request_id in two jobs, for two tenants, or with other content is not. The digest
-    of the tenant and the line keeps one tenant's id from ever matching another's: JetStream
-    dedups across the whole jobs stream, so an id another tenant could guess (its job and
-    request ids) would let it drop that tenant's job by sending first."""
-    digest = hashlib.sha256(f"{tenant or ''}\x00".encode() + body).hexdigest()[:24]
+def job_msg_id(job_id: str, request_id: str, tenant: str | None) -> str:
+    """A job's JetStream dedup id: a request_id sent again in the same job by the same tenant
+    is a duplicate (edited or not: the router keeps its first answer); in another job, or for
+    another tenant, it is not. JetStream dedups across the whole jobs stream, so the tenant's
+    digest keeps two tenants' jobs of the same name from dropping each other's lines."""
+    digest = hashlib.sha256((tenant or "").encode()).hexdigest()[:12]
     return f"{job_id}.{request_id}.{digest}"
 
 

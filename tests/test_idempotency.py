@@ -198,3 +198,17 @@ async def test_a_full_job_queue_stops_submit_with_what_to_do(tmp_path):
     assert str(refused.value).startswith("the router's job queue refused a line")
     assert f"after {stored} of 200 were stored" in str(refused.value)
     assert "--job big-job" in str(refused.value)
+
+
+async def test_an_edited_line_sent_again_under_its_job_is_reported_sent_before(stack, nc,
+                                                                             tmp_path):
+    """Its request_id was run in this job already: reported as a duplicate line, not sent
+    (sent, it would be answered `duplicate_request`, which `--wait` does not show)."""
+    path = tmp_path / "edit.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a fruit.", "request_id": "q1"}) + "\n")
+    first = await client.submit(nc, path, None, lambda done, total: None)
+    path.write_text(json.dumps({"prompt": "Name a tree.", "request_id": "q1"}) + "\n")
+    again = await client.submit(nc, path, first.job_id, lambda done, total: None)
+
+    assert first.fresh == ["q1"]
+    assert again.fresh == [] and [d["request_id"] for d in again.duplicate_lines] == ["q1"]
