@@ -368,6 +368,20 @@ async def test_a_request_refused_before_its_body_is_read_does_not_hold_its_conne
     assert sent < 30  # closed after the answer and LINGER_S (2 s), long before 12 s
 
 
+async def test_a_request_pipelined_after_a_refused_one_is_answered(strict_gateway):
+    """A refused request whose body comes in soon after (the client sent it anyway), then a
+    second request on the same connection: both are answered (the refusal's linger ends once
+    its body is in)."""
+    refused = (b"POST /v1/chat HTTP/1.1\r\nhost: localhost\r\ncontent-type: text/plain\r\n"
+               b"content-length: 20000\r\n\r\n")
+    second = b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    answer = await _answer_to(strict_gateway, [refused + b"x" * 10_000, b"x" * 10_000 + second],
+                              pause_s=0.1)
+
+    assert answer.startswith(b"HTTP/1.1 415 "), answer[:200]
+    assert b"HTTP/1.1 200 " in answer, answer[-300:]
+
+
 async def test_past_the_connection_limit_a_request_is_429_overloaded_with_retry_after(
         stack, tmp_path):
     """With 3 connections open (GATEWAY_MAX_CONNECTIONS=3), a fourth's request is answered 429

@@ -63,8 +63,8 @@ class GatewaySettings(BaseSettings):
 MAX_HEAD_BYTES = 64 * 1024
 # Seconds between two warnings that connections are being refused (a flood would flood the log).
 REFUSED_WARNING_EVERY_S = 10.0
-# An answer given before the request's body was read (a refusal): the rest of the body is read
-# and dropped this long, so the client can read the answer, then the connection is closed.
+# An answer given before the request's body was read (a refusal): the rest of the body may
+# arrive (and be dropped) this long, then the connection is closed.
 LINGER_S = 2.0
 
 
@@ -82,9 +82,10 @@ class _GuardedHttp(HttpToolsProtocol):
     timeout is answered 408 and closed.
     Connections: past the limit, a request is answered by `refuse_overloaded` instead of the
     app (uvicorn's own limit_concurrency answers plain text).
-    Refusals: a request answered before its body was read (413, 415, 401...) is not kept
-    alive: uvicorn would wait for the rest of the body, and a client sending a byte now and
-    then would hold the connection for ever. It lingers LINGER_S, then closes."""
+    Refusals: a request answered before its body was read (413, 415, 401...) has LINGER_S for
+    the rest of its body to arrive, then the connection is closed: uvicorn would wait for it
+    for ever, every byte resetting its keep-alive timer. A body that does arrive in time
+    (a pipelined request may follow it) leaves the connection open."""
 
     settings: GatewaySettings  # set on the subclass a server is built with
     refused_since_warning = 0
@@ -95,7 +96,7 @@ class _GuardedHttp(HttpToolsProtocol):
         self._head_seen: int | None = 0  # None once the head is complete
         self._heads = 0  # heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
-        self._lingering = False
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -106,6 +107,7 @@ class _GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_lingering()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -154,14 +156,18 @@ class _GuardedHttp(HttpToolsProtocol):
         unread = self.cycle is not None and self.cycle.more_body
         super().on_response_complete()
         if unread and not self.transport.is_closing():
-            self._lingering = True
-            if self.transport.can_write_eof():
-                self.transport.write_eof()  # the answer is whole: nothing more will be sent
-            self.loop.call_later(LINGER_S, self.transport.close)
+            self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+
+    def on_message_complete(self) -> None:
+        self._stop_lingering()  # the refused request's body is all in: the connection is sound
+        super().on_message_complete()
+
+    def _stop_lingering(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # the rest of a refused request's body
         if self._head_seen is None or self._head_seen + len(data) <= MAX_HEAD_BYTES:
             if self._head_seen is not None:
                 self._head_seen += len(data)
