@@ -160,14 +160,19 @@ async def submit(
             done += 1
             progress(done, len(jobs))
 
-    try:
-        await asyncio.gather(*(publisher() for _ in range(min(in_flight, len(jobs)))))
-    except APIError as exc:  # the jobs stream full (its max_bytes), or JetStream refusing
+    try:  # the first failure stops the other publishers: the count below is then final
+        async with asyncio.TaskGroup() as publishers:
+            for _ in range(min(in_flight, len(jobs))):
+                publishers.create_task(publisher())
+    except* APIError as refused:  # the jobs stream full (its max_bytes), or JetStream refusing
+        reason = getattr(refused.exceptions[0], "description", refused.exceptions[0])
         raise ConnectionError(
-            f"the router's job queue refused a line ({exc.description}) after "
-            f"{len(submission.fresh) + submission.duplicates} of {len(jobs)} were stored: send "
-            f"the file again later with --job {submission.job_id} (what is stored is not run "
-            "twice)") from None
+            f"the router's job queue refused a line ({reason}) "
+            f"after {len(submission.fresh) + submission.duplicates} of {len(jobs)} were "
+            f"stored: send the file again later with --job {submission.job_id} (what is stored "
+            "is not run twice)") from None
+    except* Exception as failed:
+        raise failed.exceptions[0] from None
     submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
 
