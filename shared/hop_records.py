@@ -1,7 +1,8 @@
-"""What a hop paid for, kept in the hops bucket (a day's window) under the trace and the hop: a
-message redelivered after a crash, or after a publish that failed, replays what its first
-delivery paid for instead of paying again. The dispatcher keeps its calls and answer, the
-escalator its paid checks' verdict."""
+"""What a hop paid for, kept in the hops bucket under the trace and the hop, as long as a
+message's redeliveries last (topology.HOP_DEDUP_WINDOW_S, 10 minutes): a message redelivered
+after a crash, or after a publish that failed, replays what its first delivery paid for instead
+of paying again. The dispatcher keeps its calls and answer, the escalator its paid checks'
+verdict."""
 
 from __future__ import annotations
 
