@@ -196,12 +196,13 @@ def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> di
     return job
 
 
-def job_msg_id(job_id: str, request_id: str, tenant: str | None) -> str:
+def job_msg_id(job_id: str, request_id: str, tenant: object) -> str:
     """A job's JetStream dedup id: a request_id sent again in the same job by the same tenant
     is a duplicate (edited or not: the router keeps its first answer); in another job, or for
     another tenant, it is not. JetStream dedups across the whole jobs stream, so the tenant's
-    digest keeps two tenants' jobs of the same name from dropping each other's lines."""
-    digest = hashlib.sha256((tenant or "").encode()).hexdigest()[:12]
+    digest keeps two tenants' jobs of the same name from dropping each other's lines. The
+    tenant as the line gives it, whatever its type: the classifier refuses a wrong one."""
+    digest = hashlib.sha256(json.dumps(tenant).encode()).hexdigest()[:12]
     return f"{job_id}.{request_id}.{digest}"
 
 

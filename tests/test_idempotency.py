@@ -150,6 +150,8 @@ async def test_the_same_job_for_two_tenants_runs_for_both(stack, nc, tmp_path):
     again = await client.submit(nc, path, job, lambda done, total: None, tenant="bob")
 
     assert set(results) == {"alice", "bob"} and all("error" not in r for r in results.values())
+    # A body's tenant of another type is digested too (it crashed submit), apart from its text.
+    assert client.job_msg_id(job, "r1", 5) != client.job_msg_id(job, "r1", "5")
     assert again.duplicates == 1 and again.fresh == []  # the same line again runs nothing
 
 
