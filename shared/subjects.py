@@ -35,6 +35,10 @@ REQUESTS_BUCKET = "router_requests"
 HEALTH_BUCKET = "router_health"
 
 MSG_ID = "Nats-Msg-Id"
+# The tenant of a request on the shared chat subject, as the gateway names it from the API key:
+# the classifier counts a tenant's online requests against its share of admission before it
+# reads their bodies. Only the gateway and admin identities may publish there.
+TENANT_HEADER = "Smart-Router-Tenant"
 
 
 # A tenant as one subject token: a name of letters, digits, '_' and '-' (not starting with '_')

@@ -1,32 +1,52 @@
-"""The admission bound's bookkeeping: slots are freed by a done notice or by the deadline."""
+"""The admission bound's bookkeeping: slots are freed by a done notice or by the deadline; a
+tenant holds at most its share."""
 
 from __future__ import annotations
 
 import time
 
-from services.classifier.admission import Admission
+from services.classifier.admission import Admission, Refused
 
 
 def test_past_the_bound_a_request_is_refused_until_a_slot_is_freed():
     admission = Admission(limit=2)
     later = time.time() + 60
 
-    assert admission.admit("a", later) and admission.admit("b", later)
-    assert not admission.admit("c", later)
+    assert admission.admit("a", later) is None and admission.admit("b", later) is None
+    assert admission.admit("c", later) is Refused.FULL
     admission.done("a")
-    assert admission.admit("c", later)
+    assert admission.admit("c", later) is None
 
 
 def test_a_lost_done_notice_frees_its_slot_at_the_deadline():
     admission = Admission(limit=1)
 
-    assert admission.admit("gone", time.time() - 1)  # its deadline has passed
-    assert admission.admit("next", time.time() + 60)
+    assert admission.admit("gone", time.time() - 1) is None  # its deadline has passed
+    assert admission.admit("next", time.time() + 60) is None
     assert admission.in_flight == 1
 
 
 def test_without_a_bound_nothing_is_kept():
     admission = Admission(limit=0)
 
-    assert all(admission.admit(str(i), time.time() + 60) for i in range(1000))
+    assert all(admission.admit(str(i), time.time() + 60, "t") is None for i in range(1000))
     assert admission.in_flight == 0
+
+
+def test_a_tenant_holds_at_most_its_share_and_frees_it():
+    admission = Admission(limit=5, per_tenant=2)
+    later = time.time() + 60
+
+    assert admission.admit("a1", later, "alice") is None
+    assert admission.admit("a2", time.time() - 1, "alice") is None  # its deadline has passed
+    assert admission.admit("a3", later, "alice") is None  # in the expired one's place
+    assert admission.admit("a4", later, "alice") is Refused.TENANT_FULL
+    assert admission.admit("b1", later, "bob") is None
+    assert admission.admit("n1", later) is None and admission.admit("n2", later) is None
+    assert admission.admit("b2", later, "bob") is Refused.FULL  # the whole bound first
+    admission.done("a1")
+    assert admission.held_by("alice") == 1 and admission.in_flight == 4
+    admission.done("a3")
+    admission.done("a3")  # a second notice frees nothing more
+    assert admission.held_by("alice") == 0 and "alice" not in admission._by_tenant
+    assert admission.in_flight == 3

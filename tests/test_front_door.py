@@ -8,10 +8,12 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import nats
 import pytest
 from faststream.nats import NatsBroker
 
 from services.classifier.front_door import FrontDoor
+from services.gateway.link import RouterLink
 from shared import outcomes, subjects
 from shared.messages import Origin
 from smart_router.embedded import EmbeddedNats
@@ -110,3 +112,78 @@ async def test_a_request_answered_whose_row_failed_is_not_answered_twice(own_nat
         await door.close()
         await broker.stop()
     assert json.loads(first.data)["error"]["code"] == "invalid_request"
+
+
+class HoldingIntake:
+    """Hands every request on and keeps it: its slot stays taken (no done notice comes)."""
+
+    def __init__(self, expected: int) -> None:
+        self.handed: list[Origin] = []
+        self.expected, self.all_handed = expected, asyncio.Event()
+
+    async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
+        self.handed.append(origin)
+        if len(self.handed) >= self.expected:
+            self.all_handed.set()
+        return True
+
+
+async def test_one_tenants_burst_leaves_room_for_the_others(own_nats):
+    """Before, admission was one pool: alice's burst filled it and bob was refused."""
+    config = stage_config()
+    config = config.model_copy(update={"pipeline": config.pipeline.model_copy(update={
+        "max_online_in_flight": 10, "max_online_in_flight_per_tenant": 4})})
+    broker, intake = NatsBroker(own_nats), HoldingIntake(expected=8)
+    await broker.connect()
+    door = FrontDoor(broker, config, intake)  # type: ignore[arg-type]
+    await door.open()
+    nc = broker.connection
+    try:
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox)
+        alice = {subjects.TENANT_HEADER: "alice"}  # as the gateway names an API key's tenant
+        for i in range(6):
+            await nc.publish(subjects.CHAT, json.dumps({"prompt": f"a{i}"}).encode(),
+                             reply=inbox, headers=alice)
+        # alice's own identity's subject counts toward the same share
+        own_inbox = f"{subjects.inbox_prefix('alice')}.x"
+        alice_replies = await nc.subscribe(own_inbox)
+        await nc.publish(subjects.chat("alice"), b'{"prompt": "a6"}', reply=own_inbox)
+        for i in range(3):
+            await nc.publish(subjects.CHAT, json.dumps({"prompt": f"b{i}"}).encode(),
+                             reply=inbox, headers={subjects.TENANT_HEADER: "bob"})
+        await nc.publish(subjects.CHAT, b'{"prompt": "nobody"}', reply=inbox)
+        refusals = [json.loads((await replies.next_msg(timeout=5)).data) for _ in range(2)]
+        refusals.append(json.loads((await alice_replies.next_msg(timeout=5)).data))
+        await asyncio.wait_for(intake.all_handed.wait(), timeout=10)
+        await asyncio.sleep(0.3)  # nothing more is handed on
+    finally:
+        await door.close()
+        await broker.stop()
+
+    assert len(intake.handed) == 8  # alice's 4, bob's 3, the one of no known tenant
+    assert door.admission.held_by("alice") == 4 and door.admission.held_by("bob") == 3
+    for refusal in refusals:
+        assert refusal["error"]["code"] == "overloaded"
+        assert "4 online requests of this tenant" in refusal["error"]["message"]
+
+
+async def test_the_gateway_names_its_keys_tenant_for_the_admission_count(own_nats):
+    nc = await nats.connect(own_nats)
+
+    async def echo_headers(msg) -> None:
+        await msg.respond(json.dumps(msg.headers).encode())
+
+    await nc.subscribe(subjects.CHAT, cb=echo_headers)
+    link = RouterLink(lambda: nc, request_timeout_s=5)
+    try:
+        asked, _ = await link.chat(b"{}", "alice")
+        open_mode, _ = await link.chat(b"{}", None)
+        stream = await link.stream(b"{}", "bob")
+        streamed = await stream.next()
+        stream.close(left=False)
+    finally:
+        await nc.drain()
+
+    assert asked == {subjects.TENANT_HEADER: "alice"} and open_mode is None
+    assert streamed == {subjects.TENANT_HEADER: "bob"}

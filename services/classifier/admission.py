@@ -1,39 +1,74 @@
 """Admission control for online requests: a bound on how many one classifier holds in the
-pipeline, so a burst is refused at once (`overloaded`) instead of queueing toward its deadline.
+pipeline, so a burst is refused at once (`overloaded`) instead of queueing toward its deadline,
+and a bound per tenant within it, so one tenant's burst leaves room for the others.
 
 A request counts from intake until the stage that answers it says so on this classifier's own
 done subject, or until its deadline, whichever comes first: a lost notice frees its slot at the
-deadline instead of never.
+deadline instead of never. A request whose tenant is not known before its body is read (the
+shared subject, without the gateway's tenant header) counts toward the whole bound only.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from enum import Enum
+
+
+class Refused(Enum):
+    FULL = "full"  # the whole bound
+    TENANT_FULL = "tenant_full"  # the request's tenant's share of it
 
 
 class Admission:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_tenant: int = 0) -> None:
         self.limit = limit  # 0: no limit
-        self._deadlines: dict[str, float] = {}
+        self.per_tenant = per_tenant  # 0: none within the limit
+        self._held: dict[str, tuple[float, str | None]] = {}  # trace id: deadline, tenant
+        self._by_tenant: Counter[str] = Counter()
 
-    def admit(self, trace_id: str, deadline: float) -> bool:
+    def admit(self, trace_id: str, deadline: float, tenant: str | None = None) -> Refused | None:
+        """None when admitted, else which bound refused it."""
         if not self.limit:  # nothing to count: keeping entries would only grow without bound
-            return True
-        if len(self._deadlines) >= self.limit:
+            return None
+        refused = self._refusal(tenant)
+        if refused:
             self._forget_expired()
-            if len(self._deadlines) >= self.limit:
-                return False
-        self._deadlines[trace_id] = deadline
-        return True
+            refused = self._refusal(tenant)
+            if refused:
+                return refused
+        self._held[trace_id] = (deadline, tenant)
+        if tenant is not None:
+            self._by_tenant[tenant] += 1
+        return None
 
     def done(self, trace_id: str) -> None:
-        self._deadlines.pop(trace_id, None)
+        held = self._held.pop(trace_id, None)
+        if held is not None:
+            self._release(held[1])
 
     @property
     def in_flight(self) -> int:
-        return len(self._deadlines)
+        return len(self._held)
+
+    def held_by(self, tenant: str) -> int:
+        return self._by_tenant[tenant]
+
+    def _refusal(self, tenant: str | None) -> Refused | None:
+        if len(self._held) >= self.limit:
+            return Refused.FULL
+        if self.per_tenant and tenant is not None and self._by_tenant[tenant] >= self.per_tenant:
+            return Refused.TENANT_FULL
+        return None
+
+    def _release(self, tenant: str | None) -> None:
+        if tenant is None:
+            return
+        self._by_tenant[tenant] -= 1
+        if not self._by_tenant[tenant]:
+            del self._by_tenant[tenant]  # a tenant name is kept only while it holds a slot
 
     def _forget_expired(self) -> None:
         now = time.time()
-        for trace_id in [t for t, deadline in self._deadlines.items() if deadline <= now]:
-            del self._deadlines[trace_id]
+        for trace_id in [t for t, (deadline, _) in self._held.items() if deadline <= now]:
+            self._release(self._held.pop(trace_id)[1])

@@ -26,7 +26,7 @@ from shared.config import RouterConfig
 from shared.errors import ErrorCode, RouterError
 from shared.messages import ErrorBody, ErrorReply, Origin, RequestEvent, new_request_id
 
-from .admission import Admission
+from .admission import Admission, Refused
 from .intake import Intake
 
 log = structlog.get_logger(__name__)
@@ -71,7 +71,8 @@ class FrontDoor:
 
     def __init__(self, broker: NatsBroker, cfg: RouterConfig, intake: Intake) -> None:
         self.broker, self.cfg, self.intake = broker, cfg, intake
-        self.admission = Admission(cfg.pipeline.max_online_in_flight)
+        self.admission = Admission(cfg.pipeline.max_online_in_flight,
+                                   cfg.pipeline.max_online_in_flight_per_tenant)
         self.done_subject = subjects.done(new_request_id())
         self.chat_subscriptions: list[Subscription] = []
         self.chats: set[asyncio.Task] = set()  # requests in hand
@@ -171,7 +172,11 @@ class FrontDoor:
                         reply_to=msg.reply or None,
                         correlation_id=(msg.headers or {}).get("correlation_id"))
         trace_id, received_at = new_request_id(), time.time()
-        if self.admission.admit(trace_id, received_at + self.cfg.limits.request_timeout_s):
+        named = (msg.headers or {}).get(subjects.TENANT_HEADER)  # by the gateway (or admin)
+        counted_as = origin.tenant or (subjects.tenant_token(named) if named else None)
+        refused = self.admission.admit(
+            trace_id, received_at + self.cfg.limits.request_timeout_s, counted_as)
+        if refused is None:
             self.admitted.append((msg.data, origin, trace_id, received_at))
             return
         self.burst_seen = time.monotonic()
@@ -180,8 +185,10 @@ class FrontDoor:
         if origin.reply_to:
             refusal = ErrorReply(request_id=request_id, error=ErrorBody(
                 code=ErrorCode.OVERLOADED,
-                message=f"the router holds {self.admission.limit} online requests already; "
-                        "try again shortly",
+                message=(f"the router holds {self.admission.limit} online requests already; "
+                         "try again shortly" if refused is Refused.FULL else
+                         f"the router holds {self.admission.per_tenant} online requests of this "
+                         "tenant already; try again shortly"),
                 retry_after_s=self.cfg.pipeline.overloaded_retry_after_s))
             await outcomes.send_reply(self.broker, origin, refusal.model_dump_json().encode(),
                                       trace_id)

@@ -149,7 +149,7 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
         except RouterError as exc:
             return errors.router_error(errors.error_reply(exc.code, exc.message))
         with _counted(counters):
-            return await _relayed(link.chat(body),
+            return await _relayed(link.chat(body, tenant),
                                   lambda reply: {"x-request-id": reply["request_id"]})
 
     @app.get("/v1/health", summary="Which services are up (503 when one is not)")
@@ -205,9 +205,9 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
                                      and completion_request.stream_options.include_usage)
                 with _counted(counters):
                     return await _streamed(request, link, {**router_body, "stream": True},
-                                           include_usage)
+                                           include_usage, tenant)
             with _counted(counters):
-                reply, _ = await link.chat(_encoded(router_body))
+                reply, _ = await link.chat(_encoded(router_body), tenant)
         except Refused as refused:
             return refused.response(request)
         except RouterError as exc:
@@ -238,11 +238,11 @@ def create_app(link: RouterLink, cfg: RouterConfig, counters: Counters,
 
 
 async def _streamed(request: Request, link: RouterLink, body: dict[str, Any],
-                    include_usage: bool) -> Response:
+                    include_usage: bool, tenant: str | None) -> Response:
     """Server-sent events from the router's pieces. The response waits for the first piece (or
     the reply), so a request that fails before any text gets its HTTP error status; a client
     that leaves meanwhile stops the call then, not when the first piece comes."""
-    stream = await link.stream(_encoded(body))
+    stream = await link.stream(_encoded(body), tenant)
     try:
         first = await _unless_gone(request, stream.next())
     except BaseException:

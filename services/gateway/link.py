@@ -34,10 +34,11 @@ class RouterStream:
         self._nc, self._inbox, self._timeout_s = nc, inbox, timeout_s
         self._sub: Any = None
 
-    async def open(self, body: bytes) -> None:
+    async def open(self, body: bytes, tenant: str | None) -> None:
         try:
             self._sub = await self._nc.subscribe(self._inbox)
-            await self._nc.publish(subjects.CHAT, body, reply=self._inbox)
+            await self._nc.publish(subjects.CHAT, body, reply=self._inbox,
+                                   headers=_named(tenant))
         except BaseException as exc:
             if self._sub is not None:
                 with contextlib.suppress(Exception):  # gone with its connection
@@ -74,20 +75,25 @@ class RouterStream:
 _closing: set[asyncio.Task] = set()
 
 
+def _named(tenant: str | None) -> dict[str, str] | None:
+    return {subjects.TENANT_HEADER: tenant} if tenant is not None else None
+
+
 class RouterLink:
     def __init__(self, connection: Callable[[], Client], request_timeout_s: float) -> None:
         self._connection = connection
         self._chat_timeout_s = request_timeout_s + REPLY_GRACE_S
 
-    async def chat(self, body: bytes) -> tuple[dict[str, Any], bytes]:
-        """The router's reply to a request body (as on router.v1.chat), parsed and raw."""
-        raw = await self._request(subjects.CHAT, body, self._chat_timeout_s)
+    async def chat(self, body: bytes, tenant: str | None) -> tuple[dict[str, Any], bytes]:
+        """The router's reply to a request body (as on router.v1.chat), parsed and raw.
+        `tenant`, the API key's, is named in a header for the classifier's admission count."""
+        raw = await self._request(subjects.CHAT, body, self._chat_timeout_s, _named(tenant))
         return json.loads(raw), raw
 
-    async def stream(self, body: bytes) -> RouterStream:
+    async def stream(self, body: bytes, tenant: str | None) -> RouterStream:
         nc = self._connection()
         stream = RouterStream(nc, nc.new_inbox(), self._chat_timeout_s)
-        await stream.open(body)
+        await stream.open(body, tenant)
         return stream
 
     async def stats(self, days: int) -> tuple[dict[str, Any], bytes]:
@@ -106,9 +112,11 @@ class RouterLink:
         except (nats.errors.Error, TimeoutError) as exc:
             return health.unreadable(f"{type(exc).__name__}: {exc}")
 
-    async def _request(self, subject: str, body: bytes, timeout: float) -> bytes:
+    async def _request(self, subject: str, body: bytes, timeout: float,
+                       headers: dict[str, str] | None = None) -> bytes:
         try:
-            msg = await self._connection().request(subject, body, timeout=timeout)
+            msg = await self._connection().request(subject, body, timeout=timeout,
+                                                   headers=headers)
         except nats.errors.NoRespondersError:
             raise Unavailable(f"no service answers on {subject}: is the router running?") from None
         except nats.errors.TimeoutError:
