@@ -36,32 +36,33 @@ async def test_a_copy_that_stops_leaves_health_at_once(stack, nc, tmp_path):
         processes.stop_all()
 
 
-async def test_a_classifier_wedged_on_one_prompt_turns_health_red(tmp_path, monkeypatch):
-    """The model thread hangs on a read (the router model file swapped for a FIFO, as a
-    stalled mount would): the heartbeat says since when the thread has been busy, and past
-    BUSY_STUCK_AFTER_S the report names it. Before, requests went unanswered while every
-    service showed up and health was ok."""
+async def test_a_classifier_wedged_on_one_prompt_turns_health_red():
+    """The model thread hangs on one prompt (a native deadlock, a read that never ends): the
+    heartbeat says since when the thread has been busy, and past BUSY_STUCK_AFTER_S the report
+    names it. Before, requests went unanswered while every service showed up and health was
+    ok."""
     import dataclasses
-    import os
-    import shutil
+    import threading
     import time
 
-    from services.classifier import router_live
     from services.classifier.chain import Classifier
-    from services.classifier.router_model import SHIPPED_PATH
+    from services.classifier.local_model import LocalModel
     from tests.stage_helpers import stage_config
 
-    monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)
-    model = tmp_path / "router.npz"
-    shutil.copy(SHIPPED_PATH, model)
-    config = stage_config().classifier.model_copy(update={"router_model": str(model)})
+    release = threading.Event()
+
+    class Hanging(LocalModel):
+        def predict(self, text: str):
+            if "Spain" in text:
+                release.wait(30)
+            return super().predict(text)
+
+    config = stage_config().classifier.model_copy(update={"backends": ["local"]})
     counters = health.Counters()
-    classifier = Classifier(config, counters=counters)
+    classifier = Classifier(config, local=Hanging(), counters=counters)
     await classifier.classify("What is the capital of France?")
     assert counters.busy_since is None
 
-    model.unlink()
-    os.mkfifo(model)
     wedged = asyncio.create_task(classifier.classify("What is the capital of Spain?"))
     async with asyncio.timeout(10):
         while counters.busy_since is None:  # noqa: ASYNC110 (the thread sets it)
@@ -73,8 +74,7 @@ async def test_a_classifier_wedged_on_one_prompt_turns_health_red(tmp_path, monk
     (problem,) = health.busy_too_long([beat], later)
     assert problem.startswith("classifier c1 is stuck: on one prompt for")
 
-    # Let the read end: the bad file is refused, the model in use kept.
-    await asyncio.to_thread(model.write_bytes, b"not a model")
+    release.set()
     await asyncio.wait_for(wedged, 10)
     assert counters.busy_since is None
 

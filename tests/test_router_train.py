@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -263,7 +265,7 @@ def test_a_file_that_loads_but_cannot_route_is_refused_and_the_model_kept(
 
     for bad in [*files.values(), half, lone]:
         shutil.copy(bad, live)
-        assert router.judge(prompt) == before, bad.name
+        assert _judged_once_read(router, prompt) == before, bad.name
         with pytest.raises(ValueError, match="router model"):
             router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
 
@@ -278,13 +280,53 @@ def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(
     before = router.judge(prompt)
 
     live.write_bytes(b"not a model")
-    kept = router.judge(prompt)
+    kept = _judged_once_read(router, prompt)
     shutil.copy(SHIPPED_PATH, live)
-    replaced = router.judge(prompt)
+    replaced = _judged_once_read(router, prompt)
 
     assert kept == before and before.strong_score > 0.5
     assert replaced != before
     assert router.model.meta["data"] == "arena-bench-v1.jsonl"
+
+
+def _judged_once_read(router: router_live.LiveRouter, prompt: str) -> router_live.RouterVerdict:
+    """The verdict once a changed file has been read on the loader thread (and swapped in, or
+    refused): the first look at the file starts the read."""
+    router.judge(prompt)
+    deadline = time.monotonic() + 30
+    while router.loading:
+        assert time.monotonic() < deadline, "the router model was not read within 30 s"
+        time.sleep(0.01)
+    return router.judge(prompt)
+
+
+def test_a_stalled_router_model_file_does_not_hold_the_prompts(trained, tmp_path, monkeypatch):
+    """The file swapped for one whose read never ends (a FIFO, as a stalled mount would be):
+    before, the model thread hung on the read and every prompt behind it waited; now the model
+    in use answers while the file is read aside, and a good file put in its place is read and
+    swapped in even while the stalled read still hangs."""
+    monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)
+    live = tmp_path / "router.npz"
+    shutil.copy(trained[0], live)
+    router = router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
+    prompt = f"Explain a cake recipe using a {MARKER} rotation, please."
+    before = router.judge(prompt)
+    stalled = tmp_path / "stalled"
+    os.mkfifo(stalled)
+    os.replace(stalled, live)
+
+    with ThreadPoolExecutor(1) as pool:  # the model thread
+        answers = [pool.submit(router.judge, prompt).result(timeout=10) for _ in range(3)]
+        assert router.loading
+        os.replace(live, stalled)  # the stalled read goes on; a good file takes the name
+        shutil.copy(SHIPPED_PATH, tmp_path / "next.npz")
+        os.replace(tmp_path / "next.npz", live)
+        replaced = pool.submit(_judged_once_read, router, prompt).result(timeout=30)
+    with stalled.open("wb"):  # the stalled read ends (refused), and its thread with it
+        pass
+
+    assert answers == [before] * 3
+    assert replaced != before and router.model.meta["data"] == "arena-bench-v1.jsonl"
 
 
 def test_train_router_refuses_an_out_it_cannot_write_before_training(tmp_path):

@@ -3,14 +3,19 @@
 two thresholds calibrated on the model's training prompts from the configured shares of
 traffic (routing.strong_share to the complex tier's level, routing.medium_share to the medium's).
 
-Not thread-safe by design: the classifier calls it from its one model thread.
+Not thread-safe by design: the classifier calls it from its one model thread. Only a changed
+file is read elsewhere, on a loader thread of its own, so a large or stalled file (a hung mount)
+does not hold the prompts waiting for the model thread: the model in use serves them until the
+new one is read, then it is probed and swapped in on the model thread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +56,17 @@ class LiveRouter:
         self._cache: LRUCache[bytes, RouterVerdict] = LRUCache(CACHE_SIZE)
         self._checked_at = time.monotonic()
         self._stamp = self._file_stamp()
-        self._router, self._thresholds = self._load()
+        self._reading: Future[RouterModel] | None = None
+        self._router, self._thresholds = self._adopt(RouterModel.load(self._path))
 
     @property
     def model(self) -> RouterModel:
         return self._router.model
+
+    @property
+    def loading(self) -> bool:
+        """A changed file is being read; the model in use still routes."""
+        return self._reading is not None and not self._reading.done()
 
     def judge(self, text: str) -> RouterVerdict:
         self._reload_if_changed()
@@ -75,10 +86,9 @@ class LiveRouter:
         top, middle = self._thresholds
         return "complex" if raw >= top else "medium" if raw >= middle else "simple"
 
-    def _load(self) -> tuple[Router, tuple[float, float]]:
-        """The model in the file, tried on a prompt first: one that loads but cannot score
+    def _adopt(self, model: RouterModel) -> tuple[Router, tuple[float, float]]:
+        """A model read from the file, tried on a prompt first: one that loads but cannot score
         (its weights one feature short of the features it names) would fail every request."""
-        model = RouterModel.load(self._path)
         router = Router(model, self._featurizer)
         try:
             probe = router.strong_score(PROBE)
@@ -100,8 +110,12 @@ class LiveRouter:
         return status.st_mtime_ns, status.st_size
 
     def _reload_if_changed(self) -> None:
-        """At most one stat a second; a file that is gone or cannot load keeps the model in use
+        """At most one stat a second; a changed file is read on a loader thread, and the model
+        in use routes until it is in. A file that is gone or cannot load keeps the model in use
         (and says so once per change)."""
+        if self._reading is not None and self._reading.done():
+            self._swap(self._reading)
+            self._reading = None
         now = time.monotonic()
         if now - self._checked_at < RELOAD_CHECK_S:
             return
@@ -110,9 +124,29 @@ class LiveRouter:
         if stamp == self._stamp:
             return
         self._stamp = stamp
+        # A file changed again while it was read is read again; the older read, when it ends,
+        # is dropped (one that never ends keeps only its own thread).
+        self._reading = _read_aside(self._path)
+
+    def _swap(self, read: Future[RouterModel]) -> None:
         try:
-            self._router, self._thresholds = self._load()
+            self._router, self._thresholds = self._adopt(read.result())
         except ValueError as exc:
             log.error("router_model.reload_failed", path=str(self._path), reason=str(exc))
             return
         self._cache.clear()
+
+
+def _read_aside(path: Path) -> Future[RouterModel]:
+    """RouterModel.load on a daemon thread of its own: a read that never ends (a stalled mount)
+    holds that thread only, and not the process's exit."""
+    read: Future[RouterModel] = Future()
+
+    def run() -> None:
+        try:
+            read.set_result(RouterModel.load(path))
+        except BaseException as exc:  # handed to the model thread
+            read.set_exception(exc)
+
+    threading.Thread(target=run, name="router-model-reader", daemon=True).start()
+    return read
