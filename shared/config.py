@@ -180,6 +180,15 @@ class PipelineConfig(_Strict):
     hops_max_bytes: int = Field(ge=1 << 20)
     requests_max_bytes: int = Field(ge=1 << 20)
 
+    @model_validator(mode="after")
+    def _tenant_share_within_the_bound(self) -> PipelineConfig:
+        share, bound = self.max_online_in_flight_per_tenant, self.max_online_in_flight
+        if bound and share > bound:  # it would bound nothing
+            raise ValueError(f"pipeline.max_online_in_flight_per_tenant ({share}) is above "
+                             f"max_online_in_flight ({bound}): set it at most {bound}, or 0 for "
+                             "no bound per tenant")
+        return self
+
     def retry_delay(self, delivery: int) -> float:
         """Delay before redelivering a message whose handler failed on its n-th delivery."""
         return self.backoff_s[min(delivery, len(self.backoff_s)) - 1] if self.backoff_s else 0.0

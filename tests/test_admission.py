@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+from pydantic import ValidationError
+
 from services.classifier.admission import Admission, Refused
+from shared.config import PipelineConfig, load_config
 
 
 def test_past_the_bound_a_request_is_refused_until_a_slot_is_freed():
@@ -50,3 +54,14 @@ def test_a_tenant_holds_at_most_its_share_and_frees_it():
     admission.done("a3")  # a second notice frees nothing more
     assert admission.held_by("alice") == 0 and "alice" not in admission._by_tenant
     assert admission.in_flight == 3
+
+
+def test_a_share_per_tenant_above_the_whole_bound_is_refused_at_start():
+    """It would bound nothing (before: accepted silently, e.g. after lowering the bound)."""
+    pipeline = load_config().pipeline.model_dump()
+
+    with pytest.raises(ValidationError, match="at most 100, or 0 for no bound per tenant"):
+        PipelineConfig.model_validate(pipeline | {"max_online_in_flight": 100})
+    for bound, share in [(100, 100), (100, 0), (0, 150)]:
+        PipelineConfig.model_validate(pipeline | {"max_online_in_flight": bound,
+                                                  "max_online_in_flight_per_tenant": share})

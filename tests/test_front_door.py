@@ -163,6 +163,9 @@ async def test_one_tenants_burst_leaves_room_for_the_others(own_nats):
 
     assert len(intake.handed) == 8  # alice's 4, bob's 3, the one of no known tenant
     assert door.admission.held_by("alice") == 4 and door.admission.held_by("bob") == 3
+    # Refusals past one tenant's share, with no crowd waiting, are no burst: the others'
+    # requests were not held back for a lull (before: up to 0.2 s each, for a trickle).
+    assert door.burst_seen == 0.0
     for refusal in refusals:
         assert refusal["error"]["code"] == "overloaded"
         assert "4 online requests of this tenant" in refusal["error"]["message"]

@@ -135,7 +135,7 @@ class FrontDoor:
         (one publish), its row is queued for the recorder (a wait only when REFUSAL_ROWS_HELD
         rows are still unrecorded); admitted requests start once no delivered message waits."""
         if self.admission.limit:
-            waiting = sum(s.pending_msgs for s in self.chat_subscriptions)
+            waiting = self._waiting()
             if waiting >= CROWD and self.admission.in_flight + waiting >= self.admission.limit:
                 self.burst_seen = time.monotonic()  # refusals are coming: let them go first
         await self._admit_or_refuse(msg)
@@ -179,7 +179,10 @@ class FrontDoor:
         if refused is None:
             self.admitted.append((msg.data, origin, trace_id, received_at))
             return
-        self.burst_seen = time.monotonic()
+        if refused is Refused.FULL or self._waiting() >= CROWD:
+            # A burst: the admitted wait for a lull. One tenant past its share, alone, is no
+            # burst: holding the others' requests back for it would give its share away.
+            self.burst_seen = time.monotonic()
         found = outcomes.salvage(msg.data) if len(msg.data) <= SALVAGE_MAX_BYTES else NOTHING
         request_id = found.request_id or trace_id
         if origin.reply_to:
@@ -194,7 +197,11 @@ class FrontDoor:
                                       trace_id)
         await self.refusal_rows.put(Refusal(  # its row is made by the recorder, after the burst
             trace_id, request_id, origin, outcomes.body_fingerprint(msg.data), received_at,
-            time.time(), origin.tenant or found.tenant))
+            time.time(), origin.tenant or named or found.tenant))
+
+    def _waiting(self) -> int:
+        """Chat messages delivered and not yet read."""
+        return sum(s.pending_msgs for s in self.chat_subscriptions)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
