@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -28,7 +28,8 @@ def numbered_lines(content: bytes, source: str) -> Iterator[tuple[int, str]]:
     return _numbered(_raw_lines(io.BytesIO(content)), source)
 
 
-def numbered_lines_from(path: Path, digest: Digest | None = None) -> Iterator[tuple[int, str]]:
+def numbered_lines_from(path: Path, digest: Digest | None = None
+                        ) -> Generator[tuple[int, str], None, None]:
     """numbered_lines of the file at `path`, read a chunk at a time; each chunk is also given to
     `digest` (a hashlib object, say), so a first reading can hash the file as it checks it."""
     with path.open("rb") as file:
