@@ -142,7 +142,7 @@ async def submit(
     The file is read twice, a chunk at a time, never whole: first to hash it (the job id), count
     its lines and check it is all UTF-8 (else nothing is sent); then line by line as the
     `in_flight` publishers take them: memory holds the lines being sent, as many waiting and a
-    batch being parsed (BATCH_LINES, BATCH_BYTES), plus one request id per line (~250 bytes).
+    batch being parsed (BATCH_LINES, BATCH_BYTES), plus one request id per line (160-250 bytes).
     `progress(done, total)`: total is the lines that may still be sent, the file's non-blank
     lines less the bad ones found so far; the last call is (all sent, all sent).
     """
