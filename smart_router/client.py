@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,10 +103,24 @@ class Submission:
                 "invalid": self.invalid}
 
 
-def job_id_for(path: Path, content: bytes) -> str:
-    """The same file gives the same job id, so re-submitting it runs nothing twice."""
+_Line = tuple[int, str, bytes, str]  # line number, request_id, body, Nats-Msg-Id
+BATCH_LINES = 512  # parsed in a thread at a time
+BATCH_BYTES = 4 << 20
+
+
+def job_id_for(path: Path, sha256: str) -> str:
+    """The same file gives the same job id, so re-submitting it runs nothing twice: its name's
+    stem and the start of the SHA-256 (hex) of its content."""
     stem = re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)[:40] or "job"
-    return f"{stem}-{hashlib.sha256(content).hexdigest()[:12]}"
+    return f"{stem}-{sha256[:12]}"
+
+
+def scan(path: Path) -> tuple[str, int]:
+    """A file's SHA-256 (hex) and its number of non-blank lines, read a chunk at a time; a
+    ValueError with the line number when a byte is not UTF-8."""
+    digest = hashlib.sha256()
+    lines = sum(1 for _ in jsonl.numbered_lines_from(path, digest))
+    return digest.hexdigest(), lines
 
 
 async def submit(
@@ -124,57 +138,118 @@ async def submit(
     number. Lines that are not valid requests are reported with their number, not sent; lines
     whose id JetStream has seen within its dedup window (the same file sent again) are reported
     as duplicates. Ids are scoped by job: two jobs never collide.
+
+    The file is read twice, a chunk at a time, never whole: first to hash it (the job id), count
+    its lines and check it is all UTF-8 (else nothing is sent); then line by line as the
+    `in_flight` publishers take them: memory holds the lines being sent, as many waiting and a
+    batch being parsed (BATCH_LINES, BATCH_BYTES), plus one request id per line (160-250 bytes).
+    `progress(done, total)`: total is the lines that may still be sent, the file's non-blank
+    lines less the bad ones found so far; the last call is (all sent, all sent).
     """
-    content = await asyncio.to_thread(path.read_bytes)
-    submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, content))
+    sha256, lines = await asyncio.to_thread(scan, path)
+    submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, sha256))
     subject = subjects.jobs(tenant) if tenant else subjects.JOBS
-    jobs: list[tuple[int, dict, bytes, str]] = []
-    first_line: dict[str, int] = {}
-    for line_no, line in jsonl.numbered_lines(content, str(path)):
-        try:
-            job = _job(line, submission.job_id, line_no, first_line)
-            body = json.dumps(job).encode()
-            msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"))
-            payload.check(nc.max_payload, subject, body, {subjects.MSG_ID: msg_id})
-        except (ValueError, payload.TooLarge) as exc:
-            submission.invalid.append({"line": line_no, "error": str(exc)})
-            continue
-        first_line[job["request_id"]] = line_no
-        jobs.append((line_no, job, body, msg_id))
-    submission.request_ids = [job["request_id"] for _, job, _, _ in jobs]
+    reread = hashlib.sha256()
+    lines_read = jsonl.numbered_lines_from(path, reread)
+    jobs = _jobs(lines_read, submission, subject, nc.max_payload, tenant)
+    waiting: asyncio.Queue[_Line | None] = asyncio.Queue(in_flight)
+    publishers = max(1, min(in_flight, lines))
+    reading: asyncio.Future[list[_Line]] | None = None  # a batch being parsed in a thread
     js = nc.jetstream()
     done = 0
-    waiting = iter(jobs)
+    shown = (0, 0)
+
+    def total() -> int:
+        return max(lines - len(submission.invalid), done)
+
+    async def reader() -> None:
+        """Parses the next lines in a thread while the publishers send the last ones."""
+        nonlocal reading
+        while True:
+            reading = asyncio.ensure_future(asyncio.to_thread(_take, jobs))
+            batch = await asyncio.shield(reading)  # cancelled, the thread still ends its batch
+            if not batch:
+                break
+            for line in batch:
+                await waiting.put(line)
+        for _ in range(publishers):
+            await waiting.put(None)
 
     async def publisher() -> None:
         """One of `in_flight`, each taking the next line when its last is stored: no task per
         line (a million lines made a million tasks at once)."""
-        nonlocal done
-        for line_no, job, body, msg_id in waiting:
+        nonlocal done, shown
+        while (line := await waiting.get()) is not None:
+            line_no, request_id, body, msg_id = line
             ack = await _publish(js, subject, body, msg_id)
             if ack.duplicate:
-                submission.duplicate_lines.append({"line": line_no,
-                                                   "request_id": job["request_id"]})
+                submission.duplicate_lines.append({"line": line_no, "request_id": request_id})
             else:
-                submission.fresh.append(job["request_id"])
+                submission.fresh.append(request_id)
             done += 1
-            progress(done, len(jobs))
+            shown = (done, total())
+            progress(*shown)
 
     try:  # the first failure stops the other publishers: the count below is then final
-        async with asyncio.TaskGroup() as publishers:
-            for _ in range(min(in_flight, len(jobs))):
-                publishers.create_task(publisher())
+        async with asyncio.TaskGroup() as group:
+            group.create_task(reader())
+            for _ in range(publishers):
+                group.create_task(publisher())
     except* APIError as refused:  # the jobs stream full (its max_bytes), or JetStream refusing
         reason = getattr(refused.exceptions[0], "description", refused.exceptions[0])
         raise ConnectionError(
             f"the router's job queue refused a line ({reason}) "
-            f"after {len(submission.fresh) + submission.duplicates} of {len(jobs)} were "
+            f"after {len(submission.fresh) + submission.duplicates} of {total()} were "
             f"stored: send the file again later with --job {submission.job_id} (what is stored "
             "is not run twice)") from None
     except* Exception as failed:
         raise failed.exceptions[0] from None
+    finally:
+        if reading is not None:  # the generator cannot be closed while a thread runs it
+            await asyncio.wait([reading])
+            if not reading.cancelled():
+                reading.exception()  # retrieved: its reader may have been cancelled first
+        jobs.close()
+        lines_read.close()  # and the file with it
+    if shown != (done, done):  # bad lines after the last good one were read after its ack
+        progress(done, done)
+    if reread.hexdigest() != sha256:
+        raise ValueError(f"{path} changed while it was being sent: send it again with --job "
+                         f"{submission.job_id} once it is complete (what is stored is not run "
+                         "twice)")
     submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
+
+
+def _take(jobs: Iterator[_Line]) -> list[_Line]:
+    """The next lines to send, up to BATCH_LINES or BATCH_BYTES of bodies; [] at the end."""
+    batch: list[_Line] = []
+    size = 0
+    for line in jobs:
+        batch.append(line)
+        size += len(line[2])
+        if len(batch) == BATCH_LINES or size >= BATCH_BYTES:
+            break
+    return batch
+
+
+def _jobs(lines: Iterator[tuple[int, str]], submission: Submission, subject: str,
+          max_payload: int, tenant: str | None) -> Generator[_Line, None, None]:
+    """Each good line of the file, ready to publish; the bad ones go to submission.invalid,
+    the good ones' request ids to submission.request_ids."""
+    first_line: dict[str, int] = {}
+    for line_no, line in lines:
+        try:
+            job = _job(line, submission.job_id, line_no, first_line)
+            body = json.dumps(job).encode()
+            msg_id = job_msg_id(job["job_id"], job["request_id"], tenant or job.get("tenant"))
+            payload.check(max_payload, subject, body, {subjects.MSG_ID: msg_id})
+        except (ValueError, payload.TooLarge) as exc:
+            submission.invalid.append({"line": line_no, "error": str(exc)})
+            continue
+        first_line[job["request_id"]] = line_no
+        submission.request_ids.append(job["request_id"])
+        yield line_no, job["request_id"], body, msg_id
 
 
 def _job(line: str, job_id: str, line_no: int, first_line: dict[str, int]) -> dict:
