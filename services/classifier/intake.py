@@ -31,6 +31,10 @@ from .chain import Classifier
 # Online requests that may wait at once for the reply of a first one with their request_id: each
 # costs nothing, so without a bound a caller could hold the router's attention for free.
 MAX_WAITING_PER_KEY = 4
+# ...and in all, on one classifier: each waiter reads the request store until its reply comes,
+# and waiters are out of the admission count, so a tenant holding its share of first requests
+# could otherwise add four waiters to each.
+MAX_WAITING = 64
 
 log = structlog.get_logger(__name__)
 
@@ -140,10 +144,13 @@ class Intake:
             return
         reply = earlier.reply
         if reply is None and origin.kind == "online":  # the first is still running: wait for it
-            if self._waiting[claim.key] >= MAX_WAITING_PER_KEY:
+            crowded = (f"{MAX_WAITING_PER_KEY} requests with this request_id already wait"
+                       if self._waiting[claim.key] >= MAX_WAITING_PER_KEY else
+                       f"{MAX_WAITING} requests already wait"
+                       if self._waiting.total() >= MAX_WAITING else None)
+            if crowded:
                 await self.reject(body, origin, trace_id, received_at, RouterError(
-                    ErrorCode.OVERLOADED, f"{MAX_WAITING_PER_KEY} requests with this "
-                    "request_id already wait for the first one's reply",
+                    ErrorCode.OVERLOADED, f"{crowded} for the first one's reply",
                     self.cfg.pipeline.overloaded_retry_after_s), tenant=request.tenant)
                 return
             if origin.done_subject:  # a wait, not work: out of the admission count
