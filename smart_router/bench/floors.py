@@ -33,6 +33,8 @@ import psutil
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from shared import jsonl
+
 from ..embedded import EmbeddedNats, free_port, port_open
 
 STREAM, IN, OUT, CONSUMER = "FLOOR", "floor.in", "floor.out", "floor-hop"
@@ -214,10 +216,10 @@ async def _sdk_calls(provider: str, calls: int) -> dict:
 
 def _classifier(limit: int) -> dict:
     from services.classifier.local_model import LocalModel
-    from shared import jsonl
 
-    test_split = Path(__file__).parents[2] / "services/classifier/data/test.jsonl"
-    prompts = [row["prompt"] for row in jsonl.read_objects(test_split)][:limit]
+    from .pipeline import PROMPTS
+
+    prompts = [row["prompt"] for row in jsonl.read_objects(PROMPTS)][:limit]
     model = LocalModel()
     model.warm_up()
     start = time.thread_time()
