@@ -237,18 +237,27 @@ def _altered(source: Path, target: Path, **changes: np.ndarray) -> None:
         np.savez(out, **arrays)
 
 
-def test_a_file_that_loads_but_cannot_route_is_refused_and_the_model_kept(
-        trained, tmp_path, monkeypatch):
-    """Swapped in while serving: weights one short of the features named (before: loaded,
-    then every request failed with a matmul error), a calibration that is NaN (before:
-    strong_score NaN, every prompt routed simple, nothing logged), half a file and a lone
-    .npy (before: BadZipFile and TypeError escaped the reload, failing a request each)."""
+PROMPT = f"Explain a cake recipe using a {MARKER} rotation, please."
+
+
+@pytest.fixture
+def serving(trained, tmp_path, monkeypatch):
+    """A live router on a copy of the trained model, looking at its file on every call: the
+    file, the router and its verdict on PROMPT."""
     monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)
     live = tmp_path / "router.npz"
     shutil.copy(trained[0], live)
     router = router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
-    prompt = f"Explain a cake recipe using a {MARKER} rotation, please."
-    before = router.judge(prompt)
+    return live, router, router.judge(PROMPT)
+
+
+def test_a_file_that_loads_but_cannot_route_is_refused_and_the_model_kept(
+        serving, trained, tmp_path):
+    """Swapped in while serving: weights one short of the features named (before: loaded,
+    then every request failed with a matmul error), a calibration that is NaN (before:
+    strong_score NaN, every prompt routed simple, nothing logged), half a file and a lone
+    .npy (before: BadZipFile and TypeError escaped the reload, failing a request each)."""
+    live, router, before = serving
     with np.load(trained[0]) as data:  # a ridge's or the neighbours' feature axis
         short = {name: data[name][..., :-1] for name in data.files
                  if name in ("scorer_mean", "scorer_scale", "scorer_w", "scorer_keys")}
@@ -265,24 +274,18 @@ def test_a_file_that_loads_but_cannot_route_is_refused_and_the_model_kept(
 
     for bad in [*files.values(), half, lone]:
         shutil.copy(bad, live)
-        assert _judged_once_read(router, prompt) == before, bad.name
+        assert _judged_once_read(router, PROMPT) == before, bad.name
         with pytest.raises(ValueError, match="router model"):
             router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
 
 
-def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(
-        trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)  # look at the file on every call
-    live = tmp_path / "router.npz"
-    shutil.copy(trained[0], live)
-    router = router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
-    prompt = f"Explain a cake recipe using a {MARKER} rotation, please."
-    before = router.judge(prompt)
+def test_a_broken_new_file_keeps_the_model_in_use_and_a_good_one_replaces_it(serving):
+    live, router, before = serving
 
     live.write_bytes(b"not a model")
-    kept = _judged_once_read(router, prompt)
+    kept = _judged_once_read(router, PROMPT)
     shutil.copy(SHIPPED_PATH, live)
-    replaced = _judged_once_read(router, prompt)
+    replaced = _judged_once_read(router, PROMPT)
 
     assert kept == before and before.strong_score > 0.5
     assert replaced != before
@@ -300,28 +303,23 @@ def _judged_once_read(router: router_live.LiveRouter, prompt: str) -> router_liv
     return router.judge(prompt)
 
 
-def test_a_stalled_router_model_file_does_not_hold_the_prompts(trained, tmp_path, monkeypatch):
+def test_a_stalled_router_model_file_does_not_hold_the_prompts(serving, tmp_path):
     """The file swapped for one whose read never ends (a FIFO, as a stalled mount would be):
     before, the model thread hung on the read and every prompt behind it waited; now the model
     in use answers while the file is read aside, and a good file put in its place is read and
     swapped in even while the stalled read still hangs."""
-    monkeypatch.setattr(router_live, "RELOAD_CHECK_S", 0.0)
-    live = tmp_path / "router.npz"
-    shutil.copy(trained[0], live)
-    router = router_live.LiveRouter(live, Featurizer(), strong_share=0.2, medium_share=0.3)
-    prompt = f"Explain a cake recipe using a {MARKER} rotation, please."
-    before = router.judge(prompt)
+    live, router, before = serving
     stalled = tmp_path / "stalled"
     os.mkfifo(stalled)
     os.replace(stalled, live)
 
     with ThreadPoolExecutor(1) as pool:  # the model thread
-        answers = [pool.submit(router.judge, prompt).result(timeout=10) for _ in range(3)]
+        answers = [pool.submit(router.judge, PROMPT).result(timeout=10) for _ in range(3)]
         assert router.loading
         os.replace(live, stalled)  # the stalled read goes on; a good file takes the name
         shutil.copy(SHIPPED_PATH, tmp_path / "next.npz")
         os.replace(tmp_path / "next.npz", live)
-        replaced = pool.submit(_judged_once_read, router, prompt).result(timeout=30)
+        replaced = pool.submit(_judged_once_read, router, PROMPT).result(timeout=30)
     with stalled.open("wb"):  # the stalled read ends (refused), and its thread with it
         pass
 
