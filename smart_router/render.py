@@ -24,9 +24,12 @@ def stats(s: dict) -> str:
     ]
     for key in ("by_tier", "by_model", "by_tenant"):
         name = key.removeprefix("by_").replace("model", "model_used")
-        out += ["", f"{'by ' + key[3:]:<28} {'requests':>9} {'cost $':>10} {'saved $':>10} "
+        title = "by " + key[3:]
+        if key == "by_tenant" and s.get("tenants_total", 0) > len(s[key]):
+            title += f" (top of {s['tenants_total']:,})"
+        out += ["", f"{title:<28} {'requests':>9} {'cost $':>10} {'saved $':>10} "
                     f"{'saved':>7}"]
-        out += [f"  {g[name]:<26} {g['requests']:>9,} {g['cost_usd']:>10.4f} "
+        out += [f"  {_label(g, name):<26} {g['requests']:>9,} {g['cost_usd']:>10.4f} "
                 f"{g['saved_usd']:>10.4f} {g['savings_pct']:>6.1f}%" for g in s[key]]
     if s["projection"]:
         out += ["", "a month of answers        actual        always the top tier   saving"]
@@ -34,3 +37,8 @@ def stats(s: dict) -> str:
                 f"${p['baseline_cost_usd']:>12,.2f}   ${p['saved_usd']:>10,.2f}"
                 for p in s["projection"]]
     return "\n".join(out)
+
+
+def _label(group: dict, name: str) -> str:
+    """A breakdown's row name; by_tenant's last entry may stand for the tenants not named."""
+    return f"({group['tenants']:,} other tenants)" if group.get("others") else group[name]

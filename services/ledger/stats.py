@@ -5,6 +5,11 @@ Savings have one definition, used for the totals, every breakdown, every day and
 the routed cost and the baseline cost of the same answered requests (status ok). A failed
 request has no answer to price at the baseline, so its cost is not set against one; it is shown
 on its own, as what was spent on failed requests, and `spent_usd` is the whole bill.
+
+`by_tenant` names at most TOP_TENANTS tenants, those that spent most in the window, and folds the
+rest into one entry marked `"others": true` (`tenants` says how many): the reply must fit in one
+NATS message and the dashboard's table in a page, whatever the number of tenants. The entries
+still add up to the totals; `tenants_total` counts every tenant of the window.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from shared import db
 
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
 PERCENTILES = (50, 95, 99)
+TOP_TENANTS = 50  # by_tenant's named tenants, those that spent most; the rest are one entry
+OTHERS = "(others)"  # that entry's `tenant`, beside `"others": true` and its `tenants`
 
 
 async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
@@ -28,6 +35,8 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_BREAKDOWN, {"since": since})
         rows = await cur.fetchall()
+        await cur.execute(_BY_TENANT, {"since": since, "top": TOP_TENANTS})
+        tenant_rows = await cur.fetchall()
         await cur.execute(_LATENCY, {"since": since})
         histogram = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
         await cur.execute(_TTFT, {"since": since})
@@ -38,6 +47,7 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         await cur.execute(_CHECKS, {"since": since})
         checks = await db.one_row(cur)
     totals = _totals(rows)
+    tenants_total = tenant_rows[0]["tenants_total"] if tenant_rows else 0
     return {
         "window_days": days,
         "since": since.isoformat(),
@@ -53,19 +63,38 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         "ttft_ms": _ttft(ttft),
         "by_model": _group(rows, "model_used"),
         "by_tier": _group(rows, "tier"),
-        "by_tenant": _group(rows, "tenant"),
+        "by_tenant": _tenants(tenant_rows, tenants_total),
+        "tenants_total": tenants_total,
         "projection": _projection(totals),
     }
 
 
 _BREAKDOWN = """
-SELECT tenant, model_used, tier, status, emulated,
+SELECT model_used, tier, status, emulated,
        sum(requests)::bigint AS requests, sum(escalated)::bigint AS escalated,
        sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
        sum(cost_usd) AS cost_usd, sum(baseline_cost_usd) AS baseline_cost_usd,
        sum(escalation_cost_usd) AS escalation_cost_usd, sum(latency_ms_sum) AS latency_ms_sum
 FROM daily_usage WHERE day >= %(since)s
-GROUP BY tenant, model_used, tier, status, emulated
+GROUP BY model_used, tier, status, emulated
+"""
+
+# Per tenant among the TOP_TENANTS that spent most (failed requests' cost included), in that
+# order (`rank`), and the other tenants' figures under a NULL rank; `tenants_total` counts every
+# tenant (count(*) OVER () is taken before the LIMIT). One statement, so one snapshot.
+_BY_TENANT = """
+WITH top AS (
+    SELECT tenant, count(*) OVER () AS tenants_total,
+           row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(requests) DESC, tenant) AS rank
+    FROM daily_usage WHERE day >= %(since)s
+    GROUP BY tenant ORDER BY rank LIMIT %(top)s
+)
+SELECT top.rank, top.tenant, (SELECT max(tenants_total) FROM top) AS tenants_total, u.status,
+       sum(u.requests)::bigint AS requests, sum(u.escalated)::bigint AS escalated,
+       sum(u.cost_usd) AS cost_usd, sum(u.baseline_cost_usd) AS baseline_cost_usd
+FROM daily_usage u LEFT JOIN top USING (tenant)
+WHERE u.day >= %(since)s
+GROUP BY top.rank, top.tenant, u.status
 """
 
 _CHECKS = """
@@ -141,12 +170,27 @@ def _group(rows: list[dict], key: str) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r[key] or "(none)", []).append(r)
-    out = [
-        {key: name, "requests": sum(r["requests"] for r in members),
-         "escalated": sum(r["escalated"] for r in members), **_savings(members)}
-        for name, members in groups.items()
-    ]
+    out = [_entry(key, name, members) for name, members in groups.items()]
     return sorted(out, key=lambda g: -g["requests"])
+
+
+def _entry(key: str, name: str, members: list[dict]) -> dict:
+    return {key: name, "requests": sum(r["requests"] for r in members),
+            "escalated": sum(r["escalated"] for r in members), **_savings(members)}
+
+
+def _tenants(rows: list[dict], total: int) -> list[dict]:
+    """The top tenants, most spent first, then the others' entry if there are others."""
+    members: dict[int | None, list[dict]] = {}
+    for r in rows:
+        members.setdefault(r["rank"], []).append(r)
+    named = sorted(rank for rank in members if rank is not None)
+    out = [_entry("tenant", members[rank][0]["tenant"] or "(none)", members[rank])
+           for rank in named]
+    if None in members:
+        out.append({"tenant": OTHERS, "others": True, "tenants": total - len(named),
+                    **_entry("tenant", OTHERS, members[None])})
+    return out
 
 
 def _projection(totals: dict) -> list[dict]:
