@@ -15,6 +15,8 @@ still add up to the totals; `tenants_total` counts every tenant of the window.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -29,8 +31,20 @@ TOP_TENANTS = 50  # by_tenant's named tenants, those that spent most; the rest a
 OTHERS = "(others)"  # that entry's `tenant`, beside `"others": true` and its `tenants`
 
 
+@asynccontextmanager
+async def snapshot(conn: psycopg.AsyncConnection, statement_timeout_ms: int) -> AsyncIterator[None]:
+    """One read-only REPEATABLE READ transaction on `conn` (an autocommit connection): every
+    query in it sees the ledger as of its first one, so a batch committed meanwhile shows in all
+    the figures or in none. Each query is cut off after `statement_timeout_ms`."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+        yield
+
+
 async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
-    """Totals and breakdowns over the last `days` UTC days, today included."""
+    """Totals and breakdowns over the last `days` UTC days, today included. Run it in a
+    snapshot(), or its figures may be of different moments."""
     since = datetime.now(UTC).date() - timedelta(days=days - 1)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_BREAKDOWN, {"since": since})

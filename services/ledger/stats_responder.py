@@ -1,5 +1,6 @@
 """router.v1.stats: the cost summary on request, read on connections of its own, so a slow
-summary never holds up a batch.
+summary never holds up a batch, and in one read-only snapshot (stats.snapshot), so its figures
+are of one instant.
 
 The caller always hears an answer before it gives up (`smart-router stats` and the gateway wait
 10 s, the tests 5 s): a database that is down, restarting or slow is answered within ANSWER_WITHIN_S
@@ -43,8 +44,7 @@ class StatsResponder:
     connection's, which exists only once the service runs)."""
 
     def __init__(self, database_url: str, max_payload: Callable[[], int]) -> None:
-        self.readers = db.responder_pool(database_url, name="stats", max_size=4,
-                                         configure=_configure)
+        self.readers = db.responder_pool(database_url, name="stats", max_size=4)
         self._max_payload = max_payload
         self._reachable = True
         self._abandoned: set[asyncio.Task] = set()  # reads past ANSWER_WITHIN_S, being cancelled
@@ -88,7 +88,7 @@ class StatsResponder:
         return read.result()
 
     async def _summary(self, days: int) -> dict:
-        async with self.readers.connection() as conn:
+        async with self.readers.connection() as conn, stats.snapshot(conn, STATEMENT_TIMEOUT_MS):
             return await stats.summary(conn, days)
 
     def fitting(self, summary: dict) -> dict:
@@ -102,10 +102,6 @@ class StatsResponder:
             return _error(ErrorCode.INTERNAL, f"the summary is {exc.size} bytes, over the NATS "
                           f"server's max_payload of {exc.limit} bytes")
         return summary
-
-
-async def _configure(conn: psycopg.AsyncConnection) -> None:
-    await conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
 
 
 def _forget(tasks: set[asyncio.Task]) -> Callable[[asyncio.Task], None]:
