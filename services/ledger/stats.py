@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -46,6 +46,9 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
     """Totals and breakdowns over the last `days` UTC days, today included. Run it in a
     snapshot(), or its figures may be of different moments."""
     since = datetime.now(UTC).date() - timedelta(days=days - 1)
+    # The raw rows' timestamps from the same UTC midnight: a date compared with a timestamptz
+    # would be midnight in the session's time zone.
+    since_at = datetime.combine(since, time(), UTC)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_BREAKDOWN, {"since": since})
         rows = await cur.fetchall()
@@ -53,10 +56,10 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         tenant_rows = await cur.fetchall()
         await cur.execute(_LATENCY, {"since": since})
         histogram = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
-        await cur.execute(_TTFT, {"since": since})
+        await cur.execute(_TTFT, {"since": since_at})
         ttft = await db.one_row(cur)
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
-                          {"since": since})
+                          {"since": since_at})
         dead_letters = (await db.one_row(cur))["n"]
         await cur.execute(_CHECKS, {"since": since})
         checks = await db.one_row(cur)
