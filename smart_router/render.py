@@ -18,9 +18,10 @@ def stats(s: dict) -> str:
         f"escalated {s['escalated']:,} ({s['escalation_rate']:.1%}), "
         f"costing ${s['escalation_cost_usd']:.4f}; answers checked for "
         f"${s['verification_cost_usd']:.4f}",
-        f"latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}",
+        f"latency ms: p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  p99 {_ms(lat['p99'])}",
         f"time to first token ms ({s['ttft_ms']['streamed']:,} streamed): "
-        f"p50 {s['ttft_ms']['p50']}  p95 {s['ttft_ms']['p95']}  p99 {s['ttft_ms']['p99']}",
+        f"p50 {_ms(s['ttft_ms']['p50'])}  p95 {_ms(s['ttft_ms']['p95'])}  "
+        f"p99 {_ms(s['ttft_ms']['p99'])}",
     ]
     for key in ("by_tier", "by_model", "by_tenant"):
         name = key.removeprefix("by_").replace("model", "model_used")
@@ -42,3 +43,8 @@ def stats(s: dict) -> str:
 def _label(group: dict, name: str) -> str:
     """A breakdown's row name; by_tenant's last entry may stand for the tenants not named."""
     return f"({group['tenants']:,} other tenants)" if group.get("others") else group[name]
+
+
+def _ms(value: float | None) -> str:
+    """A percentile, or "-" when there is nothing to take it of."""
+    return "-" if value is None else f"{value}"

@@ -91,10 +91,14 @@ async def test_a_few_tenants_are_all_named(ledger):
     assert "top of" not in render.stats(summary)
 
 
-async def test_an_empty_window_has_no_tenant(ledger):
+async def test_an_empty_window_has_no_tenant_and_no_percentile(ledger):
     summary = await stats.summary(ledger, days=1)
 
     assert (summary["by_tenant"], summary["tenants_total"]) == ([], 0)
+    printed = render.stats(summary)
+    assert "latency ms: p50 -  p95 -  p99 -" in printed
+    assert "(0 streamed): p50 -  p95 -  p99 -" in printed
+    assert "None" not in printed
 
 
 async def test_twenty_thousand_tenants_fit_in_one_message(ledger):
