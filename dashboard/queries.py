@@ -1,7 +1,7 @@
 """What one refresh reads: the cost summary that router.v1.stats and `smart-router stats` also
 return and its cost per day (the ledger's stats), plus the dashboard's own two queries. Each
-reads the daily roll-ups or walks an index (at most 50 rows of `requests`), so a refresh costs
-the same with a thousand or a billion rows."""
+reads the daily roll-ups or walks an index (at most 50 rows of `requests`; the window's dead
+letters, to count them), so a refresh costs the same with a thousand or a billion requests."""
 
 from __future__ import annotations
 

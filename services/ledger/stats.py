@@ -46,7 +46,7 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
     """Totals and breakdowns over the last `days` UTC days, today included. Run it in a
     snapshot(), or its figures may be of different moments."""
     since = datetime.now(UTC).date() - timedelta(days=days - 1)
-    # The raw rows' timestamps from the same UTC midnight: a date compared with a timestamptz
+    # Dead letters (raw rows) from the same UTC midnight: a date compared with a timestamptz
     # would be midnight in the session's time zone.
     since_at = datetime.combine(since, time(), UTC)
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -56,8 +56,8 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         tenant_rows = await cur.fetchall()
         await cur.execute(_LATENCY, {"since": since})
         histogram = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
-        await cur.execute(_TTFT, {"since": since_at})
-        ttft = await db.one_row(cur)
+        await cur.execute(_TTFT, {"since": since})
+        ttft = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
                           {"since": since_at})
         dead_letters = (await db.one_row(cur))["n"]
@@ -120,19 +120,15 @@ SELECT coalesce(sum(verification_cost_usd), 0) AS verification,
 FROM daily_checks WHERE day >= %(since)s
 """
 
-# Time to first token of streamed requests (requests_streamed indexes just those rows).
+# Time to first token of streamed requests, from its daily histogram (as latency's).
 _TTFT = """
-SELECT count(*) AS streamed,
-       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ttft_ms) AS ms
-FROM requests WHERE ttft_ms IS NOT NULL AND received_at >= %(since)s
+SELECT bucket, sum(count)::bigint AS count FROM daily_ttft WHERE day >= %(since)s
+GROUP BY bucket ORDER BY bucket
 """
 
 
-def _ttft(row: dict) -> dict:
-    values = row["ms"] or [None] * len(PERCENTILES)
-    return {"streamed": row["streamed"],
-            **{f"p{p}": None if v is None else round(v, 1) for p, v in zip(PERCENTILES, values,
-                                                                            strict=True)}}
+def _ttft(histogram: list[tuple[int, int]]) -> dict:
+    return {"streamed": sum(count for _, count in histogram), **_percentiles(histogram)}
 
 
 _LATENCY = """
