@@ -69,7 +69,8 @@ class Ledger:
 
     async def _read(self, days: int) -> queries.Snapshot:
         async with self._pool.connection() as conn:
-            return await queries.read_snapshot(conn, days)
+            # the server stops a query the client gave up on, even if its cancel is lost
+            return await queries.read_snapshot(conn, days, int(self._timeout_s * 1000))
 
     def _call(self, work: Coroutine[Any, Any, Any]) -> Any:
         future = asyncio.run_coroutine_threadsafe(work, self._loop)

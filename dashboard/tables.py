@@ -12,9 +12,12 @@ CLIPPED = {"Request": "clip", "Tenant": "clip", "Model": "clip clip-wide", "Prom
 
 
 def tenant_table(by_tenant: list[dict]) -> html.Table:
+    """summary()'s by_tenant: the tenants that spent most (stats.TOP_TENANTS at most), then one
+    row for all the others, if any."""
     return table(
         ["Tenant", "Requests", "Cost", "Baseline", "Saved", "Savings"],
-        [[row["tenant"], fmt.count(row["requests"]), fmt.money(row["cost_usd"]),
+        [[f"{fmt.count(row['tenants'])} other tenants" if row.get("others") else row["tenant"],
+          fmt.count(row["requests"]), fmt.money(row["cost_usd"]),
           fmt.money(row["baseline_cost_usd"]), fmt.money(row["saved_usd"]),
           fmt.percent(row["savings_pct"])] for row in by_tenant],
     )

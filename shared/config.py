@@ -194,13 +194,18 @@ class PipelineConfig(_Strict):
         return self.backoff_s[min(delivery, len(self.backoff_s)) - 1] if self.backoff_s else 0.0
 
 
+# The longest span in days a setting or option may name: a hundred years. Far larger ones put
+# PostgreSQL's `now() - make_interval(days => N)` out of the timestamp range.
+MAX_DAYS = 36_500
+
+
 class LedgerConfig(_Strict):
     store_prompt_text: bool
     store_features: bool = False
     writers: int = Field(ge=1, le=16)
     batch_size: int = Field(ge=1)
     batch_timeout_s: float = Field(gt=0)
-    retention_days: int = Field(ge=1)
+    retention_days: int = Field(ge=1, le=MAX_DAYS)
     stuck_after_s: float = Field(gt=0)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
 import structlog
 from psycopg.rows import Row
+from psycopg_pool import AsyncConnectionPool
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -19,6 +21,11 @@ from yoyo import get_backend, read_migrations
 log = structlog.get_logger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+# A request-reply responder's pool (router.v1.stats, router.v1.feedback): its caller waits seconds.
+POOL_TIMEOUT_S = 2.0  # to get a connection: the database refusing them, or all of them in use
+CONNECT_TIMEOUT_S = 2  # libpq's connect_timeout, in whole seconds
+RECONNECT_TIMEOUT_S = 10.0  # see responder_pool
 
 
 def _yoyo_uri(database_url: str) -> str:
@@ -43,6 +50,23 @@ def migrate(database_url: str) -> list[str]:
 def first_line(exc: BaseException) -> str:
     """An error's message without psycopg's DETAIL and CONTEXT lines (which quote values)."""
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def responder_pool(
+    database_url: str, *, name: str, max_size: int,
+    configure: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool:
+    """A pool (not yet open) of autocommit connections for a responder whose caller waits
+    seconds. A connection is checked when taken, so one a database restart broke is replaced,
+    not used; a caller waits at most POOL_TIMEOUT_S for one. While the database is down the pool
+    retries a connection with a doubling delay and gives up after RECONNECT_TIMEOUT_S (psycopg's
+    default, 300 s, lets the delay grow to minutes, which the first requests after the database
+    returns would wait out); the next request then starts a new attempt at once."""
+    return AsyncConnectionPool(
+        database_url, min_size=1, max_size=max_size, open=False, name=name,
+        timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_TIMEOUT_S,
+        check=AsyncConnectionPool.check_connection, configure=configure,
+        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S})
 
 
 async def connect(database_url: str) -> psycopg.AsyncConnection:

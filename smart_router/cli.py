@@ -17,7 +17,7 @@ import nats.errors
 import typer
 
 from shared import jsonl, logs, subjects
-from shared.config import settings
+from shared.config import MAX_DAYS, settings
 
 from . import client, up_auth
 from .errors import CommandFailed
@@ -484,7 +484,8 @@ def train_router(
         "verdicts and users' feedback on requests whose features it kept "
         "(ledger.store_features), read from DATABASE_URL.")] = False,
     since: Annotated[int, typer.Option(
-        metavar="DAYS", min=1, help="With --from-ledger: the requests of the last DAYS days.")]
+        metavar="DAYS", min=1, max=MAX_DAYS,
+        help="With --from-ledger: the requests of the last DAYS days.")]
     = 30,
     as_json: JsonFlag = False,
 ) -> None:

@@ -18,15 +18,19 @@ def stats(s: dict) -> str:
         f"escalated {s['escalated']:,} ({s['escalation_rate']:.1%}), "
         f"costing ${s['escalation_cost_usd']:.4f}; answers checked for "
         f"${s['verification_cost_usd']:.4f}",
-        f"latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}",
+        f"latency ms: p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  p99 {_ms(lat['p99'])}",
         f"time to first token ms ({s['ttft_ms']['streamed']:,} streamed): "
-        f"p50 {s['ttft_ms']['p50']}  p95 {s['ttft_ms']['p95']}  p99 {s['ttft_ms']['p99']}",
+        f"p50 {_ms(s['ttft_ms']['p50'])}  p95 {_ms(s['ttft_ms']['p95'])}  "
+        f"p99 {_ms(s['ttft_ms']['p99'])}",
     ]
     for key in ("by_tier", "by_model", "by_tenant"):
         name = key.removeprefix("by_").replace("model", "model_used")
-        out += ["", f"{'by ' + key[3:]:<28} {'requests':>9} {'cost $':>10} {'saved $':>10} "
+        title = "by " + key[3:]
+        if key == "by_tenant" and s.get("tenants_total", 0) > len(s[key]):
+            title += f" (top of {s['tenants_total']:,})"
+        out += ["", f"{title:<28} {'requests':>9} {'cost $':>10} {'saved $':>10} "
                     f"{'saved':>7}"]
-        out += [f"  {g[name]:<26} {g['requests']:>9,} {g['cost_usd']:>10.4f} "
+        out += [f"  {_label(g, name):<26} {g['requests']:>9,} {g['cost_usd']:>10.4f} "
                 f"{g['saved_usd']:>10.4f} {g['savings_pct']:>6.1f}%" for g in s[key]]
     if s["projection"]:
         out += ["", "a month of answers        actual        always the top tier   saving"]
@@ -34,3 +38,13 @@ def stats(s: dict) -> str:
                 f"${p['baseline_cost_usd']:>12,.2f}   ${p['saved_usd']:>10,.2f}"
                 for p in s["projection"]]
     return "\n".join(out)
+
+
+def _label(group: dict, name: str) -> str:
+    """A breakdown's row name; by_tenant's last entry may stand for the tenants not named."""
+    return f"({group['tenants']:,} other tenants)" if group.get("others") else group[name]
+
+
+def _ms(value: float | None) -> str:
+    """A percentile, or "-" when there is nothing to take it of."""
+    return "-" if value is None else f"{value}"

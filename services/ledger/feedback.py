@@ -17,10 +17,9 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from shared import runtime, subjects
+from shared import db, runtime, subjects
 from shared.errors import ErrorCode, RouterError
 from shared.messages import (
     MAX_FEEDBACK_BYTES,
@@ -55,8 +54,9 @@ class FeedbackResponder:
     check."""
 
     def __init__(self, database_url: str) -> None:
-        self.writers = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False,
-                                           kwargs={"autocommit": True})
+        # a connection broken by a database restart is replaced, not used; with the database
+        # down, the sender hears internal_error within seconds (see db.responder_pool)
+        self.writers = db.responder_pool(database_url, name="feedback", max_size=2)
         self._subscriptions: list[Subscription] = []
 
     async def open(self, nc: Client) -> None:

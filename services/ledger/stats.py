@@ -5,12 +5,19 @@ Savings have one definition, used for the totals, every breakdown, every day and
 the routed cost and the baseline cost of the same answered requests (status ok). A failed
 request has no answer to price at the baseline, so its cost is not set against one; it is shown
 on its own, as what was spent on failed requests, and `spent_usd` is the whole bill.
+
+`by_tenant` names at most TOP_TENANTS tenants, those that spent most in the window, and folds the
+rest into one entry marked `"others": true` (`tenants` says how many): the reply must fit in one
+NATS message and the dashboard's table in a page, whatever the number of tenants. The entries
+still add up to the totals; `tenants_total` counts every tenant of the window.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -20,24 +27,44 @@ from shared import db
 
 PROJECTION_SCALES = (10_000, 100_000, 1_000_000)
 PERCENTILES = (50, 95, 99)
+TOP_TENANTS = 50  # by_tenant's named tenants, those that spent most; the rest are one entry
+OTHERS = "(others)"  # that entry's `tenant`, beside `"others": true` and its `tenants`
+
+
+@asynccontextmanager
+async def snapshot(conn: psycopg.AsyncConnection, statement_timeout_ms: int) -> AsyncIterator[None]:
+    """One read-only REPEATABLE READ transaction on `conn` (an autocommit connection): every
+    query in it sees the ledger as of its first one, so a batch committed meanwhile shows in all
+    the figures or in none. Each query is cut off after `statement_timeout_ms`."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+        yield
 
 
 async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
-    """Totals and breakdowns over the last `days` UTC days, today included."""
+    """Totals and breakdowns over the last `days` UTC days, today included. Run it in a
+    snapshot(), or its figures may be of different moments."""
     since = datetime.now(UTC).date() - timedelta(days=days - 1)
+    # Dead letters (raw rows) from the same UTC midnight: a date compared with a timestamptz
+    # would be midnight in the session's time zone.
+    since_at = datetime.combine(since, time(), UTC)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_BREAKDOWN, {"since": since})
         rows = await cur.fetchall()
+        await cur.execute(_BY_TENANT, {"since": since, "top": TOP_TENANTS})
+        tenant_rows = await cur.fetchall()
         await cur.execute(_LATENCY, {"since": since})
         histogram = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
         await cur.execute(_TTFT, {"since": since})
-        ttft = await db.one_row(cur)
+        ttft = [(r["bucket"], r["count"]) for r in await cur.fetchall()]
         await cur.execute("SELECT count(*) AS n FROM dead_letters WHERE at >= %(since)s",
-                          {"since": since})
+                          {"since": since_at})
         dead_letters = (await db.one_row(cur))["n"]
         await cur.execute(_CHECKS, {"since": since})
         checks = await db.one_row(cur)
     totals = _totals(rows)
+    tenants_total = tenant_rows[0]["tenants_total"] if tenant_rows else 0
     return {
         "window_days": days,
         "since": since.isoformat(),
@@ -53,19 +80,38 @@ async def summary(conn: psycopg.AsyncConnection, days: int = 30) -> dict:
         "ttft_ms": _ttft(ttft),
         "by_model": _group(rows, "model_used"),
         "by_tier": _group(rows, "tier"),
-        "by_tenant": _group(rows, "tenant"),
+        "by_tenant": _tenants(tenant_rows, tenants_total),
+        "tenants_total": tenants_total,
         "projection": _projection(totals),
     }
 
 
 _BREAKDOWN = """
-SELECT tenant, model_used, tier, status, emulated,
+SELECT model_used, tier, status, emulated,
        sum(requests)::bigint AS requests, sum(escalated)::bigint AS escalated,
        sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
        sum(cost_usd) AS cost_usd, sum(baseline_cost_usd) AS baseline_cost_usd,
        sum(escalation_cost_usd) AS escalation_cost_usd, sum(latency_ms_sum) AS latency_ms_sum
 FROM daily_usage WHERE day >= %(since)s
-GROUP BY tenant, model_used, tier, status, emulated
+GROUP BY model_used, tier, status, emulated
+"""
+
+# Per tenant among the TOP_TENANTS that spent most (failed requests' cost included), in that
+# order (`rank`), and the other tenants' figures under a NULL rank; `tenants_total` counts every
+# tenant (count(*) OVER () is taken before the LIMIT). One statement, so one snapshot.
+_BY_TENANT = """
+WITH top AS (
+    SELECT tenant, count(*) OVER () AS tenants_total,
+           row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(requests) DESC, tenant) AS rank
+    FROM daily_usage WHERE day >= %(since)s
+    GROUP BY tenant ORDER BY rank LIMIT %(top)s
+)
+SELECT top.rank, top.tenant, (SELECT max(tenants_total) FROM top) AS tenants_total, u.status,
+       sum(u.requests)::bigint AS requests, sum(u.escalated)::bigint AS escalated,
+       sum(u.cost_usd) AS cost_usd, sum(u.baseline_cost_usd) AS baseline_cost_usd
+FROM daily_usage u LEFT JOIN top USING (tenant)
+WHERE u.day >= %(since)s
+GROUP BY top.rank, top.tenant, u.status
 """
 
 _CHECKS = """
@@ -74,19 +120,15 @@ SELECT coalesce(sum(verification_cost_usd), 0) AS verification,
 FROM daily_checks WHERE day >= %(since)s
 """
 
-# Time to first token of streamed requests (requests_streamed indexes just those rows).
+# Time to first token of streamed requests, from its daily histogram (as latency's).
 _TTFT = """
-SELECT count(*) AS streamed,
-       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ttft_ms) AS ms
-FROM requests WHERE ttft_ms IS NOT NULL AND received_at >= %(since)s
+SELECT bucket, sum(count)::bigint AS count FROM daily_ttft WHERE day >= %(since)s
+GROUP BY bucket ORDER BY bucket
 """
 
 
-def _ttft(row: dict) -> dict:
-    values = row["ms"] or [None] * len(PERCENTILES)
-    return {"streamed": row["streamed"],
-            **{f"p{p}": None if v is None else round(v, 1) for p, v in zip(PERCENTILES, values,
-                                                                            strict=True)}}
+def _ttft(histogram: list[tuple[int, int]]) -> dict:
+    return {"streamed": sum(count for _, count in histogram), **_percentiles(histogram)}
 
 
 _LATENCY = """
@@ -141,12 +183,27 @@ def _group(rows: list[dict], key: str) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r[key] or "(none)", []).append(r)
-    out = [
-        {key: name, "requests": sum(r["requests"] for r in members),
-         "escalated": sum(r["escalated"] for r in members), **_savings(members)}
-        for name, members in groups.items()
-    ]
+    out = [_entry(key, name, members) for name, members in groups.items()]
     return sorted(out, key=lambda g: -g["requests"])
+
+
+def _entry(key: str, name: str, members: list[dict]) -> dict:
+    return {key: name, "requests": sum(r["requests"] for r in members),
+            "escalated": sum(r["escalated"] for r in members), **_savings(members)}
+
+
+def _tenants(rows: list[dict], total: int) -> list[dict]:
+    """The top tenants, most spent first, then the others' entry if there are others."""
+    members: dict[int | None, list[dict]] = {}
+    for r in rows:
+        members.setdefault(r["rank"], []).append(r)
+    named = sorted(rank for rank in members if rank is not None)
+    out = [_entry("tenant", members[rank][0]["tenant"] or "(none)", members[rank])
+           for rank in named]
+    if None in members:
+        out.append({"tenant": OTHERS, "others": True, "tenants": total - len(named),
+                    **_entry("tenant", OTHERS, members[None])})
+    return out
 
 
 def _projection(totals: dict) -> list[dict]:

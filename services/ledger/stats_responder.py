@@ -1,16 +1,36 @@
 """router.v1.stats: the cost summary on request, read on connections of its own, so a slow
-summary never holds up a batch."""
+summary never holds up a batch, and in one read-only snapshot (stats.snapshot), so its figures
+are of one instant.
+
+The caller always hears an answer before it gives up (`smart-router stats` and the gateway wait
+10 s, the tests 5 s): a database that is down, restarting or slow is answered within ANSWER_WITHIN_S
+with `internal_error` saying why, and logged once until it answers again; a connection broken by a
+database restart is checked out of the pool, not used. A summary that would not fit in one NATS
+message (the server's max_payload, headers included) is answered with `internal_error` too.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
+
+import psycopg
+import structlog
 from faststream.nats import NatsMessage
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import db, payload, subjects
+from shared.db import first_line
 from shared.errors import ErrorCode
 from shared.messages import ErrorBody, ErrorReply, describe_validation_error
 
 from . import stats
+
+log = structlog.get_logger(__name__)
+
+ANSWER_WITHIN_S = 4.0  # a connection (db.POOL_TIMEOUT_S) and the whole summary, or an error
+STATEMENT_TIMEOUT_MS = 3_000  # one of the summary's queries (each takes milliseconds)
 
 
 class StatsQuery(BaseModel):
@@ -20,9 +40,14 @@ class StatsQuery(BaseModel):
 
 
 class StatsResponder:
-    def __init__(self, database_url: str) -> None:
-        self.readers = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False,
-                                           kwargs={"autocommit": True})
+    """`max_payload` reads the NATS server's limit when a reply is ready (the broker's
+    connection's, which exists only once the service runs)."""
+
+    def __init__(self, database_url: str, max_payload: Callable[[], int]) -> None:
+        self.readers = db.responder_pool(database_url, name="stats", max_size=4)
+        self._max_payload = max_payload
+        self._reachable = True
+        self._abandoned: set[asyncio.Task] = set()  # reads past ANSWER_WITHIN_S, being cancelled
 
     async def open(self) -> None:
         await self.readers.open()
@@ -34,8 +59,58 @@ class StatsResponder:
         try:
             query = StatsQuery.model_validate_json(msg.body or b"{}")
         except ValidationError as exc:
-            return ErrorReply(request_id=None, error=ErrorBody(
-                code=ErrorCode.INVALID_REQUEST, message=describe_validation_error(exc)
-            )).model_dump()
-        async with self.readers.connection() as conn:
-            return await stats.summary(conn, query.days)
+            return _error(ErrorCode.INVALID_REQUEST, describe_validation_error(exc))
+        try:
+            summary = await self._read(query.days)
+        except (psycopg.Error, TimeoutError) as exc:
+            reason = (f"no answer within {ANSWER_WITHIN_S:g} s" if isinstance(exc, TimeoutError)
+                      else first_line(exc))
+            if self._reachable:
+                log.warning("stats.database_unavailable", reason=reason)
+            self._reachable = False
+            return _error(ErrorCode.INTERNAL, f"the ledger's database did not answer: {reason}")
+        if not self._reachable:
+            log.info("stats.database_available")
+        self._reachable = True
+        return self.fitting(summary)
+
+    async def _read(self, days: int) -> dict:
+        """The summary, or TimeoutError after ANSWER_WITHIN_S. The read is then cancelled in
+        the background: psycopg cancels a running query on the server, which can take seconds
+        more when the server hangs, and the caller must not wait for that."""
+        read = asyncio.create_task(self._summary(days))
+        done, _ = await asyncio.wait({read}, timeout=ANSWER_WITHIN_S)
+        if read not in done:
+            read.cancel()
+            self._abandoned.add(read)
+            read.add_done_callback(_forget(self._abandoned))
+            raise TimeoutError
+        return read.result()
+
+    async def _summary(self, days: int) -> dict:
+        async with self.readers.connection() as conn, stats.snapshot(conn, STATEMENT_TIMEOUT_MS):
+            return await stats.summary(conn, days)
+
+    def fitting(self, summary: dict) -> dict:
+        """`summary`, or an error reply when it is over the server's max_payload: measured as
+        json.dumps writes it, which is FastStream's encoding (or longer, when FastStream finds
+        orjson, which writes no spaces and no escapes), with shared.payload's header margin."""
+        try:
+            payload.check(self._max_payload(), subjects.STATS, json.dumps(summary).encode())
+        except payload.TooLarge as exc:
+            log.error("stats.too_large", size=exc.size, max_payload=exc.limit)
+            return _error(ErrorCode.INTERNAL, f"the summary is {exc.size} bytes, over the NATS "
+                          f"server's max_payload of {exc.limit} bytes")
+        return summary
+
+
+def _forget(tasks: set[asyncio.Task]) -> Callable[[asyncio.Task], None]:
+    def done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: it was answered for already
+    return done
+
+
+def _error(code: ErrorCode, message: str) -> dict:
+    return ErrorReply(request_id=None, error=ErrorBody(code=code, message=message)).model_dump()

@@ -48,7 +48,7 @@ def create_app(config: RouterConfig | None = None,
     service = Service("ledger", config, settings)
     cfg, database_url = service.config, service.settings.database_url
     ledger = Ledger(service)
-    responder = StatsResponder(database_url)
+    responder = StatsResponder(database_url, lambda: service.broker.connection.max_payload)
     service.respond(subjects.STATS, "ledger", responder.on_stats)
     feedback = FeedbackResponder(database_url)
     exhausted = Exhausted(service.broker, lambda: service.jetstream,

@@ -66,12 +66,18 @@ WITH new AS (
         baseline_cost_usd = d.baseline_cost_usd + excluded.baseline_cost_usd,
         escalation_cost_usd = d.escalation_cost_usd + excluded.escalation_cost_usd,
         latency_ms_sum = d.latency_ms_sum + excluded.latency_ms_sum
+), latency AS (
+    INSERT INTO daily_latency AS l (day, tier, bucket, count)
+    SELECT (finished_at AT TIME ZONE 'UTC')::date, coalesce(tier, ''),
+           round(20 * ln(greatest(latency_ms, 0.1)))::smallint, count(*)
+    FROM new WHERE status = 'ok' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (day, tier, bucket) DO UPDATE SET count = l.count + excluded.count
 )
-INSERT INTO daily_latency AS l (day, tier, bucket, count)
-SELECT (finished_at AT TIME ZONE 'UTC')::date, coalesce(tier, ''),
-       round(20 * ln(greatest(latency_ms, 0.1)))::smallint, count(*)
-FROM new WHERE status = 'ok' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-ON CONFLICT (day, tier, bucket) DO UPDATE SET count = l.count + excluded.count
+INSERT INTO daily_ttft AS t (day, bucket, count)
+SELECT (finished_at AT TIME ZONE 'UTC')::date, round(20 * ln(greatest(ttft_ms, 0.1)))::smallint,
+       count(*)
+FROM new WHERE ttft_ms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (day, bucket) DO UPDATE SET count = t.count + excluded.count
 """
 
 # A call's row comes from the dispatcher when the call returns, and again from the escalator when

@@ -1,0 +1,159 @@
+"""A database that restarts or is down never leaves a router.v1.stats caller without an answer:
+after a restart the next summary is read on a fresh connection, and while the database is down
+the caller hears `internal_error` saying why, well before it gives up. Feedback's pool, too,
+replaces a connection the restart broke."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import psycopg
+import pytest
+import structlog
+from faststream.nats import NatsBroker, TestNatsBroker
+
+from services.ledger import stats as ledger_stats
+from services.ledger.feedback import FeedbackResponder
+from services.ledger.stats_responder import ANSWER_WITHIN_S, StatsResponder
+from shared import db, subjects
+from shared.errors import RouterError
+from tests import harness
+
+CALLER_WAITS_S = 5.0  # the shortest wait of a stats caller (the tests'; the CLI waits 10 s)
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    server = harness.ControlledPostgres(tmp_path / "pg")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def asking(stats, for_s: float) -> list[tuple[dict, float]]:
+    """Every reply and how long it took, asking every half second for `for_s` seconds."""
+    replies = []
+    ends = time.monotonic() + for_s
+    while time.monotonic() < ends:
+        replies.append(await stats())
+        await asyncio.sleep(0.5)
+    return replies
+
+
+async def answered(stats, within_s: float) -> dict:
+    """The first summary that is not an error, asking again every 0.2 s."""
+    for _ in range(int(within_s / 0.2)):
+        reply, _took_s = await stats()
+        if "error" not in reply:
+            return reply
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no summary within {within_s} s")
+
+
+async def test_stats_answer_across_a_restart_and_while_the_database_is_down(postgres):
+    url = postgres.start()
+    db.migrate(url)
+    responder = StatsResponder(url, lambda: 1_048_576)
+    broker = NatsBroker()
+    broker.subscriber(subjects.STATS)(responder.on_stats)
+    await responder.open()
+    try:
+        async with TestNatsBroker(broker) as client:
+
+            async def stats() -> tuple[dict, float]:
+                start = time.monotonic()
+                reply = await client.request(b'{"days": 1}', subjects.STATS,
+                                             timeout=CALLER_WAITS_S)
+                return json.loads(reply.body), time.monotonic() - start
+
+            assert (await stats())[0]["requests"] == 0
+
+            postgres.stop()
+            postgres.start()  # the pool's connection is now a broken one
+            assert (await stats())[0]["requests"] == 0
+
+            postgres.stop()
+            with structlog.testing.capture_logs() as logs:
+                # Past db.RECONNECT_TIMEOUT_S, when the pool gives up its reconnection attempts
+                # (and starts one at the next request).
+                down = await asking(stats, for_s=db.RECONNECT_TIMEOUT_S + 2)
+                postgres.start()
+                back = time.monotonic()
+                up = await answered(stats, within_s=30)
+                recovered_s = time.monotonic() - back
+    finally:
+        await responder.close()
+
+    for reply, took_s in down:
+        assert reply["error"]["code"] == "internal_error"
+        assert reply["error"]["message"].startswith("the ledger's database did not answer: ")
+        assert took_s < ANSWER_WITHIN_S + 0.5 < CALLER_WAITS_S
+    assert up["requests"] == 0
+    assert recovered_s < 5
+    events = [entry["event"] for entry in logs]
+    assert events == ["stats.database_unavailable", "stats.database_available"]  # once each
+
+
+async def test_a_slow_summary_is_answered_in_time(postgres, monkeypatch):
+    """Each query within the statement timeout, the whole past ANSWER_WITHIN_S: the caller
+    hears so in time, and the read is cancelled."""
+    url = postgres.start()
+    db.migrate(url)
+
+    async def slow_summary(conn, days):
+        for _ in range(3):
+            await conn.execute("SELECT pg_sleep(%s)", (ANSWER_WITHIN_S / 2,))
+        return {}
+
+    monkeypatch.setattr(ledger_stats, "summary", slow_summary)
+    responder = StatsResponder(url, lambda: 1_048_576)
+    broker = NatsBroker()
+    broker.subscriber(subjects.STATS)(responder.on_stats)
+    await responder.open()
+    try:
+        async with TestNatsBroker(broker) as client:
+            start = time.monotonic()
+            reply = json.loads((await client.request(b"{}", subjects.STATS,
+                                                     timeout=CALLER_WAITS_S)).body)
+            took_s = time.monotonic() - start
+            for _ in range(50):  # the read, cancelled in the background, ends
+                if not responder._abandoned:
+                    break
+                await asyncio.sleep(0.1)
+            abandoned = len(responder._abandoned)
+    finally:
+        await responder.close()
+
+    assert reply["error"] == {
+        "code": "internal_error", "retry_after_s": None,
+        "message": f"the ledger's database did not answer: no answer within {ANSWER_WITHIN_S:g} s"}
+    assert ANSWER_WITHIN_S <= took_s < ANSWER_WITHIN_S + 0.5
+    assert abandoned == 0
+
+
+async def test_feedback_is_recorded_on_a_fresh_connection_after_a_restart(postgres):
+    url = postgres.start()
+    db.migrate(url)
+    feedback = FeedbackResponder(url)
+    await feedback.writers.open()
+    body = b'{"request_id": "r-1", "score": 1}'
+    try:
+        with pytest.raises(RouterError) as before:
+            await feedback.record(body, None)
+        postgres.stop()
+        postgres.start()
+        with pytest.raises(RouterError) as after:  # not psycopg's AdminShutdown
+            await feedback.record(body, None)
+        postgres.stop()
+        start = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):  # on_feedback answers internal_error
+            await feedback.record(body, None)
+        down_s = time.monotonic() - start
+    finally:
+        await feedback.writers.close()
+
+    assert before.value.code == after.value.code == "unknown_request"
+    assert down_s < db.POOL_TIMEOUT_S + 1 < CALLER_WAITS_S  # not psycopg_pool's 30 s
