@@ -28,6 +28,7 @@ import signal
 import sys
 import sysconfig
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,6 +49,11 @@ STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
 RESTART_PAUSE_S = (1.0, 30.0)  # first and longest pause before restarting a dead child
 STABLE_AFTER_S = 60.0  # a child that ran this long restarts after the first pause again
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _StopAsked(Exception):
+    """A stop was asked while `up` was starting: the start goes no further."""
 
 
 @dataclass
@@ -72,45 +78,84 @@ class Stack:
     _children: list[Child] = field(default_factory=list)
     _supervisors: set[asyncio.Task] = field(default_factory=set)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop_signalled: bool = False  # set by the signal handler itself, even mid-step
 
     async def run(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive(self.data_dir / "up.lock"):
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, self._stopping.set)
+        with _exclusive(self.data_dir / "up.lock"), self._stop_on_signals():
             starting = asyncio.create_task(self._start())
             stop_asked = asyncio.create_task(self._stopping.wait())
             try:
-                # Ctrl-C during the start stops at once, not after READY_TIMEOUT_S.
+                # Ctrl-C during the start stops it at its next step (see _stop_point).
                 await asyncio.wait({starting, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
                 if starting.done():
                     starting.result()  # a failed start raises here
                     await stop_asked
+            except _StopAsked:
+                pass
             finally:
                 starting.cancel()
                 stop_asked.cancel()
                 await asyncio.gather(starting, stop_asked, return_exceptions=True)
                 await self._stop()
 
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT, SIGTERM and SIGHUP ask for a stop. A plain handler, not the loop's: it runs
+        even while a blocking step of the start (initdb, a server's start, the migration) holds
+        the loop, so the step after it sees the stop at once."""
+        loop = asyncio.get_running_loop()
+
+        def asked(signum: int, frame: object) -> None:
+            self._stop_signalled = True
+            loop.call_soon_threadsafe(self._stopping.set)
+
+        previous = {sig: signal.signal(sig, asked) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_point(self) -> None:
+        """Between two steps of the start: a stop asked goes no further. Cancelling the start
+        is not enough: nats-py's connect ignores a cancellation after its first steps."""
+        if self._stop_signalled or self._stopping.is_set():
+            raise _StopAsked
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but return (with _StopAsked) as soon as a stop is asked."""
+        waiter = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
+        self._stop_point()
+
     async def _start(self) -> None:
         # Not in a worker thread: a child's parent-death signal fires when the *thread* that
         # forked it ends, and the servers must live as long as `up`. The migration runs here
-        # too, so that a Ctrl-C (acted on after these few seconds) never stops PostgreSQL
+        # too, so that a Ctrl-C (acted on once the step in hand ends) never stops PostgreSQL
         # under a migration left running in a thread.
         self.env["NATS_URL"] = self._nats_url()
+        self._stop_point()
         if self._nats is not None:
             await self._tell_of_the_other_store()
+            self._stop_point()
         self.env["DATABASE_URL"] = self._database_url()
+        self._stop_point()
         applied = db.migrate(self.env["DATABASE_URL"])
         log.info("up.migrated", applied=applied or "already current")
+        self._stop_point()
         if self.config_path is not None:
             self.env["ROUTER_CONFIG"] = str(self.config_path.resolve())
         if self._identities:  # the services may not declare the topology: setup does, once
             config = self.env.get("ROUTER_CONFIG")
             await topology.declare_as(self._settings(nats_auth.SETUP),
                                       load_config(Path(config) if config else None))
+            self._stop_point()
         await self._emulate_missing_providers()
+        self._stop_point()
         for name in SERVICES:
             self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"], identity=name))
         self._spawn(Child("dashboard", [sys.executable, "-m", "dashboard"]))
@@ -193,7 +238,7 @@ class Stack:
         port = embedded.free_port()
         self._spawn(Child("emulator", [sys.executable, "-m", "emulator", "--port", str(port)]))
         base = f"http://127.0.0.1:{port}"
-        await _wait_for_http(f"{base}/_emulator/health")
+        await _wait_for_http(f"{base}/_emulator/health", self._pause)
         urls = {"anthropic": ("ANTHROPIC_BASE_URL", base), "openai": ("OPENAI_BASE_URL",
                 f"{base}/v1"), "groq": ("GROQ_BASE_URL", base)}
         for provider in missing:
@@ -244,15 +289,18 @@ class Stack:
             return all(any(i["pid"] in ours for i in report["services"][name]["instances"])
                        for name in SERVICES)
 
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
         try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                while not ready(await client.service_health(nc)):  # noqa: ASYNC110 (polls NATS)
-                    await asyncio.sleep(0.5)
-        except TimeoutError:
-            log.error("up.not_healthy", hint="see the services' logs above")
-            return
+            self._stop_point()
+            while not ready(await client.service_health(nc)):
+                self._stop_point()
+                if asyncio.get_running_loop().time() >= deadline:
+                    log.error("up.not_healthy", hint="see the services' logs above")
+                    return
+                await self._pause(0.5)
         finally:
             await nc.close()
+        self._stop_point()  # no banner for a stack that is stopping
         cli = _cli_command()
         if self._identities and self.data_dir != up_auth.DEFAULT_DATA_DIR.resolve():
             cli = f"{up_auth.DATA_DIR_VARIABLE}={self.data_dir} {cli}"
@@ -318,13 +366,14 @@ def subprocess_stdout(name: str) -> int | None:
     return asyncio.subprocess.DEVNULL if name == "emulator" else None
 
 
-async def _wait_for_http(url: str, timeout_s: float = 20.0) -> None:
+async def _wait_for_http(url: str, pause: Callable[[float], Awaitable[None]],
+                         timeout_s: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(urllib.request.urlopen, url, None, 1)
             return
-        await asyncio.sleep(0.1)
+        await pause(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
 
 

@@ -307,3 +307,29 @@ def test_an_identity_file_sets_only_who_to_be_on_nats(tmp_path, monkeypatch):
     assert (given.nats_user, given.nats_url) == ("from-the-environment", "nats://127.0.0.1:4999")
     assert given.nats_password.get_secret_value() == "pw"
     assert "evil" not in given.database_url and given.router_config is None
+
+
+def test_a_stop_asked_while_up_starts_is_acted_on_at_once(fresh_env, tmp_path):
+    """Ctrl-C once the embedded servers are up but the services are not: `up` stops what it
+    started within seconds, exit 0, with no word of unhealthy services. Before, the start ran on
+    (nats-py's connect ignores a cancellation) and then waited for services that were never
+    started: 62 s with the provider keys set, then `up.not_healthy`."""
+    env = fresh_env | {key: "not-used" for key in KEYS}  # no emulator: the start waits on NATS
+    data, log = Path(env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+
+    with stopped_if_failing(start_up(env, data, log)) as up:
+        assert eventually(lambda: "up.postgres" in log.read_text() or up.poll() is not None,
+                          timeout_s=50), log.read_text()[-3000:]
+        tree = harness.process_tree(up.pid)
+        ctrl_c(up)
+        asked = time.monotonic()
+        assert up.wait(20) == 0, log.read_text()[-3000:]
+        took = time.monotonic() - asked
+
+    output = log.read_text()
+    assert took < 15, output[-3000:]
+    assert "up.not_healthy" not in output and "Traceback" not in output, output[-3000:]
+    assert not children_running(up, "services.gateway")
+    assert "up.stopped" in output
+    assert harness.wait_all_gone(tree) == set()
+    assert nats_port_closed(env)
