@@ -52,6 +52,20 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now (None: it could). Bound as uvicorn and
+    werkzeug bind: IPv6 when the host has a colon, and with SO_REUSEADDR, so a port left in
+    TIME_WAIT is free and one another program listens on is not (EADDRINUSE)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:  # socket.gaierror included: a host name that does not resolve
+        return exc
+    return None
+
+
 def nats_answers(url: str) -> bool:
     parts = urlsplit(url)
     return port_open(parts.hostname or "127.0.0.1", parts.port or 4222)
