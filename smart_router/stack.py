@@ -55,7 +55,9 @@ READY_TIMEOUT_S = 60.0
 RESTART_PAUSE_S = (1.0, 30.0)  # first and longest pause before restarting a dead child
 STABLE_AFTER_S = 60.0  # a child that ran this long restarts after the first pause again
 # A child that dies this many times in a row, each time within STABLE_AFTER_S of its start, is
-# given up on, and `up` stops: it would never start (a port taken, a bad setting).
+# given up on, and `up` stops: it would never start (a port taken, a bad setting). An outage is
+# not such a death: a service waits STABLE_AFTER_S or more for NATS (runtime.CONNECT_RETRY_S) and
+# PostgreSQL (db.wait_until_ready) before it exits.
 RESTART_LIMIT = 5
 # The children that listen for HTTP: their host and port variables, and the default port.
 LISTENERS = {"gateway": ("GATEWAY_HOST", "GATEWAY_PORT", 8000),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from shared import nats_auth
+from shared import db, nats_auth, runtime
 from shared.config import settings
 from smart_router import embedded, stack, up_auth
 from smart_router.errors import CommandFailed
@@ -422,3 +423,10 @@ def test_a_child_that_keeps_dying_young_is_given_up_and_the_rest_stopped(tmp_pat
     assert "last exit code 3" in str(failed.value)
     assert doomed.restarts == stack.RESTART_LIMIT - 1
     assert lives.process is not None and lives.process.returncode is not None  # stopped
+
+
+def test_an_outage_is_not_a_child_dying_young():
+    """A service waits for NATS and PostgreSQL at least STABLE_AFTER_S before it exits, so a
+    NATS or PostgreSQL outage never spends the restart budget and stops `up`."""
+    wait_for_postgres = inspect.signature(db.wait_until_ready).parameters["timeout_s"].default
+    assert stack.STABLE_AFTER_S <= min(runtime.CONNECT_RETRY_S, wait_for_postgres)
