@@ -35,6 +35,7 @@ NATS_READY_TIMEOUT_S = 15.0
 NATS_READY_LINE = b"[INF] Server is ready"  # its log line once clients may connect
 PORT_ATTEMPTS = 3
 POSTGRES_READY_TIMEOUT_S = 60.0
+TEMPLATE_OIDS = ("1", "4")  # template1 and template0's folders under base/: initdb's first, last
 STOP_TIMEOUT_S = 20.0
 POSTGRES_SYSTEM_USER = "pgserver"  # the user pgserver's own start used: old data dirs stay usable
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
@@ -50,6 +51,20 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
     return False
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now (None: it could). Bound as uvicorn and
+    werkzeug bind: IPv6 when the host has a colon, and with SO_REUSEADDR, so a port left in
+    TIME_WAIT is free and one another program listens on is not (EADDRINUSE)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:  # socket.gaierror included: a host name that does not resolve
+        return exc
+    return None
 
 
 def nats_answers(url: str) -> bool:
@@ -225,16 +240,27 @@ class EmbeddedPostgres:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"PostgreSQL exited with code {self.process.returncode}:\n"
-                                   f"{self._log_tail()}")
+                                   f"{self._log_tail()}{self._interrupted_initdb()}")
             if postgres_answers(self.url()):
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"PostgreSQL did not answer in {POSTGRES_READY_TIMEOUT_S:g} s:\n"
-                           f"{self._log_tail()}")
+                           f"{self._log_tail()}{self._interrupted_initdb()}")
 
     def _log_tail(self) -> str:
         return (self.data_dir / "log").read_text(errors="replace")[-2000:]
+
+    def _interrupted_initdb(self) -> str:
+        """A word on a folder that looks like an initdb killed part-way, as versions before
+        the initdb folder beside the data (_initdb) left one. It is not removed: it cannot be
+        told from a damaged database for sure."""
+        if all((self.data_dir / "global" / "pg_control").exists()
+               and (self.data_dir / "base" / oid).is_dir() for oid in TEMPLATE_OIDS):
+            return ""
+        return (f"\n{self.data_dir} looks like an interrupted initdb (no pg_control or template "
+                "databases): if it holds no data you need, move "
+                f"{self.data_dir} away (or remove it) and a new database is made at the next start")
 
 
 def ensure_database(server_url: str, database: str) -> str:
@@ -333,13 +359,37 @@ def _hand_over(data_dir: Path, user: pwd.struct_passwd) -> None:
 
 
 def _initdb(data_dir: Path, user: pwd.struct_passwd | None) -> None:
+    """A new database in data_dir (empty), made in a folder beside it and renamed into place
+    once complete: an initdb killed part-way (a killed `up`, the OOM killer, a power cut) leaves
+    only that folder, which the next start makes again, never a half-made data_dir that would
+    be taken for a database. initdb dies with its parent."""
+    if any(data_dir.iterdir()):
+        raise RuntimeError(
+            f"{data_dir} holds files but no PostgreSQL data (no PG_VERSION): no database is made "
+            f"over them. Move them away, or give another data folder")
+    making = data_dir.with_name(f"{data_dir.name}.initdb")
+    if making.exists():  # only _initdb makes this folder: an initdb that did not finish
+        log.warning("postgres.incomplete_initdb_removed", path=str(making))
+        shutil.rmtree(making)
+    making.mkdir(mode=0o700)
+    if user is not None:
+        os.chown(making, user.pw_uid, user.pw_gid)
     done = subprocess.run(
-        [str(_bin("initdb")), "-D", str(data_dir), "--auth=trust", "--auth-local=trust",
+        [str(_bin("initdb")), "-D", str(making), "--auth=trust", "--auth-local=trust",
          "--encoding=utf8", "-U", "postgres"],
         capture_output=True, text=True, timeout=120, start_new_session=True, **_run_as(user),
+        preexec_fn=die_with_parent,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"initdb failed in {data_dir}:\n{done.stderr[-2000:]}")
+        shutil.rmtree(making, ignore_errors=True)
+        raise RuntimeError(f"initdb failed in {making}:\n{done.stderr[-2000:]}")
+    try:
+        making.rename(data_dir)  # over the empty folder: at once, whole or not at all
+    except OSError as exc:  # data_dir a mount point, say
+        shutil.rmtree(making, ignore_errors=True)
+        raise RuntimeError(f"cannot move the new database from {making} into {data_dir} "
+                           f"({exc.strerror}): give a data folder whose parent is on the same "
+                           "file system, not a mount point itself") from None
 
 
 def _socket_dir(data_dir: Path, user: pwd.struct_passwd | None) -> Path:

@@ -9,8 +9,10 @@ admin's (up_auth.py). Its JetStream data is kept per mode, in <data>/nats or, op
 <data>/nats-insecure, and it says at start what the other mode's store still holds (up_stores.py).
 It serves any provider that has no API key from the
 provider emulator (and says so loudly); then it runs the five services (the HTTP gateway on
-127.0.0.1:8000, GATEWAY_PORT, among them), restarts one that dies,
-and on Ctrl-C stops everything it started: the services first, then NATS, then PostgreSQL.
+127.0.0.1:8000, GATEWAY_PORT, among them), restarts one that dies (and gives up, stopping
+everything, on one that keeps dying young: it would never start), and on Ctrl-C stops
+everything it started: the services first, then NATS, then PostgreSQL. It refuses to start
+when the gateway's or the dashboard's port is taken by another program.
 Children run in their own session (a terminal's Ctrl-C reaches `up` alone, which orders the
 shutdown) and die with it even if it is killed, so a second `up` after a crash starts clean; an
 embedded PostgreSQL an older run left behind is stopped, not reused. It also serves the cost
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -28,10 +31,12 @@ import signal
 import sys
 import sysconfig
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import structlog
 
 from shared import connection, db, nats_auth, topology
@@ -39,6 +44,7 @@ from shared.config import Settings, load_config, settings
 from shared.health import SERVICES
 
 from . import client, embedded, up_auth, up_stores
+from .errors import CommandFailed
 
 log = structlog.get_logger("smart_router.up")
 
@@ -48,6 +54,19 @@ STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
 RESTART_PAUSE_S = (1.0, 30.0)  # first and longest pause before restarting a dead child
 STABLE_AFTER_S = 60.0  # a child that ran this long restarts after the first pause again
+# A child that dies this many times in a row, each time within STABLE_AFTER_S of its start, is
+# given up on, and `up` stops: it would never start (a port taken, a bad setting). An outage is
+# not such a death: a service waits STABLE_AFTER_S or more for NATS (runtime.CONNECT_RETRY_S) and
+# PostgreSQL (db.wait_until_ready) before it exits.
+RESTART_LIMIT = 5
+# The children that listen for HTTP: their host and port variables, and the default port.
+LISTENERS = {"gateway": ("GATEWAY_HOST", "GATEWAY_PORT", 8000),
+             "dashboard": ("DASHBOARD_HOST", "DASHBOARD_PORT", 8050)}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _StopAsked(Exception):
+    """A stop was asked while `up` was starting: the start goes no further."""
 
 
 @dataclass
@@ -72,49 +91,135 @@ class Stack:
     _children: list[Child] = field(default_factory=list)
     _supervisors: set[asyncio.Task] = field(default_factory=set)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop_signalled: bool = False  # set by the signal handler itself, even mid-step
+    _given_up: str | None = None  # why `up` stopped on its own: a child that cannot start
 
     async def run(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive(self.data_dir / "up.lock"):
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, self._stopping.set)
+        with _exclusive(self.data_dir / "up.lock"), self._stop_on_signals():
             starting = asyncio.create_task(self._start())
             stop_asked = asyncio.create_task(self._stopping.wait())
             try:
-                # Ctrl-C during the start stops at once, not after READY_TIMEOUT_S.
+                # Ctrl-C during the start stops it at its next step (see _stop_point).
                 await asyncio.wait({starting, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
                 if starting.done():
                     starting.result()  # a failed start raises here
                     await stop_asked
+            except _StopAsked:
+                pass
             finally:
                 starting.cancel()
                 stop_asked.cancel()
                 await asyncio.gather(starting, stop_asked, return_exceptions=True)
                 await self._stop()
+        if self._given_up is not None:
+            raise CommandFailed(self._given_up)  # exit 1
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT, SIGTERM and SIGHUP ask for a stop. A plain handler, not the loop's: it runs
+        even while a blocking step of the start (initdb, a server's start, the migration) holds
+        the loop, so the step after it sees the stop at once."""
+        loop = asyncio.get_running_loop()
+
+        def asked(signum: int, frame: object) -> None:
+            self._stop_signalled = True
+            loop.call_soon_threadsafe(self._stopping.set)
+
+        previous = {sig: signal.signal(sig, asked) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_point(self) -> None:
+        """Between two steps of the start: a stop asked goes no further. Cancelling the start
+        is not enough: nats-py's connect ignores a cancellation after its first steps."""
+        if self._stop_signalled or self._stopping.is_set():
+            raise _StopAsked
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but return (with _StopAsked) as soon as a stop is asked."""
+        waiter = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
+        self._stop_point()
 
     async def _start(self) -> None:
         # Not in a worker thread: a child's parent-death signal fires when the *thread* that
         # forked it ends, and the servers must live as long as `up`. The migration runs here
-        # too, so that a Ctrl-C (acted on after these few seconds) never stops PostgreSQL
+        # too, so that a Ctrl-C (acted on once the step in hand ends) never stops PostgreSQL
         # under a migration left running in a thread.
+        self._check_ports()
         self.env["NATS_URL"] = self._nats_url()
+        self._stop_point()
         if self._nats is not None:
             await self._tell_of_the_other_store()
+            self._stop_point()
         self.env["DATABASE_URL"] = self._database_url()
+        self._stop_point()
         applied = db.migrate(self.env["DATABASE_URL"])
         log.info("up.migrated", applied=applied or "already current")
+        self._stop_point()
         if self.config_path is not None:
             self.env["ROUTER_CONFIG"] = str(self.config_path.resolve())
         if self._identities:  # the services may not declare the topology: setup does, once
             config = self.env.get("ROUTER_CONFIG")
             await topology.declare_as(self._settings(nats_auth.SETUP),
                                       load_config(Path(config) if config else None))
+            self._stop_point()
         await self._emulate_missing_providers()
+        self._stop_point()
         for name in SERVICES:
             self._spawn(Child(name, [sys.executable, "-m", f"services.{name}"], identity=name))
         self._spawn(Child("dashboard", [sys.executable, "-m", "dashboard"]))
         await self._wait_until_healthy()
+
+    def _listen_address(self, name: str) -> tuple[str, int | None]:
+        """Where the gateway or the dashboard will listen, as its variables in up's environment
+        say; no port when it is not a number (the child itself says what is wrong)."""
+        host_variable, port_variable, default = LISTENERS[name]
+        try:
+            port = int(self.env.get(port_variable) or default)
+        except ValueError:
+            port = None
+        return self.env.get(host_variable) or "127.0.0.1", port
+
+    def _check_ports(self) -> None:
+        """Fail at once when the gateway's or the dashboard's port is taken: its child could
+        never start, and the port would answer with another program's pages. A courtesy only:
+        a port taken after this check fails its child, which is given up on (_supervise)."""
+        seen: dict[tuple[str, int], str] = {}
+        for name, (host_variable, port_variable, _) in LISTENERS.items():
+            host, port = self._listen_address(name)
+            if not port:  # 0: the gateway takes any free port (the dashboard, Dash, 8050)
+                continue
+            if (host, port) in seen:
+                raise RuntimeError(f"{seen[host, port]} and {port_variable} are both {port}: "
+                                   "the gateway and the dashboard need a port each")
+            seen[host, port] = port_variable
+            error = embedded.bind_error(host, port)
+            if error is not None and error.errno == errno.EADDRINUSE:
+                raise RuntimeError(f"{host}:{port} ({port_variable}) is taken by another "
+                                   f"program: stop it, or set {port_variable} to a free port")
+            if error is not None:
+                raise RuntimeError(f"cannot listen on {host}:{port} ({host_variable}, "
+                                   f"{port_variable}): {error.strerror or error}")
+
+    def _port_taken(self, name: str) -> str | None:
+        """For a gateway or dashboard that died: its port, when another program holds it."""
+        if name not in LISTENERS:
+            return None
+        host, port = self._listen_address(name)
+        if not port:
+            return None
+        error = embedded.bind_error(host, port)
+        if error is None or error.errno != errno.EADDRINUSE:
+            return None
+        return f"{host}:{port} ({LISTENERS[name][1]}) is taken by another program"
 
     def _nats_url(self) -> str:
         url = self.env.get("NATS_URL") or settings().nats_url
@@ -193,7 +298,7 @@ class Stack:
         port = embedded.free_port()
         self._spawn(Child("emulator", [sys.executable, "-m", "emulator", "--port", str(port)]))
         base = f"http://127.0.0.1:{port}"
-        await _wait_for_http(f"{base}/_emulator/health")
+        await _wait_for_http(f"{base}/_emulator/health", self._pause)
         urls = {"anthropic": ("ANTHROPIC_BASE_URL", base), "openai": ("OPENAI_BASE_URL",
                 f"{base}/v1"), "groq": ("GROQ_BASE_URL", base)}
         for provider in missing:
@@ -212,9 +317,12 @@ class Stack:
 
     async def _supervise(self, child: Child) -> None:
         """Run a child; restart it if it dies (a crash, or a service that lost NATS for good),
-        after a pause that doubles up to RESTART_PAUSE_S[1] while it keeps dying young."""
+        after a pause that doubles up to RESTART_PAUSE_S[1] while it keeps dying young (within
+        STABLE_AFTER_S of its start). The RESTART_LIMIT-th young death in a row gives it up,
+        and the whole stack with it (_give_up)."""
         first, longest = RESTART_PAUSE_S
         pause = first
+        young_deaths = 0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             child.process = await asyncio.create_subprocess_exec(
@@ -227,32 +335,91 @@ class Stack:
             if self._stopping.is_set():
                 return
             if loop.time() - started >= STABLE_AFTER_S:
-                pause = first
+                pause, young_deaths = first, 0
+            young_deaths += 1
+            taken = self._port_taken(child.name)
+            if young_deaths >= RESTART_LIMIT:
+                self._give_up(child, code, taken)
+                return
             child.restarts += 1
             log.error("up.child_died", child=child.name, code=code, restart_in_s=pause,
-                      restarts=child.restarts)
+                      restarts=child.restarts, **({"port": taken} if taken else {}))
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest)
 
+    def _give_up(self, child: Child, code: int, port_taken: str | None) -> None:
+        """A child that keeps dying young would never start: say so, and stop the stack."""
+        self._given_up = (f"the {child.name} died {RESTART_LIMIT} times in a row, each time "
+                          f"within {STABLE_AFTER_S:g} s of its start (last exit code {code})"
+                          + (f"; {port_taken}" if port_taken else "")
+                          + ": up gave it up and stopped the stack")
+        log.error("up.child_given_up", child=child.name, code=code, deaths=RESTART_LIMIT,
+                  **({"port": port_taken} if port_taken else {}))
+        _banner(f"GIVING UP: {self._given_up}. See its log above.")
+        self._stopping.set()
+
+    def _live_pid(self, name: str) -> int | None:
+        for child in self._children:
+            if child.name == name and child.process and child.process.returncode is None:
+                return child.process.pid
+        return None
+
+    def _gateway_url(self, report: dict) -> str | None:
+        """Where our live gateway serves, from its heartbeat (it binds before it beats)."""
+        pid = self._live_pid("gateway")
+        for beat in report["services"]["gateway"]["instances"]:
+            if beat["pid"] == pid and beat.get("url"):
+                port = urlsplit(beat["url"]).port
+                return _local_url(self._listen_address("gateway")[0], port or 0)
+        return None
+
+    def _dashboard_url(self) -> str | None:
+        """Where our live dashboard listens, once it does: a port answering is not enough,
+        another program may hold it."""
+        pid = self._live_pid("dashboard")
+        host, port = self._listen_address("dashboard")
+        if pid is None:
+            return None
+        try:
+            listening = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
+                         if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            return None
+        found = port if port in listening else (min(listening) if listening and not port
+                                                else None)
+        return _local_url(host, found) if found else None
+
     async def _wait_until_healthy(self) -> None:
-        """Until every service beats from a process of ours: a crashed run's heartbeats stay
-        fresh for a few seconds and must not count."""
+        """Until every service beats from a live process of ours (a crashed run's heartbeats
+        stay fresh for a few seconds and must not count), and our own dashboard listens: the
+        banner's URLs are then those of our gateway and dashboard. Past READY_TIMEOUT_S, it says
+        who it still waits for, and waits on (a child that cannot start is given up on)."""
         nc = await client.connect(self._settings(nats_auth.ADMIN))
 
-        def ready(report: dict) -> bool:
-            ours = {c.process.pid for c in self._children if c.process is not None}
-            return all(any(i["pid"] in ours for i in report["services"][name]["instances"])
-                       for name in SERVICES)
+        def beats(name: str, report: dict) -> bool:
+            pid = self._live_pid(name)
+            return any(i["pid"] == pid for i in report["services"][name]["instances"])
 
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+        said_late = False
         try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
-                while not ready(await client.service_health(nc)):  # noqa: ASYNC110 (polls NATS)
-                    await asyncio.sleep(0.5)
-        except TimeoutError:
-            log.error("up.not_healthy", hint="see the services' logs above")
-            return
+            self._stop_point()
+            while True:
+                report = await client.service_health(nc)
+                self._stop_point()
+                gateway, dashboard = self._gateway_url(report), self._dashboard_url()
+                late = [name for name in SERVICES if name != "gateway" and not beats(name, report)]
+                late += ["gateway"] * (gateway is None) + ["dashboard"] * (dashboard is None)
+                if not late:
+                    break
+                if not said_late and asyncio.get_running_loop().time() >= deadline:
+                    log.error("up.not_healthy", waiting_for=late,
+                              hint="see their logs above; the banner follows once they are up")
+                    said_late = True
+                await self._pause(2.0 if said_late else 0.5)
         finally:
             await nc.close()
+        self._stop_point()  # no banner for a stack that is stopping
         cli = _cli_command()
         if self._identities and self.data_dir != up_auth.DEFAULT_DATA_DIR.resolve():
             cli = f"{up_auth.DATA_DIR_VARIABLE}={self.data_dir} {cli}"
@@ -264,9 +431,8 @@ class Stack:
         _banner(
             "Smart Router is up.\n"
             f"  NATS      {nats}\n"
-            f"  HTTP      http://127.0.0.1:{self.env.get('GATEWAY_PORT', '8000')}/v1 "
-            "(POST /v1/chat, OpenAI SDK base_url; docs at /docs)\n"
-            f"  dashboard http://127.0.0.1:{self.env.get('DASHBOARD_PORT', '8050')}/\n"
+            f"  HTTP      {gateway}/v1 (POST /v1/chat, OpenAI SDK base_url; docs at /docs)\n"
+            f"  dashboard {dashboard}/\n"
             f'  try       {cli} ask "What is the capital of France?"\n'
             f"  health    {cli} health   |   costs: {cli} stats\n"
             "  stop      Ctrl-C"
@@ -313,18 +479,25 @@ def _cli_command() -> str:
     return str(ours)
 
 
+def _local_url(host: str, port: int) -> str:
+    """http://host:port as a client on this machine reaches it (a wildcard at loopback)."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def subprocess_stdout(name: str) -> int | None:
     """Services log to stderr (inherited); the emulator's access chatter is not wanted."""
     return asyncio.subprocess.DEVNULL if name == "emulator" else None
 
 
-async def _wait_for_http(url: str, timeout_s: float = 20.0) -> None:
+async def _wait_for_http(url: str, pause: Callable[[float], Awaitable[None]],
+                         timeout_s: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
         with contextlib.suppress(OSError):
             await asyncio.to_thread(urllib.request.urlopen, url, None, 1)
             return
-        await asyncio.sleep(0.1)
+        await pause(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
 
 

@@ -141,3 +141,76 @@ def test_a_long_data_paths_socket_folder_must_be_this_users_alone(tmp_path, monk
     made.symlink_to(tmp_path)  # a link to a folder of ours
     with pytest.raises(RuntimeError):
         embedded._socket_dir(data_dir, None)
+
+
+# initdb killed as soon as it has begun to fill its folder (the OOM killer, a power cut).
+KILLED_INITDB = """#!/bin/sh
+"{initdb}" "$@" >/dev/null 2>&1 &
+i=0
+while [ ! -e "$2/PG_VERSION" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done
+kill -9 $!
+wait
+exit 137
+"""
+
+
+def killed_initdb(tmp_path: Path) -> Path:
+    """An initdb that its user can run (as root, PostgreSQL's own user) and that is killed."""
+    tools = harness.server_dir(tmp_path / "tools").resolve()
+    tools.chmod(0o755)
+    wrapper = tools / "initdb"
+    wrapper.write_text(KILLED_INITDB.format(initdb=embedded._bin("initdb")))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_an_initdb_killed_part_way_leaves_nothing_the_next_start_trips_on(tmp_path,
+                                                                         monkeypatch):
+    """Before, the killed initdb's half-made folder was taken for a database at every later
+    start: PostgreSQL failed on it (or, killed later, crash-looped for 80 s) and the error never
+    said why. Now initdb fills a folder beside it, renamed into place once complete."""
+    data_dir = harness.server_dir(tmp_path / "pg")
+    real_bin, wrapper = embedded._bin, killed_initdb(tmp_path)
+    monkeypatch.setattr(embedded, "_bin",
+                        lambda name: wrapper if name == "initdb" else real_bin(name))
+    with pytest.raises(RuntimeError, match="initdb"):
+        embedded.EmbeddedPostgres.start(data_dir)
+    monkeypatch.setattr(embedded, "_bin", real_bin)
+    monkeypatch.setattr(embedded, "POSTGRES_READY_TIMEOUT_S", 15.0)  # a failure fails in time
+    monkeypatch.setattr(embedded, "STOP_TIMEOUT_S", 5.0)
+
+    server = embedded.EmbeddedPostgres.start(data_dir)
+    try:
+        assert embedded.postgres_answers(server.url())
+    finally:
+        server.stop()
+    real = data_dir.resolve()
+    assert sorted(real.parent.glob(f"{real.name}*")) == [real]  # nothing left beside it
+
+
+def test_an_older_interrupted_initdb_is_named_and_left_as_it_is(tmp_path):
+    """A folder an older version's killed initdb left in place cannot be told from data for
+    sure: it is not removed, but the error says what it looks like and what to do."""
+    data_dir = harness.server_dir(tmp_path / "pg").resolve()
+    user = embedded._system_user()
+    if user is not None:
+        embedded._hand_over(data_dir, user)
+    subprocess.run([str(killed_initdb(tmp_path)), "-D", str(data_dir), "--auth=trust",
+                    "-U", "postgres"], timeout=60, start_new_session=True,
+                   **embedded._run_as(user))
+    left = sorted(path.name for path in data_dir.iterdir())
+    assert "PG_VERSION" in left
+
+    with pytest.raises(RuntimeError, match="interrupted initdb") as failed:
+        embedded.EmbeddedPostgres.start(data_dir)
+    assert f"move {data_dir} away" in str(failed.value)
+    assert {"PG_VERSION", *left} <= {path.name for path in data_dir.iterdir()}
+
+
+def test_a_folder_with_files_but_no_database_is_not_initialised_over(tmp_path):
+    data_dir = harness.server_dir(tmp_path / "pg")
+    (data_dir / "notes.txt").write_text("mine")
+
+    with pytest.raises(RuntimeError, match="holds files but no PostgreSQL data"):
+        embedded.EmbeddedPostgres.start(data_dir)
+    assert [path.name for path in data_dir.iterdir()] == ["notes.txt"]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
+import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -22,9 +25,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from shared import nats_auth
+from shared import db, nats_auth, runtime
 from shared.config import settings
-from smart_router import embedded, up_auth
+from smart_router import embedded, stack, up_auth
+from smart_router.errors import CommandFailed
 from tests import harness
 from tests.test_up_stores import left_open
 
@@ -247,10 +251,21 @@ def test_a_killed_up_leaves_nothing_and_the_next_owns_everything(fresh_env, tmp_
 def test_up_insecure_runs_nats_open_and_says_so(fresh_env, tmp_path):
     data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
     left_open(data / "nats", jobs=1)  # where an earlier `up --insecure` kept its streams
+    env = fresh_env | {"GATEWAY_PORT": "0"}  # any free port (Dash takes a 0 for 8050)
 
-    with stopped_if_failing(start_up(fresh_env, data, log, "--insecure")) as up:
-        wait_healthy(fresh_env, up, log)
-        tree = owned_tree(fresh_env, up, data)
+    with stopped_if_failing(start_up(env, data, log, "--insecure")) as up:
+        wait_healthy(env, up, log)
+        tree = owned_tree(env, up, data)
+        # The banner gives the ports our gateway and dashboard listen on (before: "HTTP ...:0").
+        assert eventually(lambda: "Smart Router is up" in log.read_text(), timeout_s=30)
+        banner = log.read_text()
+        gateway = re.search(r"HTTP +(http://127\.0\.0\.1:(\d+))/v1 ", banner)
+        dashboard = re.search(r"dashboard +(http://127\.0\.0\.1:(\d+))/", banner)
+        assert gateway and dashboard, banner[-3000:]
+        assert gateway[2] != "0" and dashboard[2] == env["DASHBOARD_PORT"], banner[-3000:]
+        for url in (f"{gateway[1]}/docs", f"{dashboard[1]}/"):
+            with urllib.request.urlopen(url, timeout=10) as page:
+                assert page.status == 200
         assert plain_connection_error(fresh_env["NATS_URL"]) is None
         assert "NATS IS OPEN (--insecure)" in log.read_text()
         assert not up_auth.folder(data).exists()
@@ -307,3 +322,111 @@ def test_an_identity_file_sets_only_who_to_be_on_nats(tmp_path, monkeypatch):
     assert (given.nats_user, given.nats_url) == ("from-the-environment", "nats://127.0.0.1:4999")
     assert given.nats_password.get_secret_value() == "pw"
     assert "evil" not in given.database_url and given.router_config is None
+
+
+def test_a_stop_asked_while_up_starts_is_acted_on_at_once(fresh_env, tmp_path):
+    """Ctrl-C once the embedded servers are up but the services are not: `up` stops what it
+    started within seconds, exit 0, with no word of unhealthy services. Before, the start ran on
+    (nats-py's connect ignores a cancellation) and then waited for services that were never
+    started: 62 s with the provider keys set, then `up.not_healthy`."""
+    env = fresh_env | {key: "not-used" for key in KEYS}  # no emulator: the start waits on NATS
+    data, log = Path(env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+
+    with stopped_if_failing(start_up(env, data, log)) as up:
+        assert eventually(lambda: "up.postgres" in log.read_text() or up.poll() is not None,
+                          timeout_s=50), log.read_text()[-3000:]
+        tree = harness.process_tree(up.pid)
+        ctrl_c(up)
+        asked = time.monotonic()
+        assert up.wait(20) == 0, log.read_text()[-3000:]
+        took = time.monotonic() - asked
+
+    output = log.read_text()
+    assert took < 15, output[-3000:]
+    assert "up.not_healthy" not in output and "Traceback" not in output, output[-3000:]
+    assert not children_running(up, "services.gateway")
+    assert "up.stopped" in output
+    assert harness.wait_all_gone(tree) == set()
+    assert nats_port_closed(env)
+
+
+@contextlib.contextmanager
+def held_port():
+    """A port another program listens on, as a web server would."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("variable", ["GATEWAY_PORT", "DASHBOARD_PORT"])
+def test_up_fails_at_once_when_the_gateways_or_dashboards_port_is_taken(fresh_env, tmp_path,
+                                                                        variable):
+    """Before, `up` ran with it: the child died and was restarted every 30 s for ever, and the
+    banner sent users to the other program's page."""
+    data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+    with held_port() as port:
+        env = fresh_env | {variable: str(port)}
+        with stopped_if_failing(start_up(env, data, log)) as up:
+            assert up.wait(20) == 2, log.read_text()[-3000:]
+    output = log.read_text()
+    assert f"error: 127.0.0.1:{port} ({variable}) is taken by another program" in output
+    assert "up.nats" not in output and not (data / "postgres").exists()  # nothing started
+
+
+def test_a_port_taken_after_the_check_gives_the_dashboard_up_and_stops_up(fresh_env, tmp_path):
+    """The check at start is a courtesy: a program may take the port after it. The dashboard
+    then dies at each start; the fifth death in a row gives it up, `up` says why, names the
+    port, stops everything and exits 1, and no banner ever points at the other program."""
+    data, log = Path(fresh_env[up_auth.DATA_DIR_VARIABLE]), tmp_path / "up.log"
+    port = int(fresh_env["DASHBOARD_PORT"])
+    with stopped_if_failing(start_up(fresh_env, data, log)) as up:
+        assert eventually(lambda: "up.nats" in log.read_text() or up.poll() is not None,
+                          timeout_s=30), log.read_text()[-3000:]
+        with socket.socket() as other:  # taken once `up` checked it, before the dashboard runs
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            tree: set[tuple[int, int]] = set()
+            deadline = time.monotonic() + 55
+            while up.poll() is None and time.monotonic() < deadline:
+                tree |= harness.process_tree(up.pid)
+                time.sleep(0.5)
+            assert up.wait(1) == 1, log.read_text()[-3000:]
+
+    output = log.read_text()
+    assert output.count("up.child_died") == stack.RESTART_LIMIT - 1, output[-5000:]
+    assert (f"GIVING UP: the dashboard died {stack.RESTART_LIMIT} times in a row" in output
+            and f"127.0.0.1:{port} (DASHBOARD_PORT) is taken by another program" in output)
+    assert "Smart Router is up" not in output and "Traceback" not in output
+    assert harness.wait_all_gone(tree) == set()
+    assert nats_port_closed(fresh_env)
+
+
+def test_a_child_that_keeps_dying_young_is_given_up_and_the_rest_stopped(tmp_path,
+                                                                        monkeypatch):
+    """The restart budget alone, with no servers: one child that lives, one that exits at once.
+    Before, the second was restarted for ever."""
+    monkeypatch.setattr(stack, "RESTART_PAUSE_S", (0.05, 0.2))
+    up = stack.Stack(data_dir=tmp_path)
+    lives = stack.Child("lives", [sys.executable, "-c", "import time; time.sleep(600)"])
+    doomed = stack.Child("doomed", [sys.executable, "-c", "raise SystemExit(3)"])
+
+    async def start() -> None:  # what _start does once the servers run: spawn the children
+        up._spawn(lives)
+        up._spawn(doomed)
+
+    monkeypatch.setattr(up, "_start", start)
+
+    with pytest.raises(CommandFailed) as failed:
+        asyncio.run(asyncio.wait_for(up.run(), 30))
+    assert str(failed.value).startswith(f"the doomed died {stack.RESTART_LIMIT} times in a row")
+    assert "last exit code 3" in str(failed.value)
+    assert doomed.restarts == stack.RESTART_LIMIT - 1
+    assert lives.process is not None and lives.process.returncode is not None  # stopped
+
+
+def test_an_outage_is_not_a_child_dying_young():
+    """A service waits for NATS and PostgreSQL at least STABLE_AFTER_S before it exits, so a
+    NATS or PostgreSQL outage never spends the restart budget and stops `up`."""
+    wait_for_postgres = inspect.signature(db.wait_until_ready).parameters["timeout_s"].default
+    assert stack.STABLE_AFTER_S <= min(runtime.CONNECT_RETRY_S, wait_for_postgres)
