@@ -21,7 +21,7 @@ class DashboardSettings(BaseSettings):
                                       extra="ignore")
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8050, ge=0, le=65535)
+    port: int = Field(default=8050, ge=1, le=65535)  # Dash reads 0 as its default, 8050
     # Host names served besides localhost, 127.0.0.1, [::1] and the address bound to,
     # comma-separated. A page on another site that rebinds its own name to this address (DNS
     # rebinding) sends that name, and is refused.

@@ -131,6 +131,7 @@ def test_a_trusted_proxy_header_names_the_user(ledger):
     {"password_file": "/nonexistent/dashboard-password"},
     {"allowed_hosts": "dash.example.com:8050"},
     {"allowed_hosts": "dash example"},
+    {"port": 0},  # Dash would listen on 8050 instead
 ])
 def test_contradictory_or_bad_settings_are_refused(settings):
     with pytest.raises(ValidationError):
