@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -19,6 +21,7 @@ from tenacity import (
 from yoyo import get_backend, read_migrations
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -50,6 +53,36 @@ def migrate(database_url: str) -> list[str]:
 def first_line(exc: BaseException) -> str:
     """An error's message without psycopg's DETAIL and CONTEXT lines (which quote values)."""
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+class Deadline:
+    """A responder's answer within `seconds`, whatever the database does: the read is awaited
+    that long, then cancelled in the background (psycopg cancels a running query on the server,
+    which takes seconds more when the server hangs, and the caller must not wait for that)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._abandoned: set[asyncio.Task] = set()
+
+    async def of(self, work: Coroutine[Any, Any, T]) -> T:
+        """`work`'s result, or TimeoutError after `seconds`."""
+        task = asyncio.create_task(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        except asyncio.CancelledError:  # the responder is stopping
+            task.cancel()
+            raise
+        if task not in done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
+            raise TimeoutError
+        return task.result()
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: it was answered for already
 
 
 def responder_pool(

@@ -237,8 +237,9 @@ class Service:
         )(settled)
 
     def respond(self, subject: str, queue: str,
-                answer: Callable[[NatsMessage], Awaitable[dict]]) -> None:
-        """Answer requests on a core subject with the dict `answer` returns (sent as JSON)."""
+                answer: Callable[[NatsMessage], Awaitable[dict]], at_once: int = 1) -> None:
+        """Answer requests on a core subject with the dict `answer` returns (sent as JSON),
+        `at_once` at a time."""
 
         async def answered(msg: NatsMessage) -> dict:
             try:
@@ -247,7 +248,7 @@ class Service:
                 msg.clear_cache()  # see _the_message
 
         answered.__name__ = getattr(answer, "__name__", subject)
-        self.broker.subscriber(subject, queue=queue)(answered)
+        self.broker.subscriber(subject, queue=queue, max_workers=at_once)(answered)
 
     async def settle(
         self,

@@ -26,7 +26,8 @@ def stats(s: dict) -> str:
     for key in ("by_tier", "by_model", "by_tenant"):
         name = key.removeprefix("by_").replace("model", "model_used")
         title = "by " + key[3:]
-        if key == "by_tenant" and s.get("tenants_total", 0) > len(s[key]):
+        named = [g for g in s[key] if not g.get("others")]
+        if key == "by_tenant" and s.get("tenants_total", 0) > len(named):
             title += f" (top of {s['tenants_total']:,})"
         out += ["", f"{title:<28} {'requests':>9} {'cost $':>10} {'saved $':>10} "
                     f"{'saved':>7}"]
@@ -42,7 +43,10 @@ def stats(s: dict) -> str:
 
 def _label(group: dict, name: str) -> str:
     """A breakdown's row name; by_tenant's last entry may stand for the tenants not named."""
-    return f"({group['tenants']:,} other tenants)" if group.get("others") else group[name]
+    if group.get("others"):
+        others = group["tenants"]
+        return f"({others:,} other tenant{'s' if others != 1 else ''})"
+    return group[name]
 
 
 def _ms(value: float | None) -> str:

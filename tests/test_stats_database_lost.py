@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
+import uuid
 
 import psycopg
 import pytest
 import structlog
 from faststream.nats import NatsBroker, TestNatsBroker
+from nats.aio.msg import Msg
 
 from services.ledger import stats as ledger_stats
+from services.ledger import feedback as ledger_feedback
 from services.ledger.feedback import FeedbackResponder
-from services.ledger.stats_responder import ANSWER_WITHIN_S, StatsResponder
+from services.ledger.stats_responder import ANSWER_WITHIN_S, STATS_AT_ONCE, StatsResponder
 from shared import db, subjects
 from shared.errors import RouterError
 from tests import harness
@@ -120,10 +125,10 @@ async def test_a_slow_summary_is_answered_in_time(postgres, monkeypatch):
                                                      timeout=CALLER_WAITS_S)).body)
             took_s = time.monotonic() - start
             for _ in range(50):  # the read, cancelled in the background, ends
-                if not responder._abandoned:
+                if not responder._deadline._abandoned:
                     break
                 await asyncio.sleep(0.1)
-            abandoned = len(responder._abandoned)
+            abandoned = len(responder._deadline._abandoned)
     finally:
         await responder.close()
 
@@ -157,3 +162,67 @@ async def test_feedback_is_recorded_on_a_fresh_connection_after_a_restart(postgr
 
     assert before.value.code == after.value.code == "unknown_request"
     assert down_s < db.POOL_TIMEOUT_S + 1 < CALLER_WAITS_S  # not psycopg_pool's 30 s
+
+
+async def test_callers_at_once_are_each_answered_while_the_database_is_down(postgres, servers):
+    """Before, the ledger answered stats one request at a time: with the database down each
+    took its full wait, and the fifth of seven callers heard nothing within the CLI's 10 s."""
+    url = postgres.start()
+    db.migrate(url)
+    responder = StatsResponder(url, lambda: 1_048_576)
+    await responder.open()
+    postgres.stop()
+    subject = f"test.stats.{uuid.uuid4().hex}"  # the suite's own ledger answers the real one
+    broker = NatsBroker(servers.nats_url)
+    broker.subscriber(subject, max_workers=STATS_AT_ONCE)(responder.on_stats)
+    try:
+        async with broker:
+            await broker.start()
+
+            async def ask() -> tuple[dict, float]:
+                start = time.monotonic()
+                reply = await broker.request(b'{"days": 1}', subject, timeout=10)
+                return json.loads(reply.body), time.monotonic() - start
+
+            replies = await asyncio.gather(*(ask() for _ in range(7)))
+    finally:
+        await responder.close()
+
+    assert all(reply["error"]["code"] == "internal_error" for reply, _ in replies)
+    assert max(took for _, took in replies) < 2 * ANSWER_WITHIN_S + 1
+
+
+async def test_feedback_is_answered_while_its_database_hangs(postgres, nc):
+    """The database's backends stopped (a stalled server, a network black hole: connections
+    neither answer nor fail). Before, feedback waited on them for ever, and every verdict after
+    it queued behind: the sender heard nothing."""
+    url = postgres.start()
+    db.migrate(url)
+    responder = FeedbackResponder(url)
+    await responder.writers.open()
+    await responder.writers.wait()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        backends = [pid for (pid,) in await (await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()")).fetchall()]
+    backends.append(postgres.server.process.pid)  # the postmaster: new connections hang too
+    inbox = nc.new_inbox()
+    replies = await nc.subscribe(inbox)
+    for pid in backends:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        for i in range(3):
+            await responder.on_feedback(Msg(nc, subject=subjects.FEEDBACK, reply=inbox,
+                                            data=f'{{"request_id": "r-{i}", "score": 1}}'.encode()))
+        answers = [json.loads((await replies.next_msg(timeout=10)).data) for _ in range(3)]
+        took_s = time.monotonic() - start
+    finally:
+        for pid in backends:
+            os.kill(pid, signal.SIGCONT)
+        await responder.close()
+
+    assert {a["error"]["code"] for a in answers} == {"internal_error"}
+    assert any(f"within {ledger_feedback.ANSWER_WITHIN_S:g} s" in a["error"]["message"]
+               for a in answers)
+    assert took_s < ledger_feedback.ANSWER_WITHIN_S + 2  # answered at once, not one by one

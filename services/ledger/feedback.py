@@ -12,6 +12,7 @@ the same request replaces the earlier one.
 
 from __future__ import annotations
 
+import asyncio
 
 import structlog
 from nats.aio.client import Client
@@ -32,6 +33,9 @@ from shared.messages import (
 from shared.outcomes import salvage
 
 log = structlog.get_logger(__name__)
+
+AT_ONCE = 8  # feedback answered at once (the pool's two connections, and waits for them)
+ANSWER_WITHIN_S = 4.0  # the sender (`smart-router feedback`, the gateway) waits 10 s
 
 RECORD = """
 WITH answered AS (
@@ -58,6 +62,9 @@ class FeedbackResponder:
         # down, the sender hears internal_error within seconds (see db.responder_pool)
         self.writers = db.responder_pool(database_url, name="feedback", max_size=2)
         self._subscriptions: list[Subscription] = []
+        self._deadline = db.Deadline(ANSWER_WITHIN_S)  # a database that hangs, not refuses
+        self._slots = asyncio.Semaphore(AT_ONCE)
+        self._answering: set[asyncio.Task] = set()
 
     async def open(self, nc: Client) -> None:
         await self.writers.open()
@@ -66,15 +73,35 @@ class FeedbackResponder:
 
     async def close(self) -> None:
         await runtime.drain(self._subscriptions)
+        if self._answering:
+            await asyncio.wait(self._answering, timeout=ANSWER_WITHIN_S)
         await self.writers.close()
 
     async def on_feedback(self, msg: Msg) -> None:
+        """nats-py's delivery of a subscription's messages: each is answered in a task of its
+        own, AT_ONCE at most, so one waiting on the database holds up no other."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._answer(msg))
+        self._answering.add(task)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task) -> None:
+        self._answering.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("feedback.answer_failed", reason=repr(task.exception()))
+
+    async def _answer(self, msg: Msg) -> None:
         tenant = subjects.tenant_of(msg.subject)
         if not subjects.own_inbox(tenant, msg.reply or None):
             log.warning("feedback.foreign_inbox", subject=msg.subject)
             return
         try:
-            reply = (await self.record(msg.data, tenant)).model_dump_json()
+            reply = (await self._deadline.of(self.record(msg.data, tenant))).model_dump_json()
+        except TimeoutError:
+            log.error("feedback.failed", error="TimeoutError", sqlstate=None)
+            reply = _error(msg.data, ErrorCode.INTERNAL, "the ledger could not record the "
+                           f"feedback: its database did not answer within {ANSWER_WITHIN_S:g} s")
         except RouterError as refused:
             reply = _error(msg.data, refused.code, refused.message)
         except Exception as exc:  # the database away: the sender hears it, may retry

@@ -100,18 +100,22 @@ GROUP BY model_used, tier, status, emulated
 # order (`rank`), and the other tenants' figures under a NULL rank; `tenants_total` counts every
 # tenant (count(*) OVER () is taken before the LIMIT). One statement, so one snapshot.
 _BY_TENANT = """
-WITH top AS (
+WITH per AS (  -- one pass over the window's rows: per tenant and status
+    SELECT tenant, status, sum(requests)::bigint AS requests, sum(escalated)::bigint AS escalated,
+           sum(cost_usd) AS cost_usd, sum(baseline_cost_usd) AS baseline_cost_usd
+    FROM daily_usage WHERE day >= %(since)s GROUP BY tenant, status
+), ranked AS (
     SELECT tenant, count(*) OVER () AS tenants_total,
            row_number() OVER (ORDER BY sum(cost_usd) DESC, sum(requests) DESC, tenant) AS rank
-    FROM daily_usage WHERE day >= %(since)s
-    GROUP BY tenant ORDER BY rank LIMIT %(top)s
+    FROM per GROUP BY tenant
 )
-SELECT top.rank, top.tenant, (SELECT max(tenants_total) FROM top) AS tenants_total, u.status,
-       sum(u.requests)::bigint AS requests, sum(u.escalated)::bigint AS escalated,
-       sum(u.cost_usd) AS cost_usd, sum(u.baseline_cost_usd) AS baseline_cost_usd
-FROM daily_usage u LEFT JOIN top USING (tenant)
-WHERE u.day >= %(since)s
-GROUP BY top.rank, top.tenant, u.status
+SELECT CASE WHEN r.rank <= %(top)s THEN r.rank END AS rank,
+       CASE WHEN r.rank <= %(top)s THEN p.tenant END AS tenant,
+       max(r.tenants_total) AS tenants_total, p.status,
+       sum(p.requests)::bigint AS requests, sum(p.escalated)::bigint AS escalated,
+       sum(p.cost_usd) AS cost_usd, sum(p.baseline_cost_usd) AS baseline_cost_usd
+FROM per p JOIN ranked r USING (tenant)
+GROUP BY 1, 2, p.status
 """
 
 _CHECKS = """

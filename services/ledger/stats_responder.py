@@ -11,7 +11,6 @@ message (the server's max_payload, headers included) is answered with `internal_
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 
@@ -29,6 +28,9 @@ from . import stats
 
 log = structlog.get_logger(__name__)
 
+# One summary per pooled connection at once: a request is not queued behind another's wait
+# for a database that does not answer.
+STATS_AT_ONCE = 4
 ANSWER_WITHIN_S = 4.0  # a connection (db.POOL_TIMEOUT_S) and the whole summary, or an error
 STATEMENT_TIMEOUT_MS = 3_000  # one of the summary's queries (each takes milliseconds)
 
@@ -44,10 +46,10 @@ class StatsResponder:
     connection's, which exists only once the service runs)."""
 
     def __init__(self, database_url: str, max_payload: Callable[[], int]) -> None:
-        self.readers = db.responder_pool(database_url, name="stats", max_size=4)
+        self.readers = db.responder_pool(database_url, name="stats", max_size=STATS_AT_ONCE)
         self._max_payload = max_payload
         self._reachable = True
-        self._abandoned: set[asyncio.Task] = set()  # reads past ANSWER_WITHIN_S, being cancelled
+        self._deadline = db.Deadline(ANSWER_WITHIN_S)
 
     async def open(self) -> None:
         await self.readers.open()
@@ -61,7 +63,7 @@ class StatsResponder:
         except ValidationError as exc:
             return _error(ErrorCode.INVALID_REQUEST, describe_validation_error(exc))
         try:
-            summary = await self._read(query.days)
+            summary = await self._deadline.of(self._summary(query.days))
         except (psycopg.Error, TimeoutError) as exc:
             reason = (f"no answer within {ANSWER_WITHIN_S:g} s" if isinstance(exc, TimeoutError)
                       else first_line(exc))
@@ -73,19 +75,6 @@ class StatsResponder:
             log.info("stats.database_available")
         self._reachable = True
         return self.fitting(summary)
-
-    async def _read(self, days: int) -> dict:
-        """The summary, or TimeoutError after ANSWER_WITHIN_S. The read is then cancelled in
-        the background: psycopg cancels a running query on the server, which can take seconds
-        more when the server hangs, and the caller must not wait for that."""
-        read = asyncio.create_task(self._summary(days))
-        done, _ = await asyncio.wait({read}, timeout=ANSWER_WITHIN_S)
-        if read not in done:
-            read.cancel()
-            self._abandoned.add(read)
-            read.add_done_callback(_forget(self._abandoned))
-            raise TimeoutError
-        return read.result()
 
     async def _summary(self, days: int) -> dict:
         async with self.readers.connection() as conn, stats.snapshot(conn, STATEMENT_TIMEOUT_MS):
@@ -102,14 +91,6 @@ class StatsResponder:
             return _error(ErrorCode.INTERNAL, f"the summary is {exc.size} bytes, over the NATS "
                           f"server's max_payload of {exc.limit} bytes")
         return summary
-
-
-def _forget(tasks: set[asyncio.Task]) -> Callable[[asyncio.Task], None]:
-    def done(task: asyncio.Task) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: it was answered for already
-    return done
 
 
 def _error(code: ErrorCode, message: str) -> dict:

@@ -35,7 +35,7 @@ from .batch_writer import BatchWriter
 from .batcher import Batcher
 from .exhausted import Exhausted
 from .feedback import FeedbackResponder
-from .stats_responder import StatsResponder
+from .stats_responder import STATS_AT_ONCE, StatsResponder
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,7 @@ def create_app(config: RouterConfig | None = None,
     cfg, database_url = service.config, service.settings.database_url
     ledger = Ledger(service)
     responder = StatsResponder(database_url, lambda: service.broker.connection.max_payload)
-    service.respond(subjects.STATS, "ledger", responder.on_stats)
+    service.respond(subjects.STATS, "ledger", responder.on_stats, at_once=STATS_AT_ONCE)
     feedback = FeedbackResponder(database_url)
     exhausted = Exhausted(service.broker, lambda: service.jetstream,
                           store_prompt=cfg.ledger.store_prompt_text, tiers=len(cfg.tiers))
