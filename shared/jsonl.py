@@ -28,12 +28,13 @@ def numbered_lines(content: bytes, source: str) -> Iterator[tuple[int, str]]:
     return _numbered(_raw_lines(io.BytesIO(content)), source)
 
 
-def numbered_lines_from(path: Path, digest: Digest | None = None
+def numbered_lines_from(path: Path, digest: Digest | None = None, source: str | None = None
                         ) -> Generator[tuple[int, str], None, None]:
     """numbered_lines of the file at `path`, read a chunk at a time; each chunk is also given to
-    `digest` (a hashlib object, say), so a first reading can hash the file as it checks it."""
+    `digest` (a hashlib object, say), so a first reading can hash the file as it checks it.
+    `source` names the file in errors (default: `path`)."""
     with path.open("rb") as file:
-        yield from _numbered(_raw_lines(file, digest), str(path))
+        yield from _numbered(_raw_lines(file, digest), source or str(path))
 
 
 def _raw_lines(file: BinaryIO, digest: Digest | None = None) -> Iterator[bytes]:

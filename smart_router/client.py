@@ -8,6 +8,8 @@ import contextlib
 import hashlib
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +117,18 @@ def job_id_for(path: Path, sha256: str) -> str:
     return f"{stem}-{sha256[:12]}"
 
 
-def scan(path: Path) -> tuple[str, int]:
+def scan(path: Path, source: Path | None = None) -> tuple[str, int]:
     """A file's SHA-256 (hex) and its number of non-blank lines, read a chunk at a time; a
-    ValueError with the line number when a byte is not UTF-8."""
+    ValueError with the line number (in `source`, by default `path`) when a byte is not
+    UTF-8."""
     digest = hashlib.sha256()
-    lines = sum(1 for _ in jsonl.numbered_lines_from(path, digest))
+    lines = sum(1 for _ in jsonl.numbered_lines_from(path, digest, str(source or path)))
     return digest.hexdigest(), lines
+
+
+def _copy(source: Path, target: Path) -> None:
+    with source.open("rb") as reading, target.open("wb") as writing:
+        shutil.copyfileobj(reading, writing, jsonl.CHUNK)
 
 
 async def submit(
@@ -146,11 +154,23 @@ async def submit(
     `progress(done, total)`: total is the lines that may still be sent, the file's non-blank
     lines less the bad ones found so far; the last call is (all sent, all sent).
     """
-    sha256, lines = await asyncio.to_thread(scan, path)
+    if await asyncio.to_thread(path.is_file):
+        return await _submit(nc, path, path, job_id, progress, in_flight, tenant)
+    # A pipe (/dev/stdin, say) gives its lines once only: copied aside, it is read twice.
+    with tempfile.TemporaryDirectory(prefix="smart-router-submit-") as folder:
+        copy = Path(folder) / "input.jsonl"
+        await asyncio.to_thread(_copy, path, copy)
+        return await _submit(nc, path, copy, job_id, progress, in_flight, tenant)
+
+
+async def _submit(nc: Client, path: Path, readable: Path, job_id: str | None,
+                  progress: Callable[[int, int], None], in_flight: int, tenant: str | None
+                  ) -> Submission:
+    sha256, lines = await asyncio.to_thread(scan, readable, path)
     submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, sha256))
     subject = subjects.jobs(tenant) if tenant else subjects.JOBS
     reread = hashlib.sha256()
-    lines_read = jsonl.numbered_lines_from(path, reread)
+    lines_read = jsonl.numbered_lines_from(readable, reread, str(path))
     jobs = _jobs(lines_read, submission, subject, nc.max_payload, tenant)
     waiting: asyncio.Queue[_Line | None] = asyncio.Queue(in_flight)
     publishers = max(1, min(in_flight, lines))
@@ -167,7 +187,10 @@ async def submit(
         nonlocal reading
         while True:
             reading = asyncio.ensure_future(asyncio.to_thread(_take, jobs))
-            batch = await asyncio.shield(reading)  # cancelled, the thread still ends its batch
+            try:
+                batch = await asyncio.shield(reading)  # cancelled, the thread ends its batch
+            except ValueError as exc:  # a byte that was UTF-8 in the first reading
+                raise _changed(path, submission.job_id, f" ({exc})") from None
             if not batch:
                 break
             for line in batch:
@@ -182,6 +205,10 @@ async def submit(
         while (line := await waiting.get()) is not None:
             line_no, request_id, body, msg_id = line
             ack = await _publish(js, subject, body, msg_id)
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                # nats-py's request (asyncio.wait_for) drops a cancellation that comes with its
+                # reply: taking another line would wait for ever on a queue no one fills.
+                raise asyncio.CancelledError
             if ack.duplicate:
                 submission.duplicate_lines.append({"line": line_no, "request_id": request_id})
             else:
@@ -214,11 +241,14 @@ async def submit(
     if shown != (done, done):  # bad lines after the last good one were read after its ack
         progress(done, done)
     if reread.hexdigest() != sha256:
-        raise ValueError(f"{path} changed while it was being sent: send it again with --job "
-                         f"{submission.job_id} once it is complete (what is stored is not run "
-                         "twice)")
+        raise _changed(path, submission.job_id)
     submission.duplicate_lines.sort(key=lambda d: d["line"])
     return submission
+
+
+def _changed(path: Path, job_id: str, detail: str = "") -> ValueError:
+    return ValueError(f"{path} changed while it was being sent{detail}: send it again with "
+                      f"--job {job_id} once it is complete (what is stored is not run twice)")
 
 
 def _take(jobs: Iterator[_Line]) -> list[_Line]:

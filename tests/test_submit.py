@@ -206,3 +206,39 @@ async def test_a_file_that_changes_while_it_is_sent_fails_with_its_job(nc, tmp_p
 
     assert str(changed.value).startswith(f"{path} changed while it was being sent: send it "
                                          "again with --job growing-")
+
+
+@pytest.mark.slow
+async def test_a_bad_byte_that_appears_while_the_file_is_sent_ends_the_submit(nc, tmp_path):
+    """The second reading meets a byte the first found UTF-8: before, the reader's error left
+    publishers waiting for lines no one would send (a hang, in the review 2 runs of 2), and the
+    message had no --job hint."""
+    path = tmp_path / "spoiled.jsonl"
+    assert len(write_lines(path, 40_000)) > jsonl.CHUNK  # the byte is in a later chunk
+
+    def spoil(done: int, total: int) -> None:
+        if done == 1:
+            with path.open("r+b") as file:
+                file.seek(-3, os.SEEK_END)
+                file.write(b"\xff")
+
+    with pytest.raises(ValueError) as changed:
+        await asyncio.wait_for(client.submit(nc, path, None, spoil, in_flight=4), 60)
+
+    assert str(changed.value).startswith(f"{path} changed while it was being sent (")
+    assert "send it again with --job spoiled-" in str(changed.value)
+
+
+async def test_lines_piped_in_are_sent(jobs_nats, nc, tmp_path):
+    """A pipe gives its lines once: before, the second reading found none and submit failed
+    saying the file had changed (`cat f | smart-router submit /dev/stdin`)."""
+    path = tmp_path / "piped.jsonl"
+    content = write_lines(path, 5)
+
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "smart_router.cli", "submit", "/dev/stdin"],
+        input=content, capture_output=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "NATS_URL": jobs_nats, "PYTHONPATH": str(ROOT)})
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["submitted"] == 5 == await stored(nc)
