@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -303,12 +304,37 @@ def _judged_once_read(router: router_live.LiveRouter, prompt: str) -> router_liv
     return router.judge(prompt)
 
 
-def test_a_stalled_router_model_file_does_not_hold_the_prompts(serving, tmp_path):
+def test_a_file_changing_while_it_is_read_starts_no_more_readers(serving, tmp_path):
+    """Before, each change seen while a read was stalled started a reader thread: 50 changes,
+    50 threads. Now the file is read again once the read in hand ends."""
+    live, router, before = serving
+    stalled = tmp_path / "stalled"
+    os.mkfifo(stalled)
+    os.replace(stalled, live)
+    readers = lambda: sum(t.name == "router-model-reader" for t in threading.enumerate())  # noqa: E731
+
+    for i in range(50):
+        os.utime(live, ns=(i, i))
+        assert router.judge(PROMPT) == before
+    held = readers()
+    os.replace(live, stalled)
+    shutil.copy(SHIPPED_PATH, live)
+    with stalled.open("wb"):  # the stalled read ends (refused); the newest file is read next
+        pass
+    for _ in range(2):  # the first look swaps nothing in and starts the read of the new file
+        replaced = _judged_once_read(router, PROMPT)
+
+    assert held == 1
+    assert replaced != before and router.model.meta["data"] == "arena-bench-v1.jsonl"
+
+
+def test_a_stalled_router_model_file_does_not_hold_the_prompts(serving, tmp_path, monkeypatch):
     """The file swapped for one whose read never ends (a FIFO, as a stalled mount would be):
     before, the model thread hung on the read and every prompt behind it waited; now the model
     in use answers while the file is read aside, and a good file put in its place is read and
     swapped in even while the stalled read still hangs."""
     live, router, before = serving
+    monkeypatch.setattr(router_live, "STALLED_READ_S", 0.0)
     stalled = tmp_path / "stalled"
     os.mkfifo(stalled)
     os.replace(stalled, live)

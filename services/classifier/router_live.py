@@ -31,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 SHIPPED = "shipped"  # the value of classifier.router_model that names the packaged model
 RELOAD_CHECK_S = 1.0
+# A read of a changed file taking longer is taken as stalled (a hung mount): a later change is
+# then read on a new loader thread. A shorter one is waited for, then the file read again.
+STALLED_READ_S = 10.0
 PROBE = "What is the capital of France, and why is it there?"  # scored before a model is used
 CACHE_SIZE = 10_000
 
@@ -57,6 +60,7 @@ class LiveRouter:
         self._checked_at = time.monotonic()
         self._stamp = self._file_stamp()
         self._reading: Future[RouterModel] | None = None
+        self._reading_since = 0.0
         self._router, self._thresholds = self._adopt(RouterModel.load(self._path))
 
     @property
@@ -123,10 +127,14 @@ class LiveRouter:
         stamp = self._file_stamp()
         if stamp == self._stamp:
             return
+        if self._reading is not None:
+            if now - self._reading_since < STALLED_READ_S:
+                return  # changed while read: read again once this read ends
+            log.warning("router_model.read_stalled", path=str(self._path),
+                        for_s=round(now - self._reading_since))
+        # The older read, if stalled, is dropped when it ends: it keeps only its own thread.
         self._stamp = stamp
-        # A file changed again while it was read is read again; the older read, when it ends,
-        # is dropped (one that never ends keeps only its own thread).
-        self._reading = _read_aside(self._path)
+        self._reading, self._reading_since = _read_aside(self._path), now
 
     def _swap(self, read: Future[RouterModel]) -> None:
         try:
