@@ -11,7 +11,7 @@ import uuid
 import nats
 import pytest
 
-from services.classifier.intake import MAX_WAITING, MAX_WAITING_PER_KEY
+from services.classifier.intake import MAX_WAITING, MAX_WAITING_PER_KEY, MAX_WAITING_PER_TENANT
 from smart_router import client
 from tests.harness import ask, rows_when_ready
 
@@ -109,26 +109,45 @@ async def test_only_a_few_retries_may_wait_for_the_same_first_reply(stack, nc, e
     assert all(r["error"]["retry_after_s"] > 0 for r in refused)
 
 
+async def waiting_retries(nc, emulator, tenants: list[str], ids_each: int) -> list[dict]:
+    """MAX_WAITING_PER_KEY retries of each of `ids_each` first requests per tenant, sent while
+    the firsts still run; their replies (the firsts' must all be answers)."""
+    emulator.faults(latency_ms=1500)
+    requests = [{"prompt": "Spell 'patience'.", "request_id": new_id(), "tenant": tenant}
+                for tenant in tenants for _ in range(ids_each)]
+    firsts = [asyncio.create_task(ask(nc, request)) for request in requests]
+    await asyncio.sleep(0.5)
+    retries = await asyncio.gather(*(ask(nc, request) for request in requests
+                                     for _ in range(MAX_WAITING_PER_KEY)))
+    answers = await asyncio.gather(*firsts)
+    assert all("error" not in first for first in answers), answers
+    return retries
+
+
 async def test_only_so_many_retries_wait_in_all(stack, nc, emulator):
     """Four waiters per id, each out of the admission count, over many ids: past MAX_WAITING
     (64) in all a retry is `overloaded`. Before, a tenant holding its share of first requests
     could add four waiters to each (600 at the default share), each reading the request store
     until its reply came."""
-    emulator.faults(latency_ms=1500)
-    ids = [new_id() for _ in range(20)]
-    firsts = [asyncio.create_task(ask(nc, {"prompt": "Spell 'patience'.", "request_id": i}))
-              for i in ids]
-    await asyncio.sleep(0.5)
+    retries = await waiting_retries(nc, emulator, [f"t{i}" for i in range(5)], ids_each=4)
 
-    retries = await asyncio.gather(*(ask(nc, {"prompt": "Spell 'patience'.", "request_id": i})
-                                     for i in ids for _ in range(MAX_WAITING_PER_KEY)))
-    answers = await asyncio.gather(*firsts)
-
-    assert all("error" not in first for first in answers), answers
     refused = [r for r in retries if "error" in r]
     assert len(retries) - len(refused) == MAX_WAITING
     assert {r["error"]["code"] for r in refused} == {"overloaded"}
-    assert all("64 requests already wait" in r["error"]["message"] for r in refused)
+    assert all(f"{MAX_WAITING} requests already wait" in r["error"]["message"] for r in refused)
+
+
+async def test_one_tenants_retries_leave_waiting_room_for_the_others(stack, nc, emulator):
+    """Before, one tenant's retries could take all 64 places and another's single retry was
+    refused."""
+    retries = await waiting_retries(nc, emulator, ["greedy"] * 5 + ["other"], ids_each=1)
+
+    greedy, other = retries[:5 * MAX_WAITING_PER_KEY], retries[5 * MAX_WAITING_PER_KEY:]
+    refused = [r for r in greedy if "error" in r]
+    assert len(greedy) - len(refused) == MAX_WAITING_PER_TENANT
+    assert all(f"{MAX_WAITING_PER_TENANT} requests of this tenant already wait"
+               in r["error"]["message"] for r in refused)
+    assert all("error" not in r for r in other)
 
 
 async def test_the_same_id_for_two_tenants_runs_for_both(stack, nc):

@@ -35,6 +35,7 @@ MAX_WAITING_PER_KEY = 4
 # and waiters are out of the admission count, so a tenant holding its share of first requests
 # could otherwise add four waiters to each.
 MAX_WAITING = 64
+MAX_WAITING_PER_TENANT = 16  # of those, one tenant's: its retries leave room for the others'
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,7 @@ class Intake:
     def __init__(self, broker: NatsBroker, cfg: RouterConfig, classifier: Classifier) -> None:
         self.broker, self.cfg, self.classifier = broker, cfg, classifier
         self._waiting: Counter[str] = Counter()  # online duplicates waiting, by key
+        self._waiting_of: Counter[str | None] = Counter()  # and by tenant
 
     async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
         """Validate, classify and hand the request to the dispatcher; False when it was answered
@@ -144,8 +146,11 @@ class Intake:
             return
         reply = earlier.reply
         if reply is None and origin.kind == "online":  # the first is still running: wait for it
+            tenant = request.tenant
             crowded = (f"{MAX_WAITING_PER_KEY} requests with this request_id already wait"
                        if self._waiting[claim.key] >= MAX_WAITING_PER_KEY else
+                       f"{MAX_WAITING_PER_TENANT} requests of this tenant already wait"
+                       if self._waiting_of[tenant] >= MAX_WAITING_PER_TENANT else
                        f"{MAX_WAITING} requests already wait"
                        if self._waiting.total() >= MAX_WAITING else None)
             if crowded:
@@ -153,16 +158,18 @@ class Intake:
                     ErrorCode.OVERLOADED, f"{crowded} for the first one's reply",
                     self.cfg.pipeline.overloaded_retry_after_s), tenant=request.tenant)
                 return
-            if origin.done_subject:  # a wait, not work: out of the admission count
-                await self.broker.publish(trace_id.encode(), origin.done_subject)
-            self._waiting[claim.key] += 1
+            self._waiting[claim.key] += 1  # counted before anything yields: the bound holds
+            self._waiting_of[tenant] += 1
             try:
+                if origin.done_subject:  # a wait, not work: out of the admission count
+                    await self.broker.publish(trace_id.encode(), origin.done_subject)
                 reply = await idempotency.reply_when_done(
                     self.broker, claim, received_at + self.cfg.limits.request_timeout_s)
             finally:
-                self._waiting[claim.key] -= 1
-                if not self._waiting[claim.key]:
-                    del self._waiting[claim.key]
+                for counter, key in ((self._waiting, claim.key), (self._waiting_of, tenant)):
+                    counter[key] -= 1
+                    if not counter[key]:
+                        del counter[key]
         if reply is None:  # a batch duplicate: the first's result goes to the same job
             log.info("request.duplicate_pending", request_id=request.request_id)
             if origin.kind == "online":
