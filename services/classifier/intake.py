@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from typing import TypeVar
 
 import structlog
 from faststream.nats import NatsBroker
@@ -38,6 +39,7 @@ MAX_WAITING = 64
 MAX_WAITING_PER_TENANT = 16  # of those, one tenant's: its retries leave room for the others'
 
 log = structlog.get_logger(__name__)
+K = TypeVar("K")
 
 
 class Intake:
@@ -166,10 +168,8 @@ class Intake:
                 reply = await idempotency.reply_when_done(
                     self.broker, claim, received_at + self.cfg.limits.request_timeout_s)
             finally:
-                for counter, key in ((self._waiting, claim.key), (self._waiting_of, tenant)):
-                    counter[key] -= 1
-                    if not counter[key]:
-                        del counter[key]
+                _release(self._waiting, claim.key)
+                _release(self._waiting_of, tenant)
         if reply is None:  # a batch duplicate: the first's result goes to the same job
             log.info("request.duplicate_pending", request_id=request.request_id)
             if origin.kind == "online":
@@ -264,3 +264,10 @@ def vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
                           f"replies to tenant '{tenant}' go to its own inbox "
                           f"({subjects.inbox_prefix(tenant)}.>), not {origin.reply_to}")
     return request.model_copy(update={"tenant": tenant})
+
+
+def _release(counter: Counter[K], key: K) -> None:
+    """One less of `key`; a key at zero is dropped, so the counter holds only what waits."""
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]
