@@ -109,7 +109,8 @@ async def test_only_a_few_retries_may_wait_for_the_same_first_reply(stack, nc, e
     assert all(r["error"]["retry_after_s"] > 0 for r in refused)
 
 
-async def waiting_retries(nc, emulator, tenants: list[str], ids_each: int) -> list[dict]:
+async def waiting_retries(nc, emulator, tenants: list[str | None], ids_each: int
+                          ) -> list[dict]:
     """MAX_WAITING_PER_KEY retries of each of `ids_each` first requests per tenant, sent while
     the firsts still run; their replies (the firsts' must all be answers)."""
     emulator.faults(latency_ms=1500)
@@ -129,7 +130,8 @@ async def test_only_so_many_retries_wait_in_all(stack, nc, emulator):
     (64) in all a retry is `overloaded`. Before, a tenant holding its share of first requests
     could add four waiters to each (600 at the default share), each reading the request store
     until its reply came."""
-    retries = await waiting_retries(nc, emulator, [f"t{i}" for i in range(5)], ids_each=4)
+    # no tenant named: no share per tenant applies (as in admission), only the whole bound
+    retries = await waiting_retries(nc, emulator, [None], ids_each=20)
 
     refused = [r for r in retries if "error" in r]
     assert len(retries) - len(refused) == MAX_WAITING

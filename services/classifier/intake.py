@@ -152,7 +152,8 @@ class Intake:
             crowded = (f"{MAX_WAITING_PER_KEY} requests with this request_id already wait"
                        if self._waiting[claim.key] >= MAX_WAITING_PER_KEY else
                        f"{MAX_WAITING_PER_TENANT} requests of this tenant already wait"
-                       if self._waiting_of[tenant] >= MAX_WAITING_PER_TENANT else
+                       if tenant is not None and self._waiting_of[tenant] >= MAX_WAITING_PER_TENANT
+                       else
                        f"{MAX_WAITING} requests already wait"
                        if self._waiting.total() >= MAX_WAITING else None)
             if crowded:

@@ -65,6 +65,9 @@ class FeedbackResponder:
         self._deadline = db.Deadline(ANSWER_WITHIN_S)  # a database that hangs, not refuses
         self._slots = asyncio.Semaphore(AT_ONCE)
         self._answering: set[asyncio.Task] = set()
+        # Verdicts on one request are recorded in the order they came: the later replaces the
+        # earlier (README). The lock of a request id, kept while a verdict on it is in hand.
+        self._in_order: dict[str | None, tuple[asyncio.Lock, int]] = {}
 
     async def open(self, nc: Client) -> None:
         await self.writers.open()
@@ -96,22 +99,37 @@ class FeedbackResponder:
         if not subjects.own_inbox(tenant, msg.reply or None):
             log.warning("feedback.foreign_inbox", subject=msg.subject)
             return
+        key = salvage(msg.data).request_id if len(msg.data) <= MAX_FEEDBACK_BYTES else None
+        lock, holders = self._in_order.get(key) or (asyncio.Lock(), 0)
+        self._in_order[key] = (lock, holders + 1)  # before any await: the lock is taken in order
         try:
-            reply = (await self._deadline.of(self.record(msg.data, tenant))).model_dump_json()
+            async with lock:
+                reply = await self._reply(msg.data, tenant)
+        finally:
+            lock, holders = self._in_order[key]
+            if holders == 1:
+                del self._in_order[key]
+            else:
+                self._in_order[key] = (lock, holders - 1)
+        if msg.reply:
+            await msg.respond(reply.encode())
+
+    async def _reply(self, body: bytes, tenant: str | None) -> str:
+        try:
+            return (await self._deadline.of(self.record(body, tenant))).model_dump_json()
         except TimeoutError:
             log.error("feedback.failed", error="TimeoutError", sqlstate=None)
-            reply = _error(msg.data, ErrorCode.INTERNAL, "the ledger could not record the "
-                           f"feedback: its database did not answer within {ANSWER_WITHIN_S:g} s")
+            return _error(body, ErrorCode.INTERNAL, "the ledger's database did not answer within "
+                          f"{ANSWER_WITHIN_S:g} s: the feedback may not be recorded; send it "
+                          "again")
         except RouterError as refused:
-            reply = _error(msg.data, refused.code, refused.message)
+            return _error(body, refused.code, refused.message)
         except Exception as exc:  # the database away: the sender hears it, may retry
             # The type and SQLSTATE only: psycopg's message may quote the row (the comment).
             log.error("feedback.failed", error=type(exc).__name__,
                       sqlstate=getattr(exc, "sqlstate", None))
-            reply = _error(msg.data, ErrorCode.INTERNAL,
-                           f"the ledger could not record the feedback: {type(exc).__name__}")
-        if msg.reply:
-            await msg.respond(reply.encode())
+            return _error(body, ErrorCode.INTERNAL,
+                          f"the ledger could not record the feedback: {type(exc).__name__}")
 
     async def record(self, body: bytes, vouched: str | None) -> FeedbackAck:
         """Store the verdict; RouterError when it is invalid or names no answered request of
