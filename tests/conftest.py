@@ -58,13 +58,21 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             handle.stop()  # type: ignore[union-attr]
 
 
-@pytest.fixture(scope="session")
-def database_url(servers: Servers) -> Iterator[str]:
+@contextlib.contextmanager
+def _migrated_database(servers: Servers) -> Iterator[str]:
     url = harness.fresh_database(servers.postgres_url)
     db.migrate(url)
-    yield url
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
+    try:
+        yield url
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            harness.drop_database(servers.postgres_url, url)
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: Servers) -> Iterator[str]:
+    with _migrated_database(servers) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -202,6 +210,20 @@ async def nc(servers: Servers) -> AsyncIterator[nats.NATS]:
     client = await nats.connect(servers.nats_url)
     yield client
     await client.close()
+
+
+@pytest.fixture
+def ledger_url(servers: Servers) -> Iterator[str]:
+    """A database of the test's own, migrated, dropped after it."""
+    with _migrated_database(servers) as url:
+        yield url
+
+
+@pytest.fixture
+async def ledger(ledger_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection (autocommit) to that database."""
+    async with await psycopg.AsyncConnection.connect(ledger_url, autocommit=True) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
+from faststream.nats import NatsBroker, TestNatsBroker
+
+from services.ledger.stats_responder import StatsResponder
+from shared import subjects
 from shared.config import RouterConfig, load_config
 from shared.messages import Attempt, ChatRequest, Classification, Envelope, Origin
 from tests import harness
@@ -32,3 +38,19 @@ def envelope(prompt: str = "What is the capital of France?", *, tier_index: int 
 def attempt(n: int, outcome: str = "ok", cost_usd: float = 0.001) -> Attempt:
     return Attempt(n=n, hop=n, model="gpt-4o-mini", provider="openai", tier="simple",
                    outcome=outcome, cost_usd=cost_usd)
+
+
+@contextlib.asynccontextmanager
+async def stats_responder(database_url: str
+                          ) -> AsyncIterator[tuple[StatsResponder, TestNatsBroker]]:
+    """The ledger's stats responder on that database, behind FastStream's in-memory broker: the
+    responder and a client of the broker to ask it on router.v1.stats."""
+    responder = StatsResponder(database_url, lambda: 1_048_576)
+    broker = NatsBroker()
+    broker.subscriber(subjects.STATS)(responder.on_stats)
+    await responder.open()
+    try:
+        async with TestNatsBroker(broker) as client:
+            yield responder, client
+    finally:
+        await responder.close()

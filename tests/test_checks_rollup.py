@@ -4,30 +4,13 @@ are), each call once however often its event comes."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
-
-import psycopg
-import pytest
 
 from services.ledger import retention, stats
 from services.ledger.writer import Batch, LedgerWriter
-from shared import db
 from shared.messages import AttemptEvent
-from tests import harness
 
 DAY_S = 86_400.0
-
-
-@pytest.fixture
-async def ledger(servers) -> AsyncIterator[psycopg.AsyncConnection]:
-    url = harness.fresh_database(servers.postgres_url)
-    db.migrate(url)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        yield conn
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
 
 
 def attempt(call: str, outcome: str, cost: float, days_ago: float) -> AttemptEvent:

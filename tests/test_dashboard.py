@@ -23,7 +23,6 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from dashboard import charts, seed
 from services.ledger.writer import Batch, LedgerWriter
-from shared import db
 from shared.config import config
 from shared.messages import RequestEvent
 from smart_router import embedded
@@ -80,21 +79,12 @@ async def page(browser: Browser) -> AsyncIterator[tuple[Page, Console]]:
 
 
 @pytest.fixture
-def empty_database(servers) -> Iterator[str]:
-    url = harness.fresh_database(servers.postgres_url)
-    db.migrate(url)
-    yield url
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
-
-
-@pytest.fixture
-async def ledger_database(empty_database: str) -> tuple[str, RequestEvent]:
+async def ledger_database(ledger_url: str) -> tuple[str, RequestEvent]:
     """A week of seeded traffic (models, tiers, tenants, escalations, errors, emulated answers),
     then one request recorded by the ledger's own writer: the newest, with its prompt kept."""
-    seed.seed(empty_database, requests=400, days=7, cfg=config())
-    newest = await record_request(empty_database)
-    return empty_database, newest
+    seed.seed(ledger_url, requests=400, days=7, cfg=config())
+    newest = await record_request(ledger_url)
+    return ledger_url, newest
 
 
 @pytest.fixture
@@ -116,9 +106,9 @@ def start_dashboard(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-async def first_day_database(empty_database: str) -> str:
-    await write_requests(empty_database, first_day_requests())
-    return empty_database
+async def first_day_database(ledger_url: str) -> str:
+    await write_requests(ledger_url, first_day_requests())
+    return ledger_url
 
 
 def first_day_requests() -> list[RequestEvent]:
@@ -359,9 +349,9 @@ def rgb(colour: str) -> str:
     return f"rgb({red}, {green}, {blue})"
 
 
-async def test_an_empty_ledger_shows_the_empty_state(empty_database, start_dashboard, page):
+async def test_an_empty_ledger_shows_the_empty_state(ledger_url, start_dashboard, page):
     browser_page, console = page
-    await browser_page.goto(start_dashboard(empty_database))
+    await browser_page.goto(start_dashboard(ledger_url))
     empty = browser_page.locator("#empty-state")
     await expect(empty).to_be_visible(timeout=WAIT_MS)
     await expect(empty).to_contain_text("No requests recorded yet")

@@ -15,16 +15,17 @@ import uuid
 import psycopg
 import pytest
 import structlog
-from faststream.nats import NatsBroker, TestNatsBroker
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 
-from services.ledger import stats as ledger_stats
 from services.ledger import feedback as ledger_feedback
+from services.ledger import stats as ledger_stats
 from services.ledger.feedback import FeedbackResponder
 from services.ledger.stats_responder import ANSWER_WITHIN_S, STATS_AT_ONCE, StatsResponder
 from shared import db, subjects
 from shared.errors import RouterError
 from tests import harness
+from tests.stage_helpers import stats_responder
 
 CALLER_WAITS_S = 5.0  # the shortest wait of a stats caller (the tests'; the CLI waits 10 s)
 
@@ -61,36 +62,28 @@ async def answered(stats, within_s: float) -> dict:
 async def test_stats_answer_across_a_restart_and_while_the_database_is_down(postgres):
     url = postgres.start()
     db.migrate(url)
-    responder = StatsResponder(url, lambda: 1_048_576)
-    broker = NatsBroker()
-    broker.subscriber(subjects.STATS)(responder.on_stats)
-    await responder.open()
-    try:
-        async with TestNatsBroker(broker) as client:
+    async with stats_responder(url) as (_, client):
 
-            async def stats() -> tuple[dict, float]:
-                start = time.monotonic()
-                reply = await client.request(b'{"days": 1}', subjects.STATS,
-                                             timeout=CALLER_WAITS_S)
-                return json.loads(reply.body), time.monotonic() - start
+        async def stats() -> tuple[dict, float]:
+            start = time.monotonic()
+            reply = await client.request(b'{"days": 1}', subjects.STATS, timeout=CALLER_WAITS_S)
+            return json.loads(reply.body), time.monotonic() - start
 
-            assert (await stats())[0]["requests"] == 0
+        assert (await stats())[0]["requests"] == 0
 
-            postgres.stop()
-            postgres.start()  # the pool's connection is now a broken one
-            assert (await stats())[0]["requests"] == 0
+        postgres.stop()
+        postgres.start()  # the pool's connection is now a broken one
+        assert (await stats())[0]["requests"] == 0
 
-            postgres.stop()
-            with structlog.testing.capture_logs() as logs:
-                # Past db.RECONNECT_TIMEOUT_S, when the pool gives up its reconnection attempts
-                # (and starts one at the next request).
-                down = await asking(stats, for_s=db.RECONNECT_TIMEOUT_S + 2)
-                postgres.start()
-                back = time.monotonic()
-                up = await answered(stats, within_s=30)
-                recovered_s = time.monotonic() - back
-    finally:
-        await responder.close()
+        postgres.stop()
+        with structlog.testing.capture_logs() as logs:
+            # Past db.RECONNECT_TIMEOUT_S, when the pool gives up its reconnection attempts
+            # (and starts one at the next request).
+            down = await asking(stats, for_s=db.RECONNECT_TIMEOUT_S + 2)
+            postgres.start()
+            back = time.monotonic()
+            up = await answered(stats, within_s=30)
+            recovered_s = time.monotonic() - back
 
     for reply, took_s in down:
         assert reply["error"]["code"] == "internal_error"
@@ -114,23 +107,16 @@ async def test_a_slow_summary_is_answered_in_time(postgres, monkeypatch):
         return {}
 
     monkeypatch.setattr(ledger_stats, "summary", slow_summary)
-    responder = StatsResponder(url, lambda: 1_048_576)
-    broker = NatsBroker()
-    broker.subscriber(subjects.STATS)(responder.on_stats)
-    await responder.open()
-    try:
-        async with TestNatsBroker(broker) as client:
-            start = time.monotonic()
-            reply = json.loads((await client.request(b"{}", subjects.STATS,
-                                                     timeout=CALLER_WAITS_S)).body)
-            took_s = time.monotonic() - start
-            for _ in range(50):  # the read, cancelled in the background, ends
-                if not responder._deadline._abandoned:
-                    break
-                await asyncio.sleep(0.1)
-            abandoned = len(responder._deadline._abandoned)
-    finally:
-        await responder.close()
+    async with stats_responder(url) as (responder, client):
+        start = time.monotonic()
+        reply = json.loads((await client.request(b"{}", subjects.STATS,
+                                                 timeout=CALLER_WAITS_S)).body)
+        took_s = time.monotonic() - start
+        for _ in range(50):  # the read, cancelled in the background, ends
+            if not responder._deadline._abandoned:
+                break
+            await asyncio.sleep(0.1)
+        abandoned = len(responder._deadline._abandoned)
 
     assert reply["error"] == {
         "code": "internal_error", "retry_after_s": None,

@@ -4,9 +4,7 @@ marked `others`; a summary that would still not fit is answered with an error, n
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
@@ -15,9 +13,8 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from dashboard import callbacks, queries
 from services.ledger import stats
 from services.ledger.stats_responder import StatsResponder
-from shared import db, subjects
+from shared import subjects
 from smart_router import render
-from tests import harness
 
 NATS_MAX_PAYLOAD = 1_048_576  # nats-server's default
 
@@ -31,21 +28,6 @@ SELECT (now() AT TIME ZONE 'UTC')::date, 'tenant-' || g, 'gpt-4o', 'complex', st
 FROM generate_series(1, %(n)s) g,
      LATERAL (SELECT 'ok' AS status UNION ALL SELECT 'error' WHERE g %% 3 = 0) s
 """
-
-
-@pytest.fixture
-def ledger_url(servers) -> Iterator[str]:
-    url = harness.fresh_database(servers.postgres_url)
-    db.migrate(url)
-    yield url
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
-
-
-@pytest.fixture
-async def ledger(ledger_url) -> AsyncIterator[psycopg.AsyncConnection]:
-    async with await psycopg.AsyncConnection.connect(ledger_url, autocommit=True) as conn:
-        yield conn
 
 
 async def tenants(conn: psycopg.AsyncConnection, n: int) -> None:

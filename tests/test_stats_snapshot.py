@@ -4,38 +4,25 @@ between two of them shows in every figure or in none."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
-
 import psycopg
 import pytest
-from faststream.nats import NatsBroker, TestNatsBroker
 
 from dashboard import queries
 from services.ledger import stats
-from services.ledger.stats_responder import STATEMENT_TIMEOUT_MS, StatsResponder
-from shared import db, subjects
-from tests import harness
+from services.ledger.stats_responder import STATEMENT_TIMEOUT_MS
+from shared import subjects
+from tests.stage_helpers import stats_responder
 
 TODAY = "(now() AT TIME ZONE 'UTC')::date"
 
 
 @pytest.fixture
-def ledger_url(servers) -> Iterator[str]:
-    url = harness.fresh_database(servers.postgres_url)
-    db.migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
+def ledger_url(ledger_url: str) -> str:
+    """The test's database (conftest's), with a day of usage in it."""
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
         conn.execute(f"INSERT INTO daily_usage VALUES ({TODAY}, 'a', 'm', 'simple', 'ok', false, "
                      "10, 0, 1, 1, 1, 2, 0, 10)")
-    yield url
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
-
-
-@pytest.fixture
-async def ledger(ledger_url) -> AsyncIterator[psycopg.AsyncConnection]:
-    async with await psycopg.AsyncConnection.connect(ledger_url, autocommit=True) as conn:
-        yield conn
+    return ledger_url
 
 
 SETTINGS = ("SELECT current_setting('transaction_isolation'), "
@@ -78,14 +65,7 @@ async def test_the_stats_reply_reads_one_snapshot(ledger_url, monkeypatch):
         return await summary(conn, days)
 
     monkeypatch.setattr(stats, "summary", summary_and_settings)
-    responder = StatsResponder(ledger_url, lambda: 1_048_576)
-    broker = NatsBroker()
-    broker.subscriber(subjects.STATS)(responder.on_stats)
-    await responder.open()
-    try:
-        async with TestNatsBroker(broker) as client:
-            await client.request(b'{"days": 1}', subjects.STATS)
-    finally:
-        await responder.close()
+    async with stats_responder(ledger_url) as (_, client):
+        await client.request(b'{"days": 1}', subjects.STATS)
 
     assert seen == [("repeatable read", "on", f"{STATEMENT_TIMEOUT_MS // 1000}s")]

@@ -4,8 +4,6 @@ daily roll-ups are by UTC day."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 
 import psycopg
@@ -13,9 +11,7 @@ import pytest
 
 from services.ledger import stats
 from services.ledger.writer import Batch, LedgerWriter
-from shared import db
 from shared.messages import DeadLetterEvent, RequestEvent
-from tests import harness
 
 
 def streamed(request_id: str, at: datetime) -> RequestEvent:
@@ -30,15 +26,6 @@ def streamed(request_id: str, at: datetime) -> RequestEvent:
 def dead_letter(seq: int, at: datetime) -> DeadLetterEvent:
     return DeadLetterEvent(subject="router.v1.jobs", stream_seq=seq, deliveries=5,
                            reason="test", body_bytes=10, at=at.timestamp())
-
-
-@pytest.fixture
-def ledger_url(servers) -> Iterator[str]:
-    url = harness.fresh_database(servers.postgres_url)
-    db.migrate(url)
-    yield url
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Tokyo"])

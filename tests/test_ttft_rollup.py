@@ -4,31 +4,15 @@ and the figures outlive the retention. The migration fills it from the requests 
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
-
-import psycopg
-import pytest
 
 from services.ledger import retention, stats
 from services.ledger.writer import Batch, LedgerWriter
 from shared import db
 from shared.messages import RequestEvent
-from tests import harness
 
 DAY_S = 86_400.0
 MIGRATION = db.MIGRATIONS / "0008.daily-ttft.sql"
-
-
-@pytest.fixture
-async def ledger(servers) -> AsyncIterator[psycopg.AsyncConnection]:
-    url = harness.fresh_database(servers.postgres_url)
-    db.migrate(url)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        yield conn
-    with contextlib.suppress(psycopg.Error):
-        harness.drop_database(servers.postgres_url, url)
 
 
 def request(i: int, ttft_ms: float | None, days_ago: float = 0) -> RequestEvent:
