@@ -304,6 +304,21 @@ def _judged_once_read(router: router_live.LiveRouter, prompt: str) -> router_liv
     return router.judge(prompt)
 
 
+def _release(fifo: Path, within_s: float = 10.0) -> None:
+    """A read blocked on `fifo` ends (a writer comes and goes at once), once its reader has it
+    open; with no reader within `within_s`, nothing happens (a blocking open would wait for a
+    reader for ever)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError:  # ENXIO: no reader has it open yet
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+
 def test_a_file_changing_while_it_is_read_starts_no_more_readers(serving, tmp_path):
     """Before, each change seen while a read was stalled started a reader thread: 50 changes,
     50 threads. Now the file is read again once the read in hand ends."""
@@ -319,8 +334,7 @@ def test_a_file_changing_while_it_is_read_starts_no_more_readers(serving, tmp_pa
     held = readers()
     os.replace(live, stalled)
     shutil.copy(SHIPPED_PATH, live)
-    with stalled.open("wb"):  # the stalled read ends (refused); the newest file is read next
-        pass
+    _release(stalled)  # the stalled read ends (refused); the newest file is read next
     for _ in range(2):  # the first look swaps nothing in and starts the read of the new file
         replaced = _judged_once_read(router, PROMPT)
 
@@ -346,8 +360,7 @@ def test_a_stalled_router_model_file_does_not_hold_the_prompts(serving, tmp_path
         shutil.copy(SHIPPED_PATH, tmp_path / "next.npz")
         os.replace(tmp_path / "next.npz", live)
         replaced = pool.submit(_judged_once_read, router, PROMPT).result(timeout=30)
-    with stalled.open("wb"):  # the stalled read ends (refused), and its thread with it
-        pass
+    _release(stalled)  # the stalled read ends (refused), and its thread with it
 
     assert answers == [before] * 3
     assert replaced != before and router.model.meta["data"] == "arena-bench-v1.jsonl"

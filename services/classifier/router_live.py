@@ -118,8 +118,8 @@ class LiveRouter:
         in use routes until it is in. A file that is gone or cannot load keeps the model in use
         (and says so once per change)."""
         if self._reading is not None and self._reading.done():
-            self._swap(self._reading)
-            self._reading = None
+            read, self._reading = self._reading, None  # taken once, whatever its swap does
+            self._swap(read)
         now = time.monotonic()
         if now - self._checked_at < RELOAD_CHECK_S:
             return
