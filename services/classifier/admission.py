@@ -13,6 +13,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from enum import Enum
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
 class Refused(Enum):
@@ -62,13 +65,18 @@ class Admission:
         return None
 
     def _release(self, tenant: str | None) -> None:
-        if tenant is None:
-            return
-        self._by_tenant[tenant] -= 1
-        if not self._by_tenant[tenant]:
-            del self._by_tenant[tenant]  # a tenant name is kept only while it holds a slot
+        if tenant is not None:
+            release(self._by_tenant, tenant)
 
     def _forget_expired(self) -> None:
         now = time.time()
         for trace_id in [t for t, (deadline, _) in self._held.items() if deadline <= now]:
             self._release(self._held.pop(trace_id)[1])
+
+
+def release(counter: Counter[K], key: K) -> None:
+    """One less of `key`; a key at zero is dropped, so a counter holds only what is in hand
+    (a tenant's name is kept only while it holds something)."""
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]

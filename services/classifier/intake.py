@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import TypeVar
 
 import structlog
 from faststream.nats import NatsBroker
@@ -27,6 +26,7 @@ from shared.messages import (
     parse_request,
 )
 
+from .admission import release
 from .chain import Classifier
 
 # Online requests that may wait at once for the reply of a first one with their request_id: each
@@ -39,7 +39,6 @@ MAX_WAITING = 64
 MAX_WAITING_PER_TENANT = 16  # of those, one tenant's: its retries leave room for the others'
 
 log = structlog.get_logger(__name__)
-K = TypeVar("K")
 
 
 class Intake:
@@ -169,8 +168,8 @@ class Intake:
                 reply = await idempotency.reply_when_done(
                     self.broker, claim, received_at + self.cfg.limits.request_timeout_s)
             finally:
-                _release(self._waiting, claim.key)
-                _release(self._waiting_of, tenant)
+                release(self._waiting, claim.key)
+                release(self._waiting_of, tenant)
         if reply is None:  # a batch duplicate: the first's result goes to the same job
             log.info("request.duplicate_pending", request_id=request.request_id)
             if origin.kind == "online":
@@ -265,10 +264,3 @@ def vouched(request: ChatRequest, origin: Origin) -> ChatRequest:
                           f"replies to tenant '{tenant}' go to its own inbox "
                           f"({subjects.inbox_prefix(tenant)}.>), not {origin.reply_to}")
     return request.model_copy(update={"tenant": tenant})
-
-
-def _release(counter: Counter[K], key: K) -> None:
-    """One less of `key`; a key at zero is dropped, so the counter holds only what waits."""
-    counter[key] -= 1
-    if not counter[key]:
-        del counter[key]
