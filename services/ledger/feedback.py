@@ -13,6 +13,8 @@ the same request replaces the earlier one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from nats.aio.client import Client
@@ -33,6 +35,7 @@ from shared.messages import (
 from shared.outcomes import salvage
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 AT_ONCE = 8  # feedback answered at once (the pool's two connections, and waits for them)
 ANSWER_WITHIN_S = 4.0  # the sender (`smart-router feedback`, the gateway) waits 10 s
@@ -103,8 +106,7 @@ class FeedbackResponder:
         lock, holders = self._in_order.get(key) or (asyncio.Lock(), 0)
         self._in_order[key] = (lock, holders + 1)  # before any await: the lock is taken in order
         try:
-            async with lock:
-                reply = await self._reply(msg.data, tenant)
+            reply = await self._reply(msg.data, tenant, lock)
         finally:
             lock, holders = self._in_order[key]
             if holders == 1:
@@ -114,9 +116,12 @@ class FeedbackResponder:
         if msg.reply:
             await msg.respond(reply.encode())
 
-    async def _reply(self, body: bytes, tenant: str | None) -> str:
+    async def _reply(self, body: bytes, tenant: str | None, turn: asyncio.Lock) -> str:
+        """The answer, within the deadline whether the database or an earlier verdict on the
+        same request holds this one up."""
         try:
-            return (await self._deadline.of(self.record(body, tenant))).model_dump_json()
+            return (await self._deadline.of(_in_turn(turn, lambda: self.record(body, tenant)))
+                    ).model_dump_json()
         except TimeoutError:
             log.error("feedback.failed", error="TimeoutError", sqlstate=None)
             return _error(body, ErrorCode.INTERNAL, "the ledger's database did not answer within "
@@ -160,6 +165,12 @@ class FeedbackResponder:
                 "request is recorded a moment after its reply: retry shortly if it just ended)"))
         log.info("feedback.recorded", request_id=feedback.request_id, score=feedback.score)
         return FeedbackAck(request_id=feedback.request_id, score=feedback.score)
+
+
+async def _in_turn(turn: asyncio.Lock, work: Callable[[], Awaitable[T]]) -> T:
+    """`work`, started once `turn` is ours (not before: cancelled while waiting, it never is)."""
+    async with turn:
+        return await work()
 
 
 def _error(body: bytes, code: ErrorCode, message: str) -> str:
