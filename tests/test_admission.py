@@ -65,3 +65,35 @@ def test_a_share_per_tenant_above_the_whole_bound_is_refused_at_start():
     for bound, share in [(100, 100), (100, 0), (0, 150)]:
         PipelineConfig.model_validate(pipeline | {"max_online_in_flight": bound,
                                                   "max_online_in_flight_per_tenant": share})
+
+
+def test_near_the_bound_the_freed_slots_go_to_tenants_below_their_fair_share():
+    """Before, alice (15) and bob (5) held the whole bound and carol was refused until they let
+    up: a slot alice freed went back to alice."""
+    admission = Admission(limit=20, per_tenant=15)  # nearly full: 2 free or fewer
+    later = time.time() + 60
+    for i in range(15):
+        assert admission.admit(f"a{i}", later, "alice") is None
+    for i in range(5):
+        assert admission.admit(f"b{i}", later, "bob") is None
+    assert admission.admit("c0", later, "carol") is Refused.FULL
+
+    admission.done("a0")
+    assert admission.fair_share("alice") == 10 and admission.fair_share("carol") == 6
+    assert admission.admit("a15", later, "alice") is Refused.FAIR_SHARE
+    assert admission.admit("c0", later, "carol") is None
+    admission.done("a1")
+    assert admission.admit("b5", later, "bob") is None  # 5 of a fair 6
+    admission.done("a2")
+    assert admission.admit("b6", later, "bob") is Refused.FAIR_SHARE
+    assert admission.admit("n0", later) is None  # a request of no known tenant: the bound only
+
+
+def test_with_room_to_spare_a_tenant_may_go_past_its_fair_share():
+    admission = Admission(limit=20, per_tenant=15)
+    later = time.time() + 60
+    assert admission.admit("b0", later, "bob") is None
+    for i in range(15):  # 10 is a fair share of two, but 4 or more are free
+        assert admission.admit(f"a{i}", later, "alice") is None
+    assert admission.admit("b1", later, "bob") is None  # 17 held, 3 free
+    assert admission.admit("b2", later, "bob") is None  # 2 free: near the bound, bob is below 10

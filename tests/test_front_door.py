@@ -171,6 +171,63 @@ async def test_one_tenants_burst_leaves_room_for_the_others(own_nats):
         assert "4 online requests of this tenant" in refusal["error"]["message"]
 
 
+class KeepingIntake(HoldingIntake):
+    """Holds every request's slot, and notes its trace id by prompt to free it later."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(expected)
+        self.trace_ids: dict[str, str] = {}
+
+    async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
+        self.trace_ids[json.loads(body)["prompt"]] = trace_id
+        return await super().hand_on(body, origin, trace_id)
+
+
+async def test_near_the_bound_a_slot_freed_goes_to_a_tenant_below_its_fair_share(own_nats):
+    """Before, alice and bob held all 10 slots, and the slot alice freed went back to alice
+    while carol was refused."""
+    config = stage_config()
+    config = config.model_copy(update={"pipeline": config.pipeline.model_copy(update={
+        "max_online_in_flight": 10, "max_online_in_flight_per_tenant": 8})})
+    broker, intake = NatsBroker(own_nats), KeepingIntake(expected=10)
+    await broker.connect()
+    door = FrontDoor(broker, config, intake)  # type: ignore[arg-type]
+    await door.open()
+    nc = broker.connection
+    inbox = nc.new_inbox()
+    replies = await nc.subscribe(inbox)
+
+    async def ask(tenant: str, prompt: str) -> None:
+        await nc.publish(subjects.CHAT, json.dumps({"prompt": prompt}).encode(), reply=inbox,
+                         headers={subjects.TENANT_HEADER: tenant})
+
+    try:
+        for i in range(8):
+            await ask("alice", f"a{i}")
+        for i in range(2):
+            await ask("bob", f"b{i}")
+        await asyncio.wait_for(intake.all_handed.wait(), timeout=10)
+        await ask("carol", "c0")
+        full = json.loads((await replies.next_msg(timeout=5)).data)
+        await nc.publish(door.done_subject, intake.trace_ids["a0"].encode())  # alice's is done
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        await ask("alice", "a8")
+        alices = json.loads((await replies.next_msg(timeout=5)).data)
+        await ask("carol", "c1")
+        await asyncio.sleep(0.3)
+    finally:
+        await door.close()
+        await broker.stop()
+
+    assert "holds 10 online requests" in full["error"]["message"]
+    assert alices["error"]["code"] == "overloaded"
+    assert "holds 7 online requests of this tenant, at or above its fair share of 5" in (
+        alices["error"]["message"])
+    assert "c1" in intake.trace_ids and "a8" not in intake.trace_ids
+    assert door.admission.held_by("carol") == 1
+
+
 async def test_the_gateway_names_its_keys_tenant_for_the_admission_count(own_nats):
     nc = await nats.connect(own_nats)
 

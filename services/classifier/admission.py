@@ -1,6 +1,10 @@
 """Admission control for online requests: a bound on how many one classifier holds in the
 pipeline, so a burst is refused at once (`overloaded`) instead of queueing toward its deadline,
-and a bound per tenant within it, so one tenant's burst leaves room for the others.
+and a bound per tenant within it, so one tenant's burst leaves room for the others. When the
+bound is nearly reached (its last tenth free or less), a tenant holding its fair share (the bound
+divided among the tenants holding slots, itself included) or more is refused too, so the slots
+freed then go to the tenants below theirs: without it two busy tenants could hold the whole bound
+between them (150 and 50 of 200) and a third would be refused until one of them let up.
 
 A request counts from intake until the stage that answers it says so on this classifier's own
 done subject, or until its deadline, whichever comes first: a lost notice frees its slot at the
@@ -21,12 +25,14 @@ K = TypeVar("K")
 class Refused(Enum):
     FULL = "full"  # the whole bound
     TENANT_FULL = "tenant_full"  # the request's tenant's share of it
+    FAIR_SHARE = "fair_share"  # near the bound: the tenant's fair share of it
 
 
 class Admission:
     def __init__(self, limit: int, per_tenant: int = 0) -> None:
         self.limit = limit  # 0: no limit
-        self.per_tenant = per_tenant  # 0: none within the limit
+        self.per_tenant = per_tenant  # 0: none within the limit, and no fair shares
+        self.contended = max(1, limit // 10)  # this many free or fewer: fair shares apply
         self._held: dict[str, tuple[float, str | None]] = {}  # trace id: deadline, tenant
         self._by_tenant: Counter[str] = Counter()
 
@@ -57,11 +63,21 @@ class Admission:
     def held_by(self, tenant: str) -> int:
         return self._by_tenant[tenant]
 
+    def fair_share(self, tenant: str) -> int:
+        """The bound divided among the tenants holding slots, `tenant` included."""
+        return self.limit // (len(self._by_tenant) + (tenant not in self._by_tenant))
+
     def _refusal(self, tenant: str | None) -> Refused | None:
-        if len(self._held) >= self.limit:
+        free = self.limit - len(self._held)
+        if free <= 0:
             return Refused.FULL
-        if self.per_tenant and tenant is not None and self._by_tenant[tenant] >= self.per_tenant:
+        if not self.per_tenant or tenant is None:
+            return None
+        holds = self._by_tenant[tenant]
+        if holds >= self.per_tenant:
             return Refused.TENANT_FULL
+        if free <= self.contended and holds >= self.fair_share(tenant):
+            return Refused.FAIR_SHARE
         return None
 
     def _release(self, tenant: str | None) -> None:

@@ -188,16 +188,25 @@ class FrontDoor:
         if origin.reply_to:
             refusal = ErrorReply(request_id=request_id, error=ErrorBody(
                 code=ErrorCode.OVERLOADED,
-                message=(f"the router holds {self.admission.limit} online requests already; "
-                         "try again shortly" if refused is Refused.FULL else
-                         f"the router holds {self.admission.per_tenant} online requests of this "
-                         "tenant already; try again shortly"),
+                message=self._refusal_message(refused, counted_as),
                 retry_after_s=self.cfg.pipeline.overloaded_retry_after_s))
             await outcomes.send_reply(self.broker, origin, refusal.model_dump_json().encode(),
                                       trace_id)
         await self.refusal_rows.put(Refusal(  # its row is made by the recorder, after the burst
             trace_id, request_id, origin, outcomes.body_fingerprint(msg.data), received_at,
             time.time(), origin.tenant or named or found.tenant))
+
+    def _refusal_message(self, refused: Refused, tenant: str | None) -> str:
+        admission = self.admission
+        if refused is Refused.FULL or tenant is None:  # a share refuses named tenants only
+            return (f"the router holds {admission.limit} online requests already; "
+                    "try again shortly")
+        if refused is Refused.TENANT_FULL:
+            return (f"the router holds {admission.per_tenant} online requests of this tenant "
+                    "already; try again shortly")
+        return (f"the router is nearly full and holds {admission.held_by(tenant)} online requests "
+                f"of this tenant, at or above its fair share of {admission.fair_share(tenant)}; "
+                "try again shortly")
 
     def _waiting(self) -> int:
         """Chat messages delivered and not yet read."""
