@@ -37,7 +37,7 @@ DIFFICULTIES: tuple[Difficulty, ...] = ("simple", "medium", "complex")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelRef(_Strict):
@@ -130,7 +130,7 @@ class SamplingConfig(_Strict):
     share: float = Field(default=0.0, ge=0, le=1)
     # A sample whose two calls could cost more than this at their worst (the top tier's on the
     # whole conversation and max_tokens, the judge's) is not drawn: the operator pays for it.
-    max_cost_usd: float = Field(default=0.10, gt=0, allow_inf_nan=False)
+    max_cost_usd: float = Field(default=0.10, gt=0)
 
 
 class EscalationConfig(_Strict):

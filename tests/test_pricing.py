@@ -90,6 +90,18 @@ baseline = "openai:gpt-4o"
     assert Pricer(config.pricing).cost(UNPRICED, 10**6, 10**6) == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("setting", [
+    '[pricing.overrides]\n"openai:gpt-4o" = { input = inf, output = 2.0 }',
+    "[escalation.judge]\ntimeout_s = inf", "[escalation.verify]\ntimeout_s = inf",
+    "[limits]\nprovider_timeout_s = nan"])
+def test_an_infinite_or_undefined_figure_is_refused_at_start(tmp_path, setting):
+    """TOML writes inf and nan. Before, an infinite price passed the start and its first paid
+    call could not be recorded (an attempt's cost must be finite): a dead letter, the money
+    unseen; an infinite check timeout held a handler for ever."""
+    with pytest.raises(ValueError, match="finite number"):
+        load_config(config_file(tmp_path, setting))
+
+
 def test_a_disabled_judge_is_not_a_model_the_router_pays_for():
     config = load_config(harness.TEST_CONFIG)  # the seed's tiers do not name the judge's model
     assert not config.escalation.judge.enabled
