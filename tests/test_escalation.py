@@ -3,6 +3,7 @@ through the real pipeline on the emulator's market of models."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,11 +16,11 @@ from nats.js.errors import APIError
 
 from services.escalator.judge import Judge
 from services.escalator.scoring import Scorer, arithmetic_slip
-from services.escalator.verify import final_answer, task_type
+from services.escalator.verify import Verifier, final_answer, task_type
 from services.escalator.worker import Escalator
 from shared import outcomes, payload
 from shared.config import EscalationConfig, PricingConfig, load_config
-from shared.messages import Answer
+from shared.messages import Answer, Attempt
 from shared.pricing import Pricer
 from shared.providers import Completion, Providers
 from tests import harness, stage_helpers
@@ -167,7 +168,8 @@ class FakeJudgeModel:
 
 
 @pytest.mark.parametrize(("verdict", "expected"), [
-    ('{"addresses": false}', False), ('{"addresses": true}', True), ("no idea", None)])
+    ('{"addresses": false}', False), ('{"addresses": true}', True), ("no idea", None),
+    ("[" * 5000, None)])  # before: RecursionError, and the paid call was never recorded
 async def test_the_judge_reads_its_verdict_and_records_its_cost(verdict, expected):
     config = EscalationConfig.model_validate(
         SETTINGS.model_dump() | {"judge": {"enabled": True, "provider": "groq",
@@ -176,7 +178,7 @@ async def test_the_judge_reads_its_verdict_and_records_its_cost(verdict, expecte
                   Pricer(PricingConfig()))
 
     addresses, attempt = await judge.addresses("What is 2+2?", "Cats are mammals.",
-                                               n=2, hop=1, tier="simple")
+                                               n=2, hop=1, tier="simple", seconds_left=60)
 
     assert addresses is expected
     assert attempt.outcome == "judge" and attempt.cost_usd > 0 and attempt.input_tokens == 120
@@ -208,6 +210,79 @@ async def test_the_judge_is_not_called_past_the_requests_budget():
             scored = await escalator._scored(envelope)
         assert any(a.outcome == "judge" for a in scored.attempts) is judged, budget
     assert len(recorded) == 1 and recorded[0].cost_usd <= worst
+
+
+class NotingModel:
+    """A checking model that notes the timeout it is given, then answers `text`, or with None
+    never answers within it."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text, self.timeouts = text, list[float]()
+
+    async def complete(self, model, messages, **options) -> Completion:
+        self.timeouts.append(options["timeout"])
+        if self.text is None:
+            await asyncio.sleep(options["timeout"])
+            raise TimeoutError
+        return Completion(text=self.text, finish_reason="stop", input_tokens=120,
+                          output_tokens=6)
+
+
+async def test_the_paid_checks_end_by_the_requests_deadline(monkeypatch):
+    """Before, the judge and the verifier each had their configured 2 s (5 s by default)
+    whatever was left of the request: an answer 0.5 s from its deadline came 2 s late."""
+    cfg = stage_helpers.stage_config()
+    escalation = cfg.escalation.model_copy(update={
+        "signals": (*cfg.escalation.signals, "judge"),
+        "judge": cfg.escalation.judge.model_copy(update={"enabled": True, "timeout_s": 2}),
+        "verify": cfg.escalation.verify.model_copy(update={
+            "enabled": True, "task_types": ("math",), "timeout_s": 2})})
+    escalator = Escalator(NatsBroker(), cfg.model_copy(update={"escalation": escalation}))
+    judge, verifier = NotingModel('{"addresses": true}'), NotingModel(None)
+    escalator.judge = Judge(escalation.judge, Providers({"groq": judge}), escalator.pricer)
+    escalator.verifier = Verifier(escalation.verify, Providers({"groq": verifier}),
+                                  escalator.pricer)
+    recorded: list[Attempt] = []
+
+    async def record(broker, envelope, attempts, **_):
+        recorded.extend(attempts)
+    monkeypatch.setattr(outcomes, "record_attempts", record)
+    prompt = "A baker fills 14 trays with 6 rolls each. How many rolls does he bake?"
+    for seconds_left in (0.5, 0.05):
+        envelope = stage_helpers.envelope(prompt, attempts=[stage_helpers.attempt(1)],
+                                          seconds_left=seconds_left).model_copy(update={
+            "answer": answer("Final answer: 84.").model_copy(update={"attempt": 1})})
+        await escalator._scored(envelope)
+
+    # each call within what was left; none started with under MIN_CALL_S left
+    assert len(judge.timeouts) == len(verifier.timeouts) == 1
+    assert judge.timeouts[0] <= 0.5 and verifier.timeouts[0] <= 0.5
+    assert [a.outcome for a in recorded] == ["judge", "verify"]
+
+
+async def test_escalation_cost_is_the_answers_not_served_and_not_the_checks(monkeypatch):
+    """Before, the judge's and the verifier's calls were counted in escalation_cost_usd as well
+    as in verification_cost_usd: shown twice, on a request that never escalated."""
+    escalator = Escalator(NatsBroker(), stage_helpers.stage_config())
+    checks = [stage_helpers.attempt(2, "judge", 0.002), stage_helpers.attempt(3, "verify", 0.003)]
+    events = []
+
+    async def publish_event(broker, event, **_):
+        events.append(event)
+
+    async def deliver(*_args, **_kwargs):
+        pass
+    monkeypatch.setattr(outcomes, "publish_event", publish_event)
+    monkeypatch.setattr(outcomes, "deliver", deliver)
+    served_first = [stage_helpers.attempt(1, cost_usd=0.01), *checks]
+    served_later = [stage_helpers.attempt(1, "weak", 0.004), *checks,
+                    stage_helpers.attempt(4, cost_usd=0.02)]
+    for attempts, served in ((served_first, 1), (served_later, 4)):
+        await escalator._succeed(stage_helpers.envelope(attempts=attempts),
+                                 answer("Paris.").model_copy(update={"attempt": served}))
+
+    assert [e.escalation_cost_usd for e in events] == [0.0, pytest.approx(0.004)]
+    assert [e.cost_usd for e in events] == [pytest.approx(0.015), pytest.approx(0.029)]
 
 
 def test_eval_escalation_prints_precision_and_recall_of_the_weak_verdict():

@@ -406,6 +406,33 @@ async def test_a_failed_sample_leaves_the_finished_request_alone(stack, nc, conn
         e for e in logs if e["event"] == "sample.failed").items()
 
 
+async def test_a_finished_request_delivered_again_is_not_sampled_again(stack, emulator,
+                                                                      providers):
+    """Its ack lost, a finished request comes back to the escalator: its comparison was drawn
+    from the trace, so before it was drawn, and paid for, again (two verdicts for one answer)."""
+    broker = NatsBroker(stack.nats_url, apply_types=False)
+    await broker.connect()
+    escalator = Escalator(broker, sampling_config())
+    trace_id = uuid.uuid4().hex
+    finished = envelope(attempts=[attempt(1)]).model_copy(update={
+        "trace_id": trace_id, "request_id": trace_id,
+        "answer": Answer(text="Paris.", attempt=1, tier_index=0, finish_reason="stop")})
+    calls = []
+    try:
+        for delivery in (1, 2, 3):
+            before = emulator.control("GET", "stats")["total"]
+            await escalator.decide(finished, redelivered=delivery > 1)
+            async with asyncio.timeout(30):
+                await asyncio.gather(*escalator.sampler._running)
+            calls.append(emulator.control("GET", "stats")["total"] - before)
+    finally:
+        await escalator.sampler.stop()
+        await escalator.aclose()
+        await broker.stop()
+
+    assert calls == [2, 0, 0]  # the top tier's answer and the judge's verdict, once
+
+
 # --- training from the ledger ------------------------------------------------------------
 
 async def test_train_router_from_the_ledger_learns_escalations_and_feedback(

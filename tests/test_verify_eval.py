@@ -126,6 +126,15 @@ def _policy(**settings) -> Verifier:
 MATH = "A tank holds 40 litres and leaks 3 litres an hour. How much is left after 5 hours?"
 
 
+def test_the_lot_is_the_requests_trace_not_the_id_its_caller_chose():
+    """Before, it was drawn from the request_id: a caller could pick ids never (or always)
+    checked."""
+    policy = _policy(share=0.5)
+    picked = sum(policy.eligible(_envelope(MATH, "b").model_copy(update={"trace_id": f"t{i}"}))
+                 for i in range(200))
+    assert 60 < picked < 140
+
+
 def test_the_policy_picks_task_types_a_share_and_a_strong_score_band():
     ids = [f"r{i}" for i in range(400)]
 

@@ -5,12 +5,15 @@ cost in the ledger."""
 from __future__ import annotations
 
 import functools
+import json
 import time
 
 from shared.config import ModelRef
 from shared.messages import Attempt, Outcome
 from shared.pricing import Pricer
 from shared.providers import ProviderError, Providers
+
+MIN_CALL_S = 0.1  # less left before the request's deadline: no check is started
 
 
 async def paid_call(providers: Providers, pricer: Pricer, ref: ModelRef,
@@ -31,6 +34,17 @@ async def paid_call(providers: Providers, pricer: Pricer, ref: ModelRef,
         input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
         cost_usd=pricer.cost(ref, completion.input_tokens, completion.output_tokens),
         latency_ms=_ms(started), emulated=completion.emulated)
+
+
+def json_verdict(text: str | None, key: str) -> bool | None:
+    """A checking model's `{key: true|false}`; None for anything else. The text is the
+    provider's: nesting deep enough to exhaust the parser's recursion (RecursionError) must end
+    in "no verdict", or the paid call it answers would go unrecorded."""
+    try:
+        verdict = json.loads(text or "").get(key)
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return verdict if isinstance(verdict, bool) else None
 
 
 def _ms(started: float) -> float:

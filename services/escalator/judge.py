@@ -5,13 +5,14 @@ which is recorded as an attempt (outcome "judge") so its cost shows in the ledge
 from __future__ import annotations
 
 import functools
-import json
 import time
 
 from shared.config import JudgeConfig, ModelRef
 from shared.messages import Attempt, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import ProviderError, Providers
+
+from .calls import json_verdict
 
 EXCERPT_CHARS = 2000
 VERDICT_TOKENS = 20
@@ -30,10 +31,10 @@ class Judge:
         self._providers = providers
         self._pricer = pricer
 
-    async def addresses(self, prompt: str, answer: str, *, n: int, hop: int,
-                        tier: str) -> tuple[bool | None, Attempt]:
+    async def addresses(self, prompt: str, answer: str, *, n: int, hop: int, tier: str,
+                        seconds_left: float) -> tuple[bool | None, Attempt]:
         """Whether the answer addresses the prompt (None: the judge could not say), and the
-        attempt that records the call."""
+        attempt that records the call, made within the request's `seconds_left`."""
         messages = _messages(prompt, answer)
         attempt = functools.partial(Attempt, n=n, hop=hop, model=self._config.model,
                                     provider=self._config.provider, tier=tier,
@@ -42,12 +43,13 @@ class Judge:
         try:
             completion = await self._providers.get(self._config.provider).complete(
                 self._config.model, messages, max_tokens=VERDICT_TOKENS, temperature=0.0,
-                timeout=self._config.timeout_s, logprobs=False, json_format=True,
+                timeout=min(self._config.timeout_s, seconds_left), logprobs=False,
+                json_format=True,
             )
         except Exception as exc:
             error = ProviderError.of(exc, self._config.provider, self._config.model)
             return None, attempt(reason=error.reason, latency_ms=_ms(started))
-        verdict = _parse(completion.text)
+        verdict = json_verdict(completion.text, "addresses")
         return verdict, attempt(
             reason={True: "addresses the prompt", False: "does not address the prompt",
                     None: "unreadable verdict"}[verdict],
@@ -70,14 +72,6 @@ def _messages(prompt: str, answer: str) -> list[dict[str, str]]:
         {"role": "user", "content": f"<question>{prompt[:EXCERPT_CHARS]}</question>\n"
                                     f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
     ]
-
-
-def _parse(text: str) -> bool | None:
-    try:
-        verdict = json.loads(text).get("addresses")
-    except (ValueError, AttributeError):
-        return None
-    return verdict if isinstance(verdict, bool) else None
 
 
 def _ms(started: float) -> float:

@@ -20,7 +20,6 @@ shutdown the running ones finish within their calls' timeouts.
 from __future__ import annotations
 
 import asyncio
-import json
 import zlib
 from collections.abc import Awaitable, Callable
 
@@ -31,7 +30,7 @@ from shared.messages import Attempt, Envelope, Outcome, SampleVerdict
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Providers
 
-from .calls import paid_call
+from .calls import json_verdict, paid_call
 
 log = structlog.get_logger(__name__)
 
@@ -151,10 +150,7 @@ class Sampler:
 
 
 def _verdict(text: str | None) -> SampleVerdict:
-    try:
-        correct = json.loads(text or "").get("correct")
-    except (ValueError, AttributeError):
-        return SampleVerdict.NONE
-    if not isinstance(correct, bool):
+    correct = json_verdict(text, "correct")
+    if correct is None:
         return SampleVerdict.NONE
     return SampleVerdict.AS_GOOD if correct else SampleVerdict.FELL_SHORT

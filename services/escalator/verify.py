@@ -7,7 +7,6 @@ price would take the request's verification past `escalation.verify.max_cost_usd
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from shared.messages import Attempt, Envelope, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Providers
 
-from .calls import paid_call
+from .calls import MIN_CALL_S, json_verdict, paid_call
 
 QUESTION_CHARS = 4000
 ANSWER_TAIL_CHARS = 1500  # the final result is at the end: the verifier re-derives the rest
@@ -110,7 +109,9 @@ class Verifier:
         config = self._config
         if not config.enabled or task_type(envelope.request.prompt_text) not in config.task_types:
             return False
-        lot = zlib.crc32(f"verify\x00{envelope.request_id}".encode()) / 2**32
+        # The trace, not the caller's request_id: a caller must not pick ids that are (or are
+        # never) checked.
+        lot = zlib.crc32(f"verify\x00{envelope.trace_id}".encode()) / 2**32
         if lot >= config.share:
             return False
         score = envelope.classification.strong_score  # None without a learned router
@@ -120,18 +121,22 @@ class Verifier:
     async def check(self, envelope: Envelope, answer: str, *, tier: str,
                     record: Record) -> Check:
         """Run the configured signals in order until one finds the answer wrong, within the
-        per-request cost cap; `record` is called with each call's attempt as soon as it ends."""
+        per-request cost cap and the request's deadline; `record` is called with each call's
+        attempt as soon as it ends."""
         prompt = envelope.request.prompt_text
         calls: list[Attempt] = []
         for signal in self._config.signals:
             if not applies(signal, prompt, answer):
                 continue
             messages, ref, _, max_tokens = self._request(signal, prompt, answer)
-            if not self._affordable(envelope, calls, ref, messages, max_tokens):
+            seconds_left = envelope.seconds_left()
+            if (seconds_left < MIN_CALL_S
+                    or not self._affordable(envelope, calls, ref, messages, max_tokens)):
                 break
             wrong, call = await self.run(signal, prompt, answer,
                                          n=len(envelope.attempts) + len(calls) + 1,
-                                         hop=envelope.hop, tier=tier)
+                                         hop=envelope.hop, tier=tier,
+                                         timeout=min(self._config.timeout_s, seconds_left))
             await record([call])  # paid: recorded at once
             calls.append(call)
             if wrong:
@@ -139,11 +144,15 @@ class Verifier:
         return Check(None, calls)
 
     async def run(self, signal: VerifySignal, prompt: str, answer: str, *, n: int, hop: int,
-                  tier: str) -> tuple[bool | None, Attempt]:
-        """One signal's verdict (True: the answer is wrong; None: no verdict) and its call."""
+                  tier: str, timeout: float | None = None) -> tuple[bool | None, Attempt]:
+        """One signal's verdict (True: the answer is wrong; None: no verdict) and its call,
+        within `timeout` (the configured one when None)."""
         messages, ref, json_format, max_tokens = self._request(signal, prompt, answer)
-        text, call = await self._call(ref, messages, json_format, max_tokens, n=n, hop=hop,
-                                      tier=tier)
+        text, call = await paid_call(self._providers, self._pricer, ref, messages,
+                                     outcome=Outcome.VERIFY, n=n, hop=hop, tier=tier,
+                                     max_tokens=max_tokens,
+                                     timeout=self._config.timeout_s if timeout is None else timeout,
+                                     json_format=json_format)
         wrong = None if text is None else _verdict(signal, text, answer, task_type(prompt))
         return wrong, call.model_copy(update={"reason": _reason(signal, call.reason, wrong)})
 
@@ -172,15 +181,6 @@ class Verifier:
         ceiling = envelope.request.max_cost_usd
         return ceiling is None or envelope.cost_usd + spent + bound <= ceiling
 
-    async def _call(self, ref: ModelRef, messages: list[dict[str, str]], json_format: bool,
-                    max_tokens: int, *, n: int, hop: int, tier: str
-                    ) -> tuple[str | None, Attempt]:
-        return await paid_call(self._providers, self._pricer, ref, messages,
-                               outcome=Outcome.VERIFY, n=n, hop=hop, tier=tier,
-                               max_tokens=max_tokens, timeout=self._config.timeout_s,
-                               json_format=json_format)
-
-
 def applies(signal: VerifySignal, prompt: str, answer: str) -> bool:
     """A second sample needs a final answer to compare; the verifier reads any answer."""
     return signal != "consistency" or final_answer(answer, task_type(prompt)) is not None
@@ -189,11 +189,8 @@ def applies(signal: VerifySignal, prompt: str, answer: str) -> bool:
 def _verdict(signal: VerifySignal, text: str, answer: str, kind: str) -> bool | None:
     """True when the signal finds the answer wrong, False when right, None when it cannot say."""
     if signal == "verifier":
-        try:
-            correct = json.loads(text).get("correct")
-        except (ValueError, AttributeError):
-            return None
-        return (not correct) if isinstance(correct, bool) else None
+        correct = json_verdict(text, "correct")
+        return None if correct is None else not correct
     sampled = final_answer(text, kind)
     return None if sampled is None else sampled != final_answer(answer, kind)
 

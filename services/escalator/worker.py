@@ -37,6 +37,7 @@ from shared.pricing import Pricer
 from shared.providers import Providers
 from shared.runtime import Service
 
+from .calls import MIN_CALL_S
 from .judge import Judge
 from .sampling import Sampler
 from .scoring import CAPS, Scorer
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 MONEY_DIGITS = 10  # the ledger's numeric scale
 ANSWERED = (Outcome.OK, Outcome.WEAK)
+CHECKS = (Outcome.JUDGE, Outcome.VERIFY)  # paid checks of answers: verification_cost_usd
 
 
 def create_app(config: RouterConfig | None = None,
@@ -68,6 +70,10 @@ class Checked(BaseModel):
     attempts: list[Attempt]
     value: float
     signals: list[Signal]
+
+
+class SampleStarted(BaseModel):
+    """The mark a sampled request's comparison leaves in the hop records."""
 
 
 class Escalator:
@@ -157,11 +163,12 @@ class Escalator:
         recorded in the ledger as it is made)."""
         score = self.scorer.score(answer)
         value, signals, attempts = score.value, list(score.signals), list(envelope.attempts)
-        if self.judge is not None and not signals and self._judge_affordable(envelope):
+        if (self.judge is not None and not signals and envelope.seconds_left() >= MIN_CALL_S
+                and self._judge_affordable(envelope)):
             served = next(a for a in attempts if a.n == answer.attempt)
             addresses, call = await self.judge.addresses(
                 envelope.request.prompt_text, answer.text, n=len(attempts) + 1,
-                hop=envelope.hop, tier=served.tier)
+                hop=envelope.hop, tier=served.tier, seconds_left=envelope.seconds_left())
             await outcomes.record_attempts(self.broker, envelope, [call])  # paid: recorded at once
             attempts.append(call)
             if addresses is False:
@@ -244,7 +251,9 @@ class Escalator:
             "provider": served.provider,
             "escalated": len(answered_tiers) > 1,
             "baseline_cost_usd": baseline,
-            "escalation_cost_usd": cost - served.cost_usd,
+            # the answers not served; the checks' calls are verification_cost_usd
+            "escalation_cost_usd": sum(a.cost_usd for a in envelope.attempts
+                                       if a.n != served.n and a.outcome not in CHECKS),
         })
         reply = ChatReply(
             request_id=envelope.request_id,
@@ -269,10 +278,26 @@ class Escalator:
             outcomes.deliver(self.broker, envelope.origin, reply, msg_id=envelope.trace_id),
             outcomes.publish_event(self.broker, event),
         )
-        if self.sampler is not None and self.sampler.picks(envelope, served):
+        if (self.sampler is not None and self.sampler.picks(envelope, served)
+                and await self._first_sample(envelope)):
             self.sampler.start(
                 envelope, answer.text,
                 record=lambda calls: outcomes.record_attempts(self.broker, envelope, calls))
+
+
+    async def _first_sample(self, envelope: Envelope) -> bool:
+        """Whether this request's comparison is not started yet: a finished request delivered
+        again (its ack lost) would otherwise pay for a second one, and label the answer twice."""
+        key = f"{envelope.trace_id}.sample"
+        try:
+            if await hop_records.kept(self.broker, key, SampleStarted) is not None:
+                return False
+        except Exception as exc:  # unknown: no sample rather than maybe a second
+            log.warning("sample.skipped", request_id=envelope.request_id,
+                        reason=type(exc).__name__)
+            return False
+        await hop_records.keep(self.broker, key, SampleStarted())
+        return True
 
 
     async def _fail(self, envelope: Envelope, code: ErrorCode) -> None:

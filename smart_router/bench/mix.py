@@ -141,11 +141,14 @@ async def _ask_verdicts(emulator: str, answers: list[dict]) -> list[str | None]:
 
 def tally(replies: list[dict], verdicts: list[str | None]) -> dict:
     """Cost, baseline, escalations and quality of one run, as the ledger counts them: cost and
-    baseline over answered requests; escalation cost is what was paid before the served answer."""
+    baseline over answered requests; escalation cost is what the answers not served cost, the
+    checks' (judge, verify) apart."""
     ok = [r for r in replies if "error" not in r]
     cost = sum(r["cost_usd"] for r in ok)
     baseline = sum(r["baseline_cost_usd"] for r in ok)
     served = sum(_served_cost(r) for r in ok)
+    checks = sum(a["cost_usd"] for r in ok for a in r["attempts"]
+                 if a["outcome"] in ("judge", "verify"))
     escalated = sum(1 for r in ok if r["escalated"])
     good = sum(1 for v in verdicts if v == "good")
     return {
@@ -156,7 +159,8 @@ def tally(replies: list[dict], verdicts: list[str | None]) -> dict:
         "baseline_usd": round(baseline, 10),
         "savings_pct": round(100 * (baseline - cost) / baseline, 2) if baseline else None,
         "answer_cost_usd": round(served, 10),
-        "escalation_cost_usd": round(cost - served, 10),
+        "escalation_cost_usd": round(cost - served - checks, 10),
+        "checks_cost_usd": round(checks, 10),
         "escalated": escalated,
         "escalation_rate": round(escalated / len(ok), 4) if ok else None,
         "good_answers": good,
@@ -229,7 +233,9 @@ def render(report: dict) -> str:
         f"savings report: mix {report['mix']} (simple/medium/complex), {report['requests']} "
         f"requests, profile {report['profile']}",
         f"  cost           ${report['cost_usd']:.6f}  (answers ${report['answer_cost_usd']:.6f}"
-        f" + escalations ${report['escalation_cost_usd']:.6f})",
+        f" + escalations ${report['escalation_cost_usd']:.6f}"
+        + (f" + checks ${report['checks_cost_usd']:.6f})" if report.get("checks_cost_usd")
+           else ")"),
         f"  baseline       ${report['baseline_usd']:.6f}  (every answer on "
         f"{report['baseline_model']})",
         f"  savings        {_pct(report['savings_pct'], 100)}",
