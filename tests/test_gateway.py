@@ -384,11 +384,16 @@ async def test_a_request_pipelined_after_a_refused_one_is_answered(strict_gatewa
 
 async def test_past_the_connection_limit_a_request_is_429_overloaded_with_retry_after(
         stack, tmp_path):
-    """With 3 connections open (GATEWAY_MAX_CONNECTIONS=3), a fourth's request is answered 429
-    `overloaded` with Retry-After, in its route's shape; once they close, it is served."""
+    """With 3 connections open (GATEWAY_MAX_CONNECTIONS=3), each in the middle of a request, a
+    fourth's request is answered 429 `overloaded` with Retry-After, in its route's shape; once
+    they close, it is served."""
     with gateway_process(stack, tmp_path, GATEWAY_MAX_CONNECTIONS="3") as base:
         host, port = base.removeprefix("http://").split(":")
         held = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        for _, writer in held:
+            writer.write(b"GET /v1/models HTTP/1.1\r\n")  # a head begun, not ended
+            await writer.drain()
+        await asyncio.sleep(0.2)  # read by the gateway
         try:
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
                 chat = await client.post("/v1/chat", json={"prompt": "Name a colour."})
@@ -404,6 +409,28 @@ async def test_past_the_connection_limit_a_request_is_429_overloaded_with_retry_
     assert models.status_code == 429 and models.json()["error"]["type"] == "rate_limit_error"
     assert models.headers["x-should-retry"] == "true"
     assert served.status_code == 200
+
+
+async def test_at_the_connection_limit_a_silent_connection_makes_room(stack, tmp_path):
+    """Sockets opened and left silent fill the limit: a new client's request is served, and
+    the oldest silent socket is closed. Before, every request was refused 429 until the head
+    timeout closed them (an attacker reopening them kept the gateway shut)."""
+    with gateway_process(stack, tmp_path, GATEWAY_MAX_CONNECTIONS="3") as base:
+        host, port = base.removeprefix("http://").split(":")
+        held = []
+        for _ in range(3):
+            held.append(await asyncio.open_connection(host, int(port)))
+            await asyncio.sleep(0.05)  # opened in this order
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+                served = [(await client.get("/v1/models")).status_code for _ in range(3)]
+            closed = [await asyncio.wait_for(reader.read(), 5) == b"" for reader, _ in held[:1]]
+        finally:
+            for _, writer in held:
+                writer.close()
+
+    assert served == [200, 200, 200]
+    assert closed == [True]  # the oldest, closed without a word: it had asked nothing
 
 
 async def test_a_reused_request_id_is_the_sdks_conflict_error(sdk):

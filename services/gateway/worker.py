@@ -42,8 +42,9 @@ class GatewaySettings(BaseSettings):
     gateway_port: int = Field(default=8000, ge=0, le=65535)
     # Keys' digests and their tenants (`smart-router api-key add`); unset, no key is asked for.
     gateway_api_keys_file: Path | None = None
-    # Open connections past which a request is answered 429 `overloaded` and its connection
-    # closed: each may hold a body of up to limits.max_request_bytes.
+    # Open connections past which the oldest that has sent nothing is closed, or with none
+    # such, a request is answered 429 `overloaded` and its connection closed: each may hold a
+    # body of up to limits.max_request_bytes.
     gateway_max_connections: int = Field(default=1024, ge=1)
     # A request's line and headers must arrive within this (a new connection's first byte too),
     # and its body within gateway_body_timeout_s: a client trickling bytes holds a connection.
@@ -80,8 +81,11 @@ class _GuardedHttp(HttpToolsProtocol):
     Time: uvicorn's keep-alive timer runs only between requests, so a connection that sent
     nothing, or a head a byte at a time, was held for ever; a head not complete within the head
     timeout is answered 408 and closed.
-    Connections: past the limit, a request is answered by `refuse_overloaded` instead of the
-    app (uvicorn's own limit_concurrency answers plain text).
+    Connections: past the limit, the oldest connection that has sent nothing yet is closed to
+    make room, so sockets opened and left silent cannot lock every client out (before: 1,024
+    of them did, until the head timeout, and again as they were reopened); with none such, a
+    request is answered by `refuse_overloaded` instead of the app (uvicorn's own
+    limit_concurrency answers plain text).
     Refusals: a request answered before its body was read (413, 415, 401...) has LINGER_S for
     the rest of its body to arrive, then the connection is closed: uvicorn would wait for it
     for ever, every byte resetting its keep-alive timer. A body that does arrive in time
@@ -97,13 +101,25 @@ class _GuardedHttp(HttpToolsProtocol):
         self._heads = 0  # heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._opened_at = time.monotonic()
+        self._silent = True  # nothing received yet: no request is lost by closing it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.settings.gateway_max_connections:
+        if (len(self.connections) > self.settings.gateway_max_connections
+                and not self._close_oldest_silent()):
             self.app = _refuse_overloaded
             self._count_refused()
         self._time_head()
+
+    def _close_oldest_silent(self) -> bool:
+        silent = [c for c in self.connections
+                  if c is not self and isinstance(c, _GuardedHttp) and c._silent
+                  and not c.transport.is_closing()]
+        if not silent:
+            return False
+        min(silent, key=lambda c: c._opened_at).transport.close()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -168,6 +184,7 @@ class _GuardedHttp(HttpToolsProtocol):
             self._linger = None
 
     def data_received(self, data: bytes) -> None:
+        self._silent = False
         if self._head_seen is None or self._head_seen + len(data) <= MAX_HEAD_BYTES:
             if self._head_seen is not None:
                 self._head_seen += len(data)
