@@ -150,6 +150,7 @@ async def test_models_list_names_the_router_its_tiers_and_models(sdk):
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "invalid_request", None),
     ({"n": 2}, "invalid_request", None),
     ({"temperature": 7}, "invalid_request", None),
+    ({"max_completion_tokens": 0, "max_tokens": 50}, "invalid_request", None),  # before: 50
     ({"extra_body": {"max_cost_usd": 1e-9}}, "budget_exceeded", None),
 ])
 async def test_bad_requests_are_the_sdks_bad_request_error(sdk, options, code, param):

@@ -117,7 +117,8 @@ def to_router_request(request: CompletionRequest, cfg: RouterConfig) -> dict[str
                       "content": m.text()} for m in request.messages],
         **model_pin(request.model, cfg),
     }
-    max_tokens = request.max_completion_tokens or request.max_tokens
+    max_tokens = (request.max_tokens if request.max_completion_tokens is None
+                  else request.max_completion_tokens)  # a 0 is refused, not passed over
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     if request.temperature is not None:
