@@ -17,6 +17,7 @@ connected or loaded at import, and a test can build one with other settings.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -389,3 +390,14 @@ class _ErrorLog:
         if now - self._last.get(kind, -NATS_ERROR_LOG_EVERY_S) >= NATS_ERROR_LOG_EVERY_S:
             log.warning("nats.error", kind=kind, reason=reason[:200], count=self._since[kind])
             self._last[kind], self._since[kind] = now, 0
+
+
+def command_line(module: str, does: str) -> None:
+    """A service's `python -m` takes no arguments (its settings are the environment's): --help
+    says so, anything else is refused. Before, every argument was ignored, so `--help` started
+    the service against the default servers (and the ledger migrated their database)."""
+    argparse.ArgumentParser(
+        prog=f"python -m {module}", description=does,
+        epilog="Settings come from the environment (NATS_URL, DATABASE_URL, ROUTER_CONFIG, ...) "
+               "and the configuration file: see the README's Configuration section.",
+    ).parse_args()

@@ -273,7 +273,10 @@ async def _declare_consumer(js: JetStreamContext, stream: str, config: ConsumerC
 def main() -> None:
     """`python -m shared.topology`: declare as this process's settings say (compose)."""
     from shared.config import config, settings
+    from shared.runtime import command_line
 
+    command_line("shared.topology", "Declares the router's JetStream streams, consumers and "
+                 "buckets, as the settings and the configuration say, then exits.")
     logs.configure(settings().log_level, settings().log_format)
     asyncio.run(declare_as(settings(), config()))
 

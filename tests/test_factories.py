@@ -38,3 +38,17 @@ async def test_a_service_runs_in_process_with_other_settings():
     error = json.loads(reply.body)["error"]
     assert error["code"] == "invalid_request" and "days" in error["message"]
 
+
+def test_a_service_s_command_line_takes_help_and_refuses_anything_else():
+    """Before, arguments were ignored: `python -m services.ledger --help` started the ledger
+    against the default servers and migrated their database."""
+    env = {"PATH": "", "NATS_URL": "nats://127.0.0.1:1",
+           "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}  # nothing there, if it ran
+    for module in [*(f"services.{name}" for name in SERVICES), "shared.topology"]:
+        helped = subprocess.run([sys.executable, "-m", module, "--help"], env=env,
+                                capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
+        refused = subprocess.run([sys.executable, "-m", module, "--port", "1"], env=env,
+                                 capture_output=True, text=True, timeout=60, cwd=harness.ROOT)
+
+        assert helped.returncode == 0 and "Configuration section" in helped.stdout, module
+        assert refused.returncode == 2 and "unrecognized arguments: --port 1" in refused.stderr
