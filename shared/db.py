@@ -19,6 +19,7 @@ from tenacity import (
     wait_fixed,
 )
 from yoyo import get_backend, read_migrations
+from yoyo.connections import BadConnectionURI
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -42,7 +43,11 @@ def _yoyo_uri(database_url: str) -> str:
 def migrate(database_url: str) -> list[str]:
     """Apply the migrations not yet applied; returns their ids. Safe to run any number of times,
     from several processes at once (yoyo takes a lock)."""
-    backend = get_backend(_yoyo_uri(database_url))
+    try:
+        backend = get_backend(_yoyo_uri(database_url))
+    except BadConnectionURI:  # its message quotes the string, password and all
+        raise ValueError("DATABASE_URL must be a postgresql:// URL (a libpq key=value string "
+                         "is not read by the migrations)") from None
     migrations = read_migrations(str(MIGRATIONS))
     with backend.lock():
         pending = backend.to_apply(migrations)

@@ -67,6 +67,14 @@ def test_with_the_database_down_migrate_says_so_in_one_line():
     assert_fails_with_one_line(done, 2, "cannot reach PostgreSQL at DATABASE_URL: connection ")
 
 
+def test_a_key_value_database_url_is_refused_without_its_password():
+    """yoyo reads URLs only; its error quoted the whole string, password included."""
+    done = run("migrate", DATABASE_URL="host=127.0.0.1 port=1 user=u password=SECRET-PW dbname=x")
+
+    assert "SECRET-PW" not in done.stdout + done.stderr
+    assert_fails_with_one_line(done, 2, "DATABASE_URL must be a postgresql:// URL")
+
+
 # --- help and version ----------------------------------------------------------------------
 
 def test_help_reads_naturally():
