@@ -10,7 +10,7 @@ import os
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -164,7 +164,7 @@ class PipelineConfig(_Strict):
     classifier_concurrency: int = Field(ge=1)
     escalator_concurrency: int = Field(ge=1)
     max_deliver: int = Field(ge=1)
-    backoff_s: tuple[float, ...] = Field(min_length=1)
+    backoff_s: tuple[Annotated[float, Field(ge=0)], ...] = Field(min_length=1)
     ack_wait_s: float = Field(gt=0)
     dedup_window_s: float = Field(gt=0)
     results_max_age_s: float = Field(gt=0)
@@ -307,8 +307,13 @@ class Settings(BaseSettings):
     nats_declare: bool = True
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     router_config: Path | None = None
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 # What an identity file may set: how to reach NATS and who to be there.

@@ -54,6 +54,13 @@ class GatewaySettings(BaseSettings):
     # comma-separated (shared/hosts.py): a request naming another is refused.
     gateway_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
+    @field_validator("gateway_api_keys_file", mode="before")
+    @classmethod
+    def _named_file(cls, value: object) -> object:
+        if value == "":  # not "no keys": an empty path would be the working directory
+            raise ValueError("set but empty: name the key file, or unset it for no API keys")
+        return value
+
     @field_validator("gateway_allowed_hosts", mode="before")
     @classmethod
     def _names(cls, value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
