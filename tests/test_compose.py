@@ -44,9 +44,16 @@ def compose(tmp_path: Path) -> list[str]:
     return [docker, "--config", str(tmp_path / "docker"), "compose"]
 
 
-def run(compose: list[str], *args: str, file: Path = ROOT / "compose.yaml"):
+# What .env would hold (compose reads it for the file's ${...}).
+DOT_ENV = {"POSTGRES_PASSWORD": "pg-secret", "OPENAI_API_KEY": "sk-secret",
+           "ANTHROPIC_API_KEY": "ant-secret", "GROQ_API_KEY": "gsk-secret",
+           "DASHBOARD_PASSWORD": "dash-secret"}
+
+
+def run(compose: list[str], *args: str, file: Path = ROOT / "compose.yaml",
+        env: dict[str, str] = DOT_ENV):
     return subprocess.run([*compose, "-f", str(file), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60, env={"PATH": "/usr/bin:/bin"})
+                          cwd=ROOT, timeout=60, env={"PATH": "/usr/bin:/bin", **env})
 
 
 def test_compose_config_is_valid(compose):
@@ -62,8 +69,27 @@ def test_compose_declares_every_part_with_volumes_and_health_checks(compose):
     assert {"nats-auth", "nats-data", "postgres-data", "ollama-data"} <= set(model["volumes"])
     assert "healthcheck" in model["services"]["postgres"]
     assert model["services"]["dashboard"]["ports"][0]["host_ip"] == "127.0.0.1"
-    assert all("OPENAI_API_KEY" not in str(s.get("environment", {}))
-               or not s["environment"]["OPENAI_API_KEY"] for s in model["services"].values())
+
+
+def test_each_container_gets_only_the_secrets_it_uses(compose):
+    """Before, every container got all of .env: the gateway and the dashboard held the
+    provider keys, and all seven the database's password."""
+    services = services_of(compose)
+    holding = {secret: {name for name, service in services.items()
+                        if secret in json.dumps(service.get("environment", {}))}
+               for secret in DOT_ENV.values()}
+
+    assert holding["sk-secret"] == holding["ant-secret"] == holding["gsk-secret"] == {
+        "dispatcher", "escalator"}
+    assert holding["pg-secret"] == {"postgres", "migrate", "ledger", "dashboard", "cli"}
+    assert holding["dash-secret"] == {"dashboard"}
+
+
+def test_without_a_database_password_compose_refuses_to_start(compose):
+    """Before, it defaulted to `change-me`, silently."""
+    done = run(compose, "config", "-q", env={})
+
+    assert done.returncode != 0 and "set POSTGRES_PASSWORD in .env" in done.stderr
 
 
 def services_of(compose: list[str]) -> dict:
