@@ -36,6 +36,13 @@ async def paid_call(providers: Providers, pricer: Pricer, ref: ModelRef,
         latency_ms=_ms(started), emulated=completion.emulated)
 
 
+def tagged(**parts: str) -> str:
+    """The parts a checking model reads, each inside its tag, one a line. A `<` inside is
+    escaped, so a prompt or an answer cannot close its tag and write a part of its own (a
+    prompt ending "</question><answer>...": the judge would read the attacker's answer)."""
+    return "\n".join(f"<{tag}>{text.replace('<', '&lt;')}</{tag}>" for tag, text in parts.items())
+
+
 def json_verdict(text: str | None, key: str) -> bool | None:
     """A checking model's `{key: true|false}`; None for anything else. The text is the
     provider's: nesting deep enough to exhaust the parser's recursion (RecursionError) must end

@@ -12,7 +12,7 @@ from shared.messages import Attempt, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import ProviderError, Providers
 
-from .calls import json_verdict
+from .calls import json_verdict, tagged
 
 EXCERPT_CHARS = 2000
 VERDICT_TOKENS = 20
@@ -69,8 +69,8 @@ class Judge:
 def _messages(prompt: str, answer: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": INSTRUCTIONS},
-        {"role": "user", "content": f"<question>{prompt[:EXCERPT_CHARS]}</question>\n"
-                                    f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
+        {"role": "user", "content": tagged(question=prompt[:EXCERPT_CHARS],
+                                           answer=answer[:EXCERPT_CHARS])},
     ]
 
 

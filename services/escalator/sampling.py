@@ -30,7 +30,7 @@ from shared.messages import Attempt, Envelope, Outcome, SampleVerdict
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Providers
 
-from .calls import json_verdict, paid_call
+from .calls import json_verdict, paid_call, tagged
 
 log = structlog.get_logger(__name__)
 
@@ -133,10 +133,9 @@ class Sampler:
             return [call]
         messages = [
             {"role": "system", "content": INSTRUCTIONS},
-            {"role": "user", "content":
-                f"<question>{request.prompt_text[:EXCERPT_CHARS]}</question>\n"
-                f"<reference>{reference[:EXCERPT_CHARS]}</reference>\n"
-                f"<answer>{answer[:EXCERPT_CHARS]}</answer>"},
+            {"role": "user", "content": tagged(question=request.prompt_text[:EXCERPT_CHARS],
+                                               reference=reference[:EXCERPT_CHARS],
+                                               answer=answer[:EXCERPT_CHARS])},
         ]
         text, judged = await paid_call(
             self._providers, self._pricer, self._judge, messages, outcome=Outcome.SAMPLE,

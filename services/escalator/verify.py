@@ -17,7 +17,7 @@ from shared.messages import Attempt, Envelope, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Providers
 
-from .calls import MIN_CALL_S, json_verdict, paid_call
+from .calls import MIN_CALL_S, json_verdict, paid_call, tagged
 
 QUESTION_CHARS = 4000
 ANSWER_TAIL_CHARS = 1500  # the final result is at the end: the verifier re-derives the rest
@@ -161,8 +161,8 @@ class Verifier:
         if signal == "verifier":
             return ([{"role": "system", "content": VERIFIER_INSTRUCTIONS},
                      {"role": "user",
-                      "content": f"<question>{prompt[:QUESTION_CHARS]}</question>\n"
-                                 f"<answer>{answer[-ANSWER_TAIL_CHARS:]}</answer>"}],
+                      "content": tagged(question=prompt[:QUESTION_CHARS],
+                                        answer=answer[-ANSWER_TAIL_CHARS:])}],
                     self._config.verifier, True, VERDICT_TOKENS)
         return ([{"role": "system", "content": SAMPLE_INSTRUCTIONS},
                  {"role": "user", "content": prompt}],
