@@ -172,6 +172,7 @@ class PipelineConfig(_Strict):
     stream_replicas: int = Field(ge=1, le=5)
     max_online_in_flight: int = Field(ge=0)
     max_online_in_flight_per_tenant: int = Field(ge=0)
+    max_batch_in_flight: int = Field(ge=0)
     overloaded_retry_after_s: float = Field(gt=0)
     jobs_max_bytes: int = Field(ge=1 << 20)
     pipeline_max_bytes: int = Field(ge=1 << 20)

@@ -18,6 +18,7 @@ from shared.config import RouterConfig, Settings
 from shared.messages import Origin
 from shared.runtime import Service
 
+from .batch_pace import BatchPace
 from .chain import Classifier
 from .front_door import FrontDoor
 from .intake import Intake
@@ -37,6 +38,7 @@ def create_app(config: RouterConfig | None = None,
                             counters=service.counters)
     intake = Intake(service.broker, cfg, classifier)
     front_door = FrontDoor(service.broker, cfg, intake)
+    pace = BatchPace(cfg.pipeline.max_batch_in_flight)
 
     @service.app.on_startup
     async def load_models() -> None:
@@ -46,10 +48,23 @@ def create_app(config: RouterConfig | None = None,
     async def on_job(msg: NatsMessage) -> None:
         meta = msg.raw_message.metadata
         trace_id = outcomes.job_trace_id(meta.sequence.stream, meta.timestamp)
-        origin = Origin(kind="batch", tenant=subjects.tenant_of(msg.raw_message.subject))
-        await intake.hand_on(msg.body, origin, trace_id)
+        origin = Origin(kind="batch", tenant=subjects.tenant_of(msg.raw_message.subject),
+                        done_subject=pace.done_subject)
+        await pace.take(trace_id, cfg.limits.batch_timeout_s)
+        handed_on = False
+        try:
+            handed_on = await intake.hand_on(msg.body, origin, trace_id)
+        finally:
+            if not handed_on:
+                pace.done(trace_id)
 
-    service.consume("classifier", cfg.pipeline.classifier_concurrency, on_job)
+    # keepalive: a job waiting for a slot (batch_pace.py) must not be redelivered meanwhile
+    service.consume("classifier", cfg.pipeline.classifier_concurrency, on_job, keepalive=True)
+
+    @service.app.after_startup
+    async def count_batch_out() -> None:
+        await pace.open(service.broker.connection)
+
     service.app.after_startup(front_door.open)
     service.app.on_shutdown(front_door.close)
     return service.app

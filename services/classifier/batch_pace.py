@@ -1,0 +1,62 @@
+"""Batch jobs are taken into the pipeline at most `pipeline.max_batch_in_flight` at a time per
+classifier: past that, a job waits in its own stream (its message kept alive) until one taken
+before it ends, and its deadline starts when it is taken.
+
+Without it the classifier moved a whole job into the pipeline stream far ahead of the
+dispatchers: the deadlines of the job's tail ran out there before any call was made (26 lines of
+40 ended `timeout` with no attempt, in a review), and a large job could fill the pipeline stream
+that online requests need too.
+
+A job taken counts until the stage that answers it says so on this classifier's batch done
+subject, or until its deadline, as online admission counts (admission.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from shared import subjects
+from shared.messages import new_request_id
+
+from .admission import Admission
+
+RECHECK_S = 1.0  # a waiting job looks again this often: a slot may free at its deadline
+
+
+class BatchPace:
+    def __init__(self, limit: int) -> None:
+        self._taken = Admission(limit)  # limit 0: no bound
+        self._freed = asyncio.Event()
+        self._counting = asyncio.Event()
+        self.done_subject = subjects.done(new_request_id())
+
+    async def open(self, nc: Client) -> None:
+        await nc.subscribe(self.done_subject, cb=self._count_out)
+        self._counting.set()
+
+    async def take(self, trace_id: str, lifetime_s: float) -> None:
+        """Once a slot is free: the job counts from now, for `lifetime_s` at most (its
+        deadline, counted from when it is taken, not from when it began to wait). None is
+        taken before the done subject is listened to (jobs are delivered from the start), or
+        its notice could be missed and its slot held until its deadline."""
+        await self._counting.wait()
+        while self._taken.admit(trace_id, time.time() + lifetime_s) is not None:
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), RECHECK_S)
+
+    def done(self, trace_id: str) -> None:
+        self._taken.done(trace_id)
+        self._freed.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._taken.in_flight
+
+    async def _count_out(self, msg: Msg) -> None:
+        self.done(msg.data.decode())
