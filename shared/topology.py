@@ -69,7 +69,8 @@ class PushConsumer:
 def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
     """Every stream is bounded on disk. Work that was accepted is never dropped to make room:
     a full work queue refuses new messages (the producer hears it); only the results stream,
-    which callers read at leisure, drops its oldest."""
+    which callers read at leisure, drops its oldest. Jobs have no age limit: one waiting its
+    turn (batch_pace.py) would otherwise vanish with no result, row or dead letter."""
     common = _Placement(storage=StorageType.FILE, num_replicas=pipeline.stream_replicas)
     return [
         StreamConfig(
@@ -77,7 +78,6 @@ def streams(pipeline: PipelineConfig) -> list[StreamConfig]:
             subjects=list(subjects.with_tenants(subjects.JOBS)),
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=pipeline.dedup_window_s,
-            max_age=pipeline.events_max_age_s,
             max_bytes=pipeline.jobs_max_bytes,
             discard=DiscardPolicy.NEW,
             **common,

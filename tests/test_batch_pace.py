@@ -13,10 +13,33 @@ import nats
 import pytest
 
 from services.classifier.batch_pace import BatchPace
+from shared import subjects, topology
+from shared.config import load_config
 from smart_router import client
 from smart_router.embedded import EmbeddedNats
 from tests import harness
 from tests.conftest import _wait_until_up
+
+
+async def test_a_job_waiting_in_its_stream_is_not_aged_out(tmp_path):
+    """Before, the jobs stream had the events' age limit: a job still waiting past it vanished
+    with no result, no ledger row and no dead letter."""
+    server = EmbeddedNats.start(tmp_path / "nats")
+    nc = await nats.connect(server.url)
+    try:
+        config = load_config(harness.TEST_CONFIG)
+        pipeline = config.pipeline.model_copy(update={"events_max_age_s": 1.0,
+                                                      "dedup_window_s": 1.0})
+        (jobs,) = [s for s in topology.streams(pipeline) if s.name == subjects.JOBS_STREAM]
+        await nc.jetstream().add_stream(jobs)
+        await nc.jetstream().publish(subjects.JOBS, b'{"prompt": "Name a colour."}')
+        await asyncio.sleep(2.5)
+        info = await nc.jetstream().stream_info(subjects.JOBS_STREAM)
+    finally:
+        await nc.close()
+        server.stop()
+
+    assert info.state.messages == 1
 
 
 async def test_a_job_waits_for_a_slot_freed_by_a_done_notice_or_a_deadline():
