@@ -231,7 +231,8 @@ def _report_lines(submission: client.Submission) -> None:
     for problem in submission.invalid:
         typer.echo(f"line {problem['line']}: {problem['error']}", err=True)
     if submission.invalid:  # the fixed file's own job id would run every line again
-        typer.echo(f"fix these lines and send the file again with --job {submission.job_id}: "
+        typer.echo(f"fix these lines in place (none added or removed: a line's id is its "
+                   f"number) and send the file again with --job {submission.job_id}: "
                    "the lines sent now are not run twice", err=True)
     for duplicate in submission.duplicate_lines:
         typer.echo(f"line {duplicate['line']}: request_id {duplicate['request_id']!r} was sent "
@@ -247,7 +248,8 @@ async def _print_results(nc: client.Client, submission: client.Submission,
     try:
         async with asyncio.timeout(timeout):
             async for result in client.results(nc, submission.job_id, expect=expected,
-                                               tenant=settings().router_tenant):
+                                               tenant=settings().router_tenant,
+                                               result_tenants=submission.result_tenants):
                 seen.add(result.get("request_id"))
                 _emit(result, compact=True)
     except TimeoutError:

@@ -87,6 +87,9 @@ async def request(nc: Client, subject: str, payload: dict, timeout: float) -> di
 class Submission:
     job_id: str
     request_ids: list[str] = field(default_factory=list)  # every line sent, in file order
+    # Under which tenant each request's result comes (its results subject's token): another
+    # tenant's job of the same name may answer the same request_ids.
+    result_tenants: dict[str, str] = field(default_factory=dict)
     fresh: list[str] = field(default_factory=list)  # the ones JetStream took as new
     duplicate_lines: list[dict] = field(default_factory=list)  # {line, request_id}: not run again
     invalid: list[dict] = field(default_factory=list)  # {line, error}: not sent
@@ -279,6 +282,9 @@ def _jobs(lines: Iterator[tuple[int, str]], submission: Submission, subject: str
             continue
         first_line[job["request_id"]] = line_no
         submission.request_ids.append(job["request_id"])
+        named = tenant or job.get("tenant")
+        submission.result_tenants[job["request_id"]] = subjects.tenant_token(
+            named if isinstance(named, str) else None)
         yield line_no, job["request_id"], body, msg_id
 
 
@@ -368,13 +374,19 @@ async def stored_results(nc: Client, job_id: str, tenant: str | None = None) -> 
 async def results(
     nc: Client, job_id: str, *, follow: bool = False, expect: set[str] | None = None,
     idle_timeout: float = 5.0, tenant: str | None = None,
+    result_tenants: dict[str, str] | None = None,
 ) -> AsyncIterator[dict]:
-    """The job's results, oldest first, one per request_id. Stops when the stream has no more,
-    or with a non-empty `expect` when every expected request_id has its result; `follow` never
-    stops. A lost connection ends it with nats.errors.ConnectionClosedError, never a hang."""
+    """The job's results, oldest first, one per tenant and request_id. Stops when the stream
+    has no more, or with a non-empty `expect` when every expected request_id has its result;
+    `follow` never stops. A lost connection ends it with nats.errors.ConnectionClosedError,
+    never a hang.
+
+    Read across tenants (`tenant` None: open mode, the admin identity), results of several
+    tenants' jobs of the same name come together: each is labelled with its tenant's token
+    (`tenant`), and with `result_tenants` (a submission's) only the request's own count."""
     pending = set(expect or ())
     waiting = follow or bool(pending)
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     sub = await _results_subscription(nc, results_subject(job_id, tenant))
     try:
         if not waiting and not await _matching(sub):
@@ -386,10 +398,13 @@ async def results(
                 return
             result = json.loads(msg.data)
             request_id = result.get("request_id")
-            if request_id not in seen:
-                seen.add(request_id)
-                yield result
-            pending.discard(request_id)
+            token = msg.subject.split(".")[-2]  # router.v1.results.<tenant>.<job>
+            # Not another tenant's request of the same id, in its job of this name:
+            if result_tenants is None or result_tenants.get(request_id) == token:
+                if (token, request_id) not in seen:
+                    seen.add((token, request_id))
+                    yield result if tenant else {**result, "tenant": token}
+                pending.discard(request_id)
             if follow:
                 continue
             if (not pending) if expect else msg.metadata.num_pending == 0:

@@ -177,6 +177,27 @@ async def test_the_same_id_in_two_batch_jobs_runs_in_both(stack, nc, tmp_path):
     assert all("error" not in r for r in results.values()), results
 
 
+async def test_waiting_on_a_job_reads_its_own_tenants_results_only(stack, nc, tmp_path):
+    """Read across tenants (open mode, the admin identity), acme's and globex's jobs of one
+    name answer the same request_ids. Before, globex's wait printed acme's answer as its own
+    and stopped; a forged line in another tenant's job could answer the operator's."""
+    job = f"weekly-{uuid.uuid4().hex[:6]}"
+    answered = {}
+    for tenant, prompt in (("acme", "Name the capital of France."), ("globex", "Say hello.")):
+        path = tmp_path / f"{tenant}.jsonl"
+        path.write_text(json.dumps({"prompt": prompt, "tenant": tenant}) + "\n")
+        submission = await client.submit(nc, path, job, lambda done, total: None)
+        async with asyncio.timeout(30):
+            answered[tenant] = [r async for r in client.results(
+                nc, job, expect=set(submission.fresh),
+                result_tenants=submission.result_tenants)]
+    everything = [r async for r in client.results(nc, job)]
+
+    assert [r["tenant"] for r in answered["globex"]] == ["globex"]
+    assert answered["globex"][0]["request_id"] == answered["acme"][0]["request_id"]
+    assert sorted(r["tenant"] for r in everything) == ["acme", "globex"]  # one each, labelled
+
+
 async def test_the_same_job_for_two_tenants_runs_for_both(stack, nc, tmp_path):
     """JetStream dedups across the whole jobs stream: before, the same file and job id sent
     as two tenants ran for the first only (the second was all duplicates, exit 0)."""
