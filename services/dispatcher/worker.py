@@ -26,7 +26,7 @@ from shared.pricing import Pricer
 from shared.providers import Providers
 from shared.runtime import Service
 
-from .streaming import Relay, wants_stream
+from .streaming import Cancels, Relay, wants_stream
 from .tier_call import TierCaller, TierResult
 
 log = structlog.get_logger(__name__)
@@ -47,6 +47,8 @@ def create_app(config: RouterConfig | None = None,
     dispatcher = Dispatcher(service.broker, service.config)
     service.consume("dispatcher", service.config.pipeline.dispatcher_concurrency,
                     dispatcher.dispatch, keepalive=True)
+    # Every copy hears every cancel (no queue group): any of them may hold, or yet get, the hop.
+    service.broker.subscriber(subjects.CANCELS, no_reply=True)(dispatcher.on_cancel)
     service.app.after_shutdown(dispatcher.providers.aclose)  # once the calls in flight ended
     return service.app
 
@@ -68,6 +70,10 @@ class Dispatcher:
             want_logprobs="logprob" in cfg.escalation.signals,
         )
         self.opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening
+        self.cancels = Cancels(ttl_s=cfg.limits.request_timeout_s)
+
+    async def on_cancel(self, msg: NatsMessage) -> None:
+        self.cancels.heard(subjects.cancelled(msg.raw_message.subject))
 
     async def dispatch(self, msg: NatsMessage) -> None:
         envelope = Envelope.read(msg.body, len(self.cfg.tiers))
@@ -102,8 +108,8 @@ class Dispatcher:
         if not wants_stream(envelope):
             call: TierResult = await self.caller.call(envelope, tier)
             return HopResult(attempts=call.attempts, answer=call.answer)
-        async with Relay(self.broker.connection, envelope, tier, self.cfg.escalation,
-                         self.opening_scorer, self.cfg.limits.max_answer_bytes) as relay:
+        with Relay(self.broker.connection, envelope, tier, self.cfg.escalation,
+                   self.opening_scorer, self.cfg.limits.max_answer_bytes, self.cancels) as relay:
             call = await self.caller.call(envelope, tier, relay)
         return HopResult(attempts=call.attempts, answer=call.answer, ttft_ms=relay.ttft_ms,
                          cancelled=relay.cancelled and not call.answer)
