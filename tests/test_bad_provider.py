@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from services.dispatcher.streaming import Cancels, Relay
+from services.dispatcher.streaming import Cancels, Relay, Released
 from services.dispatcher.tier_call import TierCaller
 from services.dispatcher.worker import HopResult, bounded
 from services.escalator.scoring import Scorer
@@ -154,13 +154,18 @@ async def _streamed(caller: TierCaller, nc, mode: str, tier: Tier = TIER,
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     request = envelope(f"{mode} please", reply_to=inbox)
-    cancels = Cancels(ttl_s=LIMITS.request_timeout_s)
+    cancels, marks = Cancels(ttl_s=LIMITS.request_timeout_s), []
+
+    async def keep_release(mark: Released) -> None:
+        marks.append(mark)
+
     if left_before:
         cancels.heard(inbox)
     with Relay(nc, request, tier, CONFIG.escalation, Scorer(CONFIG.escalation),
-               MAX_ANSWER_BYTES, cancels) as relay:
+               MAX_ANSWER_BYTES, cancels, keep_release) as relay:
         call = await caller.call(request, tier, relay)
     await nc.flush()
+    assert len(marks) == (relay.ttft_ms is not None)  # a release is kept
     deltas = []
     while True:
         try:

@@ -1,11 +1,12 @@
-"""Streaming through the gateway when the pipeline misbehaves: a client that leaves while its
-request still waits for a dispatcher. The stack runs one
+"""Streaming through the gateway when the pipeline misbehaves: a dispatcher killed mid-stream,
+and a client that leaves while its request still waits for a dispatcher. The stack runs one
 dispatcher call at a time, so a slow request keeps the next one waiting in JetStream."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -94,3 +95,35 @@ async def test_a_client_that_leaves_while_its_request_waits_is_never_called(
     assert attempts == (0,)
     assert calls_of(emulator, "gpt-4o") == b_calls
 
+
+async def test_a_dispatcher_killed_mid_stream_does_not_send_the_answer_again(
+        http, emulator, conn, stack):
+    """Before: the hop, redelivered, streamed the answer again from its start, and the reply's
+    whole answer followed: the client read the opening three times."""
+    emulator.faults(latency_per_output_token_ms=30)
+    request_id = f"c-{uuid.uuid4().hex}"
+    contents: list[str] = []
+    frames: list[dict] = []
+    killed = False
+    async with http.stream("POST", "/v1/chat/completions",
+                           json=streamed(request_id, max_tokens=200)) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            frame = json.loads(line.removeprefix("data: "))
+            frames.append(frame)
+            contents += [c["delta"]["content"] for c in frame.get("choices", [])
+                         if c["delta"].get("content")]
+            if contents and not killed:  # the first piece is out: the dispatcher crashes
+                killed = True
+                stack.processes.kill("dispatcher")
+                stack.processes.start("dispatcher")
+
+    text = "".join(contents)
+    assert text.count(contents[0]) == 1, f"text repeated: {text!r}"
+    assert frames[-1]["error"]["code"] == "upstream_error"
+    rows = await rows_when_ready(
+        conn, "SELECT status, error_code FROM requests WHERE request_id = %s", (request_id,),
+        wait_s=30)
+    assert rows == [("error", "upstream_error")]

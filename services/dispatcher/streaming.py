@@ -8,6 +8,9 @@ What a streaming caller receives on its reply subject, in order: pieces `{"delta
 the ordinary reply (ChatReply or ErrorReply), whose `response` is the whole answer. A caller
 that leaves publishes anything on `router.v1.cancel.<its reply subject>`; the provider call
 stops, or is never made if the request has not reached a dispatcher yet (Cancels).
+
+The first piece is released only once a mark of it is kept (hop_records): a hop redelivered
+after its dispatcher died mid-stream must not stream the answer again from its start.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from cachetools import TTLCache
 from nats.aio.client import Client
+from pydantic import BaseModel
 
 from services.escalator.scoring import Scorer
 from shared import payload
@@ -63,6 +67,17 @@ class DeadlinePassed(StreamStopped):
     pass
 
 
+class Released(BaseModel):
+    """A hop's first piece went to the caller, at ttft_ms."""
+
+    ttft_ms: float
+
+
+def released_key(envelope: Envelope) -> str:
+    """Where a hop's Released mark is kept (hop_records)."""
+    return f"{envelope.trace_id}.{envelope.hop}.released"
+
+
 class Cancels:
     """The reply subjects whose streaming caller left, heard by every dispatcher copy on one
     subscription from its start: a cancel sent while the request still waited (at the
@@ -98,13 +113,15 @@ class Relay:
 
     What the caller is sent is a prefix of the reply's `response`: the text well-formed (a
     surrogate pair split across two pieces is sent whole, with the second), and no more of it
-    than limits.max_answer_bytes, where the whole answer is cut too (payload.bound_text)."""
+    than limits.max_answer_bytes, where the whole answer is cut too (payload.bound_text).
+    `keep_release` keeps the Released mark before the first piece goes."""
 
     def __init__(self, nc: Client, envelope: Envelope, tier: Tier, escalation: EscalationConfig,
-                 scorer: Scorer, max_answer_bytes: int,
-                 cancels: Cancels) -> None:
+                 scorer: Scorer, max_answer_bytes: int, cancels: Cancels,
+                 keep_release: Callable[[Released], Awaitable[None]]) -> None:
         self._nc = nc
         self._cancels = cancels
+        self._keep_release = keep_release
         self._max_answer_bytes = max_answer_bytes
         self._envelope = envelope
         self._tier = tier
@@ -186,6 +203,7 @@ class Relay:
         """The first piece the caller sees, with what it needs to label the stream."""
         envelope, ref = self._envelope, self._ref
         self.ttft_ms = (time.time() - envelope.received_at) * 1000
+        await self._keep_release(Released(ttft_ms=self.ttft_ms))
         await self._publish({
             "delta": self._unsent(text), "request_id": envelope.request_id,
             "model": ref.model if ref else None, "provider": ref.provider if ref else None,
