@@ -102,7 +102,7 @@ def service_grants() -> dict[str, Grants]:
     dispatcher = Grants("dispatcher").service().consumer(subjects.PIPELINE_STREAM, "dispatcher")
     dispatcher.kv(requests).kv(subjects.HOPS_BUCKET)
     dispatcher.publish += [subjects.SCORE, subjects.ATTEMPT_EVENTS, *ending]
-    dispatcher.subscribe.append(f"{subjects.CANCEL_PREFIX}.>")  # a streaming caller that left
+    dispatcher.subscribe.append(subjects.CANCELS)  # a streaming caller that left
     escalator = Grants("escalator").service().consumer(subjects.PIPELINE_STREAM, "escalator")
     escalator.kv(requests).kv(subjects.HOPS_BUCKET, keys="*.*.*")  # its paid checks, by answer
     escalator.publish += [subjects.DISPATCH, subjects.ATTEMPT_EVENTS, *ending]
@@ -119,7 +119,7 @@ def service_grants() -> dict[str, Grants]:
     # subjects, naming their tenant in the body. It reads no results.
     gateway = Grants("gateway").service()
     gateway.publish += [subjects.CHAT, subjects.JOBS, subjects.STATS, subjects.FEEDBACK,
-                        f"{subjects.CANCEL_PREFIX}.>"]
+                        subjects.CANCELS]
     return {g.name: g for g in (classifier, dispatcher, escalator, ledger, gateway)}
 
 

@@ -15,6 +15,7 @@ DISPATCH = "router.v1.pipeline.dispatch"
 SCORE = "router.v1.pipeline.score"
 DONE_PREFIX = "router.v1.pipeline.done"
 CANCEL_PREFIX = "router.v1.cancel"
+CANCELS = f"{CANCEL_PREFIX}.>"
 
 EVENTS_PREFIX = "router.v1.events"
 REQUEST_EVENTS = f"{EVENTS_PREFIX}.request"
@@ -106,6 +107,11 @@ def cancel(reply_to: str) -> str:
     """Where a streaming caller says it has gone (its reply subject names the request): the
     dispatcher streaming the answer stops the provider call."""
     return f"{CANCEL_PREFIX}.{reply_to}"
+
+
+def cancelled(cancel_subject: str) -> str:
+    """The reply subject a cancel names (the inverse of `cancel`)."""
+    return cancel_subject.removeprefix(f"{CANCEL_PREFIX}.")
 
 
 def done(instance: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from services.dispatcher.streaming import Relay
+from services.dispatcher.streaming import Cancels, Relay, Released
 from services.dispatcher.tier_call import TierCaller
 from services.dispatcher.worker import HopResult, bounded
 from services.escalator.scoring import Scorer
@@ -147,16 +147,25 @@ async def test_a_lone_surrogate_in_an_answer_is_replaced(caller):
     assert hop.model_dump_json()
 
 
-async def _streamed(caller: TierCaller, nc, mode: str,
-                    tier: Tier = TIER) -> tuple[HopResult, list[str]]:
-    """A streamed hop of `mode`'s stream: its result and the deltas the caller was sent."""
+async def _streamed(caller: TierCaller, nc, mode: str, tier: Tier = TIER,
+                    left_before: bool = False) -> tuple[HopResult, list[str]]:
+    """A streamed hop of `mode`'s stream: its result and the deltas the caller was sent.
+    `left_before`: the caller's cancel was heard before the hop began."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     request = envelope(f"{mode} please", reply_to=inbox)
-    async with Relay(nc, request, tier, CONFIG.escalation, Scorer(CONFIG.escalation),
-                     MAX_ANSWER_BYTES) as relay:
+    cancels, marks = Cancels(ttl_s=LIMITS.request_timeout_s), []
+
+    async def keep_release(mark: Released) -> None:
+        marks.append(mark)
+
+    if left_before:
+        cancels.heard(inbox)
+    with Relay(nc, request, tier, CONFIG.escalation, Scorer(CONFIG.escalation),
+               MAX_ANSWER_BYTES, cancels, keep_release) as relay:
         call = await caller.call(request, tier, relay)
     await nc.flush()
+    assert len(marks) == (relay.ttft_ms is not None)  # a release is kept
     deltas = []
     while True:
         try:
@@ -213,3 +222,13 @@ async def test_a_model_never_called_is_billed_nothing_after_a_broken_one(caller,
     assert broken and all(a.output_tokens == 2 and a.cost_usd > 0 for a in broken)
     assert uncalled and all("GROQ_API_KEY" in a.reason for a in uncalled)
     assert {(a.input_tokens, a.output_tokens, a.cost_usd) for a in uncalled} == {(0, 0, 0)}
+
+
+async def test_a_caller_who_left_before_its_hop_began_is_not_called_nor_billed(caller, nc,
+                                                                             provider):
+    """Before: the cancel was heard only once the hop had begun, so one sent while the request
+    waited was lost, and the provider called and paid for nobody."""
+    hop, deltas = await _streamed(caller, nc, "long", left_before=True)
+
+    assert provider == {} and deltas == []
+    assert hop.attempts == [] and hop.answer is None

@@ -9,6 +9,7 @@ import json
 import pytest
 from faststream.nats import NatsBroker
 
+from services.dispatcher.streaming import Cancels
 from services.dispatcher.worker import Dispatcher, all_settled, bounded
 from tests import harness
 from tests.stage_helpers import envelope, stage_config
@@ -71,3 +72,14 @@ async def test_a_failed_write_is_raised_only_once_every_write_has_settled():
     with pytest.raises(TimeoutError):
         await all_settled(record(), bill())
     assert settled == ["record"]
+
+
+async def test_cancels_are_remembered_for_a_hop_yet_to_begin_and_a_flood_stays_bounded():
+    cancels = Cancels(ttl_s=60, maxsize=2)
+    waiting = cancels.watch("_INBOX.b")
+    for reply_to in ("_INBOX.a", "_INBOX.b", "_INBOX.c"):
+        cancels.heard(reply_to)
+
+    assert waiting.is_set()  # a hop under way hears it at once
+    assert cancels.watch("_INBOX.c").is_set()  # a hop that begins later, too
+    assert not cancels.watch("_INBOX.a").is_set()  # the oldest went, past maxsize

@@ -17,7 +17,9 @@ import openai
 import pytest
 
 from services.escalator.scoring import Scorer
+from services.gateway import app as gateway_app
 from services.gateway import errors as gateway_errors
+from services.gateway import openai_api
 from shared.config import load_config
 from shared.messages import Answer
 from smart_router import embedded
@@ -474,6 +476,47 @@ def test_overloaded_is_429_with_retry_after():
     assert response.headers["x-should-retry"] == "true"
     assert json.loads(response.body)["error"] == {"message": "busy", "type": "rate_limit_error",
                                                   "param": None, "code": "overloaded"}
+
+
+class _Replies:
+    """A router stream that was sent `messages`, after the first piece."""
+
+    def __init__(self, *messages: dict) -> None:
+        self._messages = iter(messages)
+
+    async def next(self) -> dict:
+        return next(self._messages)
+
+    def close(self, *, left: bool) -> None:
+        pass
+
+
+async def _sent_text(*messages: dict) -> tuple[str, list[dict]]:
+    """The text a streaming client is sent when the pieces then `messages` come: its content,
+    and the frames after the pieces."""
+    first = {"delta": "Paris is", "request_id": "r1", "model": "m"}
+    frames = [json.loads(event.removeprefix(b"data: ")) async for event in gateway_app._events(
+        _Replies(*messages), openai_api.Chunks("r1", "m"), first, include_usage=False)
+        if event != b"data: [DONE]\n\n"]
+    content = "".join(f["choices"][0]["delta"].get("content", "") for f in frames
+                      if f.get("choices"))
+    return content, frames[-1:]
+
+
+async def test_a_reply_that_does_not_go_on_from_the_pieces_sent_ends_in_an_error():
+    """A stream started over (its dispatcher died after the release): before, the whole answer
+    was sent again after the pieces, and the client read its opening twice."""
+    reply = {"request_id": "r1", "response": "Paris is the capital.", "tier": "simple",
+             "difficulty_tag": "simple", "cost_usd": 0.0, "saved_usd": 0.0, "escalated": False,
+             "emulated": True, "model_used": "m", "attempts": []}
+
+    content, last = await _sent_text({"delta": " the capital."}, reply)
+    assert content == "Paris is the capital." and last[0]["choices"][0]["finish_reason"]
+
+    content, last = await _sent_text({"delta": "Paris is"}, reply)  # started over
+    assert content == "Paris isParis is"
+    assert last == [{"error": {"message": "the stream broke after it was released",
+                               "type": "server_error", "param": None, "code": "upstream_error"}}]
 
 
 async def test_stream_true_gives_openai_chunks_and_usage(sdk, conn, http):

@@ -7,7 +7,10 @@ What a streaming caller receives on its reply subject, in order: pieces `{"delta
 (the first also names request_id, model, provider, tier, difficulty_tag and escalated), then
 the ordinary reply (ChatReply or ErrorReply), whose `response` is the whole answer. A caller
 that leaves publishes anything on `router.v1.cancel.<its reply subject>`; the provider call
-stops.
+stops, or is never made if the request has not reached a dispatcher yet (Cancels).
+
+The first piece is released only once a mark of it is kept (hop_records): a hop redelivered
+after its dispatcher died mid-stream must not stream the answer again from its start.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
+from cachetools import TTLCache
 from nats.aio.client import Client
+from pydantic import BaseModel
 
 from services.escalator.scoring import Scorer
-from shared import payload, subjects
+from shared import payload
 from shared.config import EscalationConfig, ModelRef, Tier
 from shared.messages import Answer, Envelope
 from shared.providers import Completion, well_formed
@@ -31,6 +36,9 @@ from shared.providers import Completion, well_formed
 # space or a line end, or a line end (Latin and CJK punctuation).
 SENTENCE_END = re.compile(r"[.!?](\s)|[\u3002\uff01\uff1f]|\n")
 MIN_OPENING_CHARS = 12  # "Sure." alone says too little to judge
+# Reply subjects of callers who left, kept at most: a flood of cancels evicts the oldest, and
+# costs no more memory than this.
+CANCELS_KEPT = 65_536
 
 
 class StreamStopped(Exception):
@@ -59,16 +67,61 @@ class DeadlinePassed(StreamStopped):
     pass
 
 
+class Released(BaseModel):
+    """A hop's first piece went to the caller, at ttft_ms."""
+
+    ttft_ms: float
+
+
+def released_key(envelope: Envelope) -> str:
+    """Where a hop's Released mark is kept (hop_records)."""
+    return f"{envelope.trace_id}.{envelope.hop}.released"
+
+
+class Cancels:
+    """The reply subjects whose streaming caller left, heard by every dispatcher copy on one
+    subscription from its start: a cancel sent while the request still waited (at the
+    classifier, or in the pipeline) is remembered until the request's deadline could have
+    passed, and its hop is never called."""
+
+    def __init__(self, ttl_s: float, maxsize: int = CANCELS_KEPT) -> None:
+        self._left: TTLCache[str, bool] = TTLCache(maxsize, ttl_s)
+        self._watched: dict[str, list[asyncio.Event]] = {}
+
+    def heard(self, reply_to: str) -> None:
+        self._left[reply_to] = True
+        for gone in self._watched.get(reply_to, ()):
+            gone.set()
+
+    def watch(self, reply_to: str) -> asyncio.Event:
+        """An event set when that caller leaves, already set if it has."""
+        gone = asyncio.Event()
+        if reply_to in self._left:
+            gone.set()
+        self._watched.setdefault(reply_to, []).append(gone)
+        return gone
+
+    def unwatch(self, reply_to: str, gone: asyncio.Event) -> None:
+        watchers = self._watched[reply_to]
+        watchers.remove(gone)
+        if not watchers:
+            del self._watched[reply_to]
+
+
 class Relay:
     """One streamed hop's pieces, from whichever model of the tier answers, to the caller.
 
     What the caller is sent is a prefix of the reply's `response`: the text well-formed (a
     surrogate pair split across two pieces is sent whole, with the second), and no more of it
-    than limits.max_answer_bytes, where the whole answer is cut too (payload.bound_text)."""
+    than limits.max_answer_bytes, where the whole answer is cut too (payload.bound_text).
+    `keep_release` keeps the Released mark before the first piece goes."""
 
     def __init__(self, nc: Client, envelope: Envelope, tier: Tier, escalation: EscalationConfig,
-                 scorer: Scorer, max_answer_bytes: int) -> None:
+                 scorer: Scorer, max_answer_bytes: int, cancels: Cancels,
+                 keep_release: Callable[[Released], Awaitable[None]]) -> None:
         self._nc = nc
+        self._cancels = cancels
+        self._keep_release = keep_release
         self._max_answer_bytes = max_answer_bytes
         self._envelope = envelope
         self._tier = tier
@@ -76,7 +129,6 @@ class Relay:
         self._opening_chars = escalation.stream_opening_chars
         self._scorer = scorer
         self._reply_to = envelope.origin.reply_to or ""
-        self._gone = asyncio.Event()
         self._ref: ModelRef | None = None
         self._pieces: list[str] = []
         self._sent_bytes = 0  # what the caller was sent of this model's answer, as JSON
@@ -102,17 +154,12 @@ class Relay:
         a stopped stream (completion_of), since the provider charges for what it sent."""
         return StreamStopped("the stream broke").of("".join(self._pieces), len(self._pieces))
 
-    async def __aenter__(self) -> Relay:
-        self._cancel_sub = await self._nc.subscribe(subjects.cancel(self._reply_to),
-                                                    cb=self._on_cancel)
+    def __enter__(self) -> Relay:
+        self._gone = self._cancels.watch(self._reply_to)
         return self
 
-    async def __aexit__(self, *_: object) -> None:
-        with contextlib.suppress(Exception):
-            await self._cancel_sub.unsubscribe()
-
-    async def _on_cancel(self, _msg: object) -> None:
-        self._gone.set()
+    def __exit__(self, *_: object) -> None:
+        self._cancels.unwatch(self._reply_to, self._gone)
 
     async def run(self, call: Awaitable[Completion]) -> Completion:
         """The model's streamed call (after `begin`), stopped when the caller leaves
@@ -156,6 +203,7 @@ class Relay:
         """The first piece the caller sees, with what it needs to label the stream."""
         envelope, ref = self._envelope, self._ref
         self.ttft_ms = (time.time() - envelope.received_at) * 1000
+        await self._keep_release(Released(ttft_ms=self.ttft_ms))
         await self._publish({
             "delta": self._unsent(text), "request_id": envelope.request_id,
             "model": ref.model if ref else None, "provider": ref.provider if ref else None,

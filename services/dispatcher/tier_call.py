@@ -6,8 +6,9 @@ again, after the longest Retry-After it was given (capped by the config and the 
 Every call, failed or not, is an attempt the ledger will store.
 
 With a Relay (streaming.py) the calls are streamed: a weak opening ends the hop with that
-opening as its answer (the escalator escalates it), a caller who left ends it with no answer,
-and once the stream was released no other model may take over.
+opening as its answer (the escalator escalates it), a caller who left ends it with no answer
+(with no call at all if it left before the hop began), and once the stream was released no
+other model may take over.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class TierCaller:
             for ref in models:
                 n = len(envelope.attempts) + len(attempts) + 1
                 remaining = envelope.seconds_left()
-                if remaining <= 0:
-                    return TierResult(attempts, None)
+                if remaining <= 0 or (relay is not None and relay.cancelled):
+                    return TierResult(attempts, None)  # past the deadline, or the caller left
                 spent = envelope.cost_usd + sum(a.cost_usd for a in attempts)
                 if self._over_budget(ref, request.max_cost_usd, spent, input_bound,
                                      max_tokens):

@@ -4,7 +4,9 @@ the answer (or the failed attempts) to the escalator.
 Provider calls are slow I/O, so one process keeps `pipeline.dispatcher_concurrency` of them in
 flight. A hop's result (its attempts and answer, not the whole envelope) is written to a KV
 bucket before it is forwarded: a message redelivered after a crash forwards that result again
-instead of paying for the same call twice.
+instead of paying for the same call twice. A streamed hop whose first piece went out before its
+dispatcher died is not called again (the caller would be sent the answer twice): it ends as a
+stream that broke after its release.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from shared.pricing import Pricer
 from shared.providers import Providers
 from shared.runtime import Service
 
-from .streaming import Relay, wants_stream
+from .streaming import Cancels, Relay, Released, released_key, wants_stream
 from .tier_call import TierCaller, TierResult
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,8 @@ def create_app(config: RouterConfig | None = None,
     dispatcher = Dispatcher(service.broker, service.config)
     service.consume("dispatcher", service.config.pipeline.dispatcher_concurrency,
                     dispatcher.dispatch, keepalive=True)
+    # Every copy hears every cancel (no queue group): any of them may hold, or yet get, the hop.
+    service.broker.subscriber(subjects.CANCELS, no_reply=True)(dispatcher.on_cancel)
     service.app.after_shutdown(dispatcher.providers.aclose)  # once the calls in flight ended
     return service.app
 
@@ -68,12 +72,16 @@ class Dispatcher:
             want_logprobs="logprob" in cfg.escalation.signals,
         )
         self.opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening
+        self.cancels = Cancels(ttl_s=cfg.limits.request_timeout_s)
+
+    async def on_cancel(self, msg: NatsMessage) -> None:
+        self.cancels.heard(subjects.cancelled(msg.raw_message.subject))
 
     async def dispatch(self, msg: NatsMessage) -> None:
         envelope = Envelope.read(msg.body, len(self.cfg.tiers))
         key = f"{envelope.trace_id}.{envelope.hop}"
         redelivered = msg.raw_message.metadata.num_delivered > 1
-        result = await hop_records.kept(self.broker, key, HopResult) if redelivered else None
+        result = await self._replayed(envelope, key) if redelivered else None
         # The calls are paid: their events are published before anything after them can fail, on
         # a replay too (they dedup on their call), at once with the hop record and settled only
         # when both writes are: a failed event publish is then redelivered to a replay. A crash
@@ -102,12 +110,27 @@ class Dispatcher:
         if not wants_stream(envelope):
             call: TierResult = await self.caller.call(envelope, tier)
             return HopResult(attempts=call.attempts, answer=call.answer)
-        async with Relay(self.broker.connection, envelope, tier, self.cfg.escalation,
-                         self.opening_scorer, self.cfg.limits.max_answer_bytes) as relay:
+        with Relay(self.broker.connection, envelope, tier, self.cfg.escalation,
+                   self.opening_scorer, self.cfg.limits.max_answer_bytes, self.cancels,
+                   lambda mark: hop_records.keep(self.broker, released_key(envelope), mark)
+                   ) as relay:
             call = await self.caller.call(envelope, tier, relay)
         return HopResult(attempts=call.attempts, answer=call.answer, ttft_ms=relay.ttft_ms,
                          cancelled=relay.cancelled and not call.answer)
 
+    async def _replayed(self, envelope: Envelope, key: str) -> HopResult | None:
+        """What an earlier delivery of this hop did: its kept result, or, for a stream released
+        before that delivery died, a release with no answer."""
+        result = await hop_records.kept(self.broker, key, HopResult)
+        if result is not None or not wants_stream(envelope):
+            return result
+        mark = await hop_records.kept(self.broker, released_key(envelope), Released)
+        if mark is None:
+            return None
+        # Its call's attempt died with the dispatcher that made it: what it cost is not known.
+        log.warning("stream.restart_refused", request_id=envelope.request_id, hop=envelope.hop,
+                    reason="released before its dispatcher stopped; its call's cost is unknown")
+        return HopResult(attempts=[], answer=None, ttft_ms=mark.ttft_ms)
 
     async def _give_up(self, envelope: Envelope, too_large: payload.TooLarge) -> None:
         """The hop's result cannot travel on (its calls are recorded already): end the request with

@@ -289,7 +289,9 @@ async def _disconnected(request: Request) -> None:
 async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[str, Any],
                   include_usage: bool) -> AsyncIterator[bytes]:
     """Role, each piece as it comes, whatever of the answer was not streamed, the finish (with
-    the router's facts), usage, [DONE]. A client that leaves before the end stops the call."""
+    the router's facts), usage, [DONE]. A client that leaves before the end stops the call. A
+    reply whose answer does not start with the pieces sent (a stream started over) ends in an
+    error: the client would otherwise see text twice."""
     done = "delta" not in first
     try:
         yield _sse(chunks.delta({"role": "assistant", "content": ""}))
@@ -303,7 +305,10 @@ async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[s
             yield _sse({"error": errors.openai_body(message["error"])})
             return
         streamed = "".join(sent)
-        rest = message["response"].removeprefix(streamed)
+        if not message["response"].startswith(streamed):  # resent, the text would repeat
+            log.error("stream.not_its_reply", request_id=message.get("request_id"))
+            raise RouterError(ErrorCode.UPSTREAM_ERROR, "the stream broke after it was released")
+        rest = message["response"][len(streamed):]
         if rest:
             yield _sse(chunks.delta({"content": rest}))
         yield _sse(chunks.delta({}, openai_api.finish_reason(message),
@@ -311,7 +316,7 @@ async def _events(stream: RouterStream, chunks: openai_api.Chunks, first: dict[s
         if include_usage:
             yield _sse(chunks.usage(message))
         yield b"data: [DONE]\n\n"
-    except RouterError as exc:  # the router fell silent mid-stream
+    except RouterError as exc:  # the router fell silent mid-stream, or started it over
         done = True
         yield _sse({"error": errors.openai_body({"code": exc.code, "message": exc.message})})
     finally:

@@ -1,0 +1,129 @@
+"""Streaming through the gateway when the pipeline misbehaves: a dispatcher killed mid-stream,
+and a client that leaves while its request still waits for a dispatcher. The stack runs one
+dispatcher call at a time, so a slow request keeps the next one waiting in JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests import harness
+from tests.conftest import Stack, _wait_until_up
+from tests.harness import rows_when_ready
+from tests.test_gateway import gateway_process
+
+
+@pytest.fixture(scope="module")
+def stack(clean_nats, database_url, emulator_process, tmp_path_factory) -> Iterator[Stack]:
+    """The services on the test config with one dispatcher call in flight at most."""
+    tmp = tmp_path_factory.mktemp("one-dispatch")
+    config = tmp / "router.toml"
+    config.write_text(harness.TEST_CONFIG.read_text().replace(
+        "[pipeline]\n", "[pipeline]\ndispatcher_concurrency = 1\n"))
+    env = {**os.environ, "NATS_URL": clean_nats, "DATABASE_URL": database_url,
+           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(config), "GATEWAY_PORT": "0",
+           **harness.emulator_env(emulator_process.base)}
+    processes = harness.Processes(env, tmp)
+    for name in harness.SERVICES:
+        processes.start(name)
+    asyncio.run(_wait_until_up(clean_nats))
+    yield Stack(clean_nats, database_url, emulator_process, processes)
+    processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack, tmp_path_factory) -> Iterator[str]:
+    with gateway_process(stack, tmp_path_factory.mktemp("gateway")) as base:
+        yield base
+
+
+@pytest.fixture
+async def http(gateway: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+        yield client
+
+
+def streamed(request_id: str, **options) -> dict:
+    return {"model": "auto", "stream": True, "max_tokens": 120, "request_id": request_id,
+            "messages": [{"role": "user",
+                          "content": "Explain how DNS resolution works, step by step."}],
+            **options}
+
+
+def calls_of(emulator, model: str) -> int:
+    counts = emulator.control("GET", "stats")["counts"]
+    return sum(sum(by_model.get(model, {}).values()) for by_model in counts.values())
+
+
+async def test_a_client_that_leaves_while_its_request_waits_is_never_called(
+        http, emulator, conn):
+    """A holds the only dispatcher slot (~5 s); B's client leaves while B waits behind it.
+    Before: the dispatcher listened for B's cancel only once B's hop began, so it was lost, and
+    B's model was called and billed for nobody."""
+    emulator.faults(latency_per_output_token_ms=40)
+    a_id, b_id = f"a-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
+    a = asyncio.create_task(http.post("/v1/chat/completions",
+                                      json=streamed(a_id, model="simple")))
+    for _ in range(100):
+        if emulator.control("GET", "stats")["in_flight"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    b_calls = calls_of(emulator, "gpt-4o")  # B's model, on another tier than A's
+    b = asyncio.create_task(http.post("/v1/chat/completions",
+                                      json=streamed(b_id, model="gpt-4o")))
+    await asyncio.sleep(1.0)
+    assert emulator.control("GET", "stats")["in_flight"] == 1  # A alone: B waits
+
+    b.cancel()  # httpx closes B's connection: the gateway publishes B's cancel
+    with contextlib.suppress(asyncio.CancelledError):
+        await b
+    assert (await a).status_code == 200
+
+    rows = await rows_when_ready(
+        conn, "SELECT status, error_code, cost_usd FROM requests WHERE request_id = %s",
+        (b_id,), wait_s=30)
+    assert rows == [("error", "cancelled", 0.0)]
+    attempts = await (await conn.execute("SELECT count(*) FROM attempts WHERE request_id = %s",
+                                         (b_id,))).fetchone()
+    assert attempts == (0,)
+    assert calls_of(emulator, "gpt-4o") == b_calls
+
+
+async def test_a_dispatcher_killed_mid_stream_does_not_send_the_answer_again(
+        http, emulator, conn, stack):
+    """Before: the hop, redelivered, streamed the answer again from its start, and the reply's
+    whole answer followed: the client read the opening three times."""
+    emulator.faults(latency_per_output_token_ms=30)
+    request_id = f"c-{uuid.uuid4().hex}"
+    contents: list[str] = []
+    frames: list[dict] = []
+    killed = False
+    async with http.stream("POST", "/v1/chat/completions",
+                           json=streamed(request_id, max_tokens=200)) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            frame = json.loads(line.removeprefix("data: "))
+            frames.append(frame)
+            contents += [c["delta"]["content"] for c in frame.get("choices", [])
+                         if c["delta"].get("content")]
+            if contents and not killed:  # the first piece is out: the dispatcher crashes
+                killed = True
+                stack.processes.kill("dispatcher")
+                stack.processes.start("dispatcher")
+
+    text = "".join(contents)
+    assert text.count(contents[0]) == 1, f"text repeated: {text!r}"
+    assert frames[-1]["error"]["code"] == "upstream_error"
+    rows = await rows_when_ready(
+        conn, "SELECT status, error_code FROM requests WHERE request_id = %s", (request_id,),
+        wait_s=30)
+    assert rows == [("error", "upstream_error")]
