@@ -47,7 +47,8 @@ def compose(tmp_path: Path) -> list[str]:
 # What .env would hold (compose reads it for the file's ${...}).
 DOT_ENV = {"POSTGRES_PASSWORD": "pg-secret", "OPENAI_API_KEY": "sk-secret",
            "ANTHROPIC_API_KEY": "ant-secret", "GROQ_API_KEY": "gsk-secret",
-           "DASHBOARD_PASSWORD": "dash-secret"}
+           "DASHBOARD_PASSWORD": "dash-secret", "GATEWAY_API_KEYS_FILE": "/keys/api-keys",
+           "OPENAI_BASE_URL": "https://azure.example/v1"}
 
 
 def run(compose: list[str], *args: str, file: Path = ROOT / "compose.yaml",
@@ -83,6 +84,12 @@ def test_each_container_gets_only_the_secrets_it_uses(compose):
         "dispatcher", "escalator"}
     assert holding["pg-secret"] == {"postgres", "migrate", "ledger", "dashboard", "cli"}
     assert holding["dash-secret"] == {"dashboard"}
+    # Settings .env gives reach the part that reads them (before this, the keys file and the
+    # base URL did not: a gateway with no keys, prompts sent to api.openai.com instead).
+    assert holding["/keys/api-keys"] == {"gateway"}
+    assert holding["https://azure.example/v1"] == {"dispatcher", "escalator"}
+    unset = services["classifier"]["environment"]
+    assert "ROUTER_CONFIG" not in unset or unset["ROUTER_CONFIG"] is None  # unset, not ""
 
 
 def test_without_a_database_password_compose_refuses_to_start(compose):
