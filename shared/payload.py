@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from faststream.nats import NatsBroker
+from nats.js.api import PubAck
 
 from shared import subjects
 from shared.config import Limits
@@ -52,21 +53,24 @@ def check(limit: int, subject: str, body: bytes, headers: dict[str, str] | None 
 async def publish(
     broker: NatsBroker, body: bytes, subject: str, *, stream: str,
     headers: dict[str, str] | None = None,
-) -> None:
+) -> PubAck:
     """A JetStream publish, its storage receipt awaited; refused with TooLarge when the server
     would refuse it. Straight through nats-py: FastStream's publish path (middlewares, its own
     headers) cost more CPU than the rest of a refusal's work."""
     check(broker.connection.max_payload, subject, body, headers)
     js = broker.config.connection_state.stream
-    await js.publish(subject, body, timeout=RECEIPT_TIMEOUT_S, stream=stream, headers=headers)
+    return await js.publish(subject, body, timeout=RECEIPT_TIMEOUT_S, stream=stream,
+                            headers=headers)
 
 
-async def dispatch(broker: NatsBroker, envelope: Envelope) -> None:
-    """Hand an envelope to the dispatcher for its hop. The message id names the trace and the
-    hop, so a stage redelivered after this publish repeats nothing."""
-    await publish(broker, envelope.model_dump_json().encode(), subjects.DISPATCH,
-                  headers={subjects.MSG_ID: f"{envelope.trace_id}.{envelope.hop}.d"},
-                  stream=subjects.PIPELINE_STREAM)
+async def dispatch(broker: NatsBroker, envelope: Envelope) -> bool:
+    """Hand an envelope to the dispatcher for its hop; False when it was handed on before. The
+    message id names the trace and the hop, so a stage redelivered after this publish repeats
+    nothing."""
+    ack = await publish(broker, envelope.model_dump_json().encode(), subjects.DISPATCH,
+                        headers={subjects.MSG_ID: f"{envelope.trace_id}.{envelope.hop}.d"},
+                        stream=subjects.PIPELINE_STREAM)
+    return not ack.duplicate
 
 
 def check_limits(limits: Limits, max_payload: int, *, features: bool = False) -> None:

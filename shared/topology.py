@@ -9,7 +9,7 @@ to an existing stream or consumer on the next start.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict
 
 import nats
@@ -142,9 +142,13 @@ def _stages(pipeline: PipelineConfig) -> dict[str, PushConsumer]:
         return PushConsumer(stream, name, subject, 4 * concurrency, pipeline.ack_wait_s,
                             pipeline.max_deliver, also)
 
+    classifier = stage(subjects.JOBS_STREAM, "classifier", subjects.JOBS,
+                       pipeline.classifier_concurrency, also=(f"{subjects.JOBS}.*",))
     return {
-        "classifier": stage(subjects.JOBS_STREAM, "classifier", subjects.JOBS,
-                            pipeline.classifier_concurrency, also=(f"{subjects.JOBS}.*",)),
+        # No room beyond the handlers, whatever the copies: a job may wait in its handler for
+        # a place in the pipeline (batch_pace.py), kept alive there; one delivered behind them
+        # would wait unseen, be redelivered every ack_wait_s and end as a dead letter.
+        "classifier": replace(classifier, max_ack_pending=pipeline.classifier_concurrency),
         "dispatcher": stage(subjects.PIPELINE_STREAM, "dispatcher", subjects.DISPATCH,
                             pipeline.dispatcher_concurrency),
         "escalator": stage(subjects.PIPELINE_STREAM, "escalator", subjects.SCORE,

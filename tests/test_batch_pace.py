@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -58,20 +60,20 @@ async def test_a_job_waits_for_a_slot_freed_by_a_done_notice_or_a_deadline():
     assert pace.in_flight == 1
 
 
-@pytest.fixture(scope="module")
-def slow_stack(database_url: str, emulator_process, tmp_path_factory) -> Iterator[str]:
-    """The services on a NATS of their own (the suite's stack would take the jobs), two
-    dispatcher slots, a 4 s batch deadline and four jobs in the pipeline at once."""
-    tmp = tmp_path_factory.mktemp("slow")
+@contextlib.contextmanager
+def own_stack(tmp: Path, database_url: str, emulator: str, limits: str, pipeline: str,
+              ack_wait_s: float = 8.0) -> Iterator[str]:
+    """The services on a NATS of their own (the suite's stack would take the jobs), with
+    these lines added to the test configuration's [limits] and [pipeline]."""
     server = EmbeddedNats.start(tmp / "nats")
     config = tmp / "router.toml"
     config.write_text(harness.TEST_CONFIG.read_text()
-                      .replace("[limits]\n", "[limits]\nbatch_timeout_s = 4.0\n")
-                      .replace("[pipeline]\n", "[pipeline]\ndispatcher_concurrency = 2\n"
-                                               "max_batch_in_flight = 4\n"))
+                      .replace("[limits]\n", f"[limits]\n{limits}")
+                      .replace("[pipeline]\n", f"[pipeline]\n{pipeline}")
+                      .replace("ack_wait_s = 8.0\n", f"ack_wait_s = {ack_wait_s}\n"))
     env = {**os.environ, "NATS_URL": server.url, "DATABASE_URL": database_url,
            "ROUTER_CONFIG": str(config), "GATEWAY_PORT": "0",
-           **harness.emulator_env(emulator_process.base)}
+           **harness.emulator_env(emulator)}
     processes = harness.Processes(env, tmp)
     for name in harness.SERVICES:
         processes.start(name)
@@ -83,26 +85,62 @@ def slow_stack(database_url: str, emulator_process, tmp_path_factory) -> Iterato
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def slow_stack(database_url: str, emulator_process, tmp_path_factory) -> Iterator[str]:
+    """Two dispatcher slots, a 4 s batch deadline and four jobs in the pipeline at once."""
+    with own_stack(tmp_path_factory.mktemp("slow"), database_url, emulator_process.base,
+                   "batch_timeout_s = 4.0\n",
+                   "dispatcher_concurrency = 2\nmax_batch_in_flight = 4\n") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(database_url: str, emulator_process, tmp_path_factory) -> Iterator[str]:
+    """One classifier handler, one job in the pipeline, one dispatcher slot, a 2 s ack wait."""
+    with own_stack(tmp_path_factory.mktemp("tight"), database_url, emulator_process.base, "",
+                   "dispatcher_concurrency = 1\nclassifier_concurrency = 1\n"
+                   "max_batch_in_flight = 1\n", ack_wait_s=2.0) as url:
+        yield url
+
+
 async def test_a_large_job_s_tail_is_not_timed_out_waiting_in_the_pipeline(slow_stack, emulator,
                                                                           conn, tmp_path):
     """40 lines, 2 calls at once of 0.5 s each (20 s of work), a 4 s deadline per line. Before,
     the whole job went into the pipeline at once with its clocks running: 26 of 40 ended
     `timeout`, most with no call made."""
     emulator.faults(latency_ms=500)
-    lines = tmp_path / "big.jsonl"
-    lines.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?"}) + "\n"
-                             for i in range(40)))
-    nc = await nats.connect(slow_stack)
+    codes, rows = await run_job(slow_stack, conn, tmp_path / "big.jsonl", 40)
+
+    assert codes == {"ok": 40}
+    assert rows == {("ok",): 40}
+
+
+async def test_jobs_wait_for_the_pipeline_in_their_handlers_not_unseen_behind_them(
+        one_at_a_time, emulator, conn, tmp_path):
+    """Before, the classifier's consumer let four jobs per handler out of the stream: those
+    behind a handler waiting for the pipeline waited unseen, were redelivered every ack wait
+    and ended as dead letters (lines 7 and 8 of 8, in a review)."""
+    emulator.faults(latency_ms=1500)
+    codes, rows = await run_job(one_at_a_time, conn, tmp_path / "eight.jsonl", 8)
+
+    assert codes == {"ok": 8}
+    assert rows == {("ok",): 8}
+
+
+async def run_job(url: str, conn, path: Path, lines: int) -> tuple[collections.Counter, ...]:
+    """Submit a job of `lines` lines and wait for every result: the results' codes, and the
+    ledger's statuses."""
+    path.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?"}) + "\n"
+                            for i in range(lines)))
+    nc = await nats.connect(url)
     try:
-        sent = await client.submit(nc, lines, None, lambda done, total: None)
+        sent = await client.submit(nc, path, None, lambda done, total: None)
         async with asyncio.timeout(120):
             got = [r async for r in client.results(nc, sent.job_id, expect=set(sent.fresh),
                                                    idle_timeout=30)]
     finally:
         await nc.close()
     rows = await harness.rows_when_ready(
-        conn, "SELECT status FROM requests WHERE job_id = %s", (sent.job_id,), at_least=40)
-
-    codes = collections.Counter(r.get("error", {}).get("code", "ok") for r in got)
-    assert codes == {"ok": 40}
-    assert collections.Counter(rows) == {("ok",): 40}
+        conn, "SELECT status FROM requests WHERE job_id = %s", (sent.job_id,), at_least=lines)
+    return (collections.Counter(r.get("error", {}).get("code", "ok") for r in got),
+            collections.Counter(rows))

@@ -56,6 +56,9 @@ class Admission:
         if held is not None:
             self._release(held[1])
 
+    def holds(self, trace_id: str) -> bool:
+        return trace_id in self._held
+
     @property
     def in_flight(self) -> int:
         return len(self._held)

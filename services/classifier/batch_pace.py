@@ -45,6 +45,8 @@ class BatchPace:
         taken before the done subject is listened to (jobs are delivered from the start), or
         its notice could be missed and its slot held until its deadline."""
         await self._counting.wait()
+        if self._taken.holds(trace_id):  # a redelivery of a job in the pipeline: counted once
+            return
         while self._taken.admit(trace_id, time.time() + lifetime_s) is not None:
             self._freed.clear()
             with contextlib.suppress(TimeoutError):

@@ -51,7 +51,7 @@ class Intake:
 
     async def hand_on(self, body: bytes, origin: Origin, trace_id: str) -> bool:
         """Validate, classify and hand the request to the dispatcher; False when it was answered
-        here instead (rejected)."""
+        here instead (rejected), or was handed on already (a redelivered job)."""
         received_at = time.time()
         try:
             request = vouched(parse_request(body, self.cfg.limits), origin)
@@ -108,7 +108,7 @@ class Intake:
                 max_tier_index=top,
                 features=features,
             )
-            await payload.dispatch(self.broker, envelope)
+            handed_on = await payload.dispatch(self.broker, envelope)
         except payload.TooLarge as exc:
             error = RouterError(ErrorCode.PROMPT_TOO_LARGE, f"the request cannot travel: {exc}")
         except APIError as exc:  # the pipeline stream is full (its max_bytes) or refuses for now
@@ -123,7 +123,7 @@ class Intake:
                 await idempotency.release(self.broker, claim)
             raise
         else:
-            return True
+            return handed_on
         await self.reject(body, origin, trace_id, received_at, error, tenant=request.tenant)
         return False
 
