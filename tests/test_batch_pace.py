@@ -130,8 +130,8 @@ async def test_jobs_wait_for_the_pipeline_in_their_handlers_not_unseen_behind_th
 async def run_job(url: str, conn, path: Path, lines: int) -> tuple[collections.Counter, ...]:
     """Submit a job of `lines` lines and wait for every result: the results' codes, and the
     ledger's statuses."""
-    path.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?"}) + "\n"
-                            for i in range(lines)))
+    await asyncio.to_thread(path.write_text, "".join(
+        json.dumps({"prompt": f"What is {i} plus 1?"}) + "\n" for i in range(lines)))
     nc = await nats.connect(url)
     try:
         sent = await client.submit(nc, path, None, lambda done, total: None)
