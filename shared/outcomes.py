@@ -281,14 +281,16 @@ def salvage(body: bytes) -> Salvaged:
     if not isinstance(data, dict):
         return Salvaged()
     return Salvaged(_token(data.get("request_id")), _token(data.get("job_id")),
-                    _printable(data.get("tenant")))
+                    name_or_none(data.get("tenant")))
 
 
-def _printable(value: object) -> str | None:
-    if isinstance(value, str) and PRINTABLE_RE.fullmatch(value[:64]):
+def name_or_none(value: object) -> str | None:
+    """`value` if it is a name a request may give (messages.Name), else None. Not cut to
+    length: a 70-character tenant's first 64 characters may be another tenant's name."""
+    if isinstance(value, str) and len(value) <= 64 and PRINTABLE_RE.fullmatch(value):
         with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate is no name
-            value[:64].encode()
-            return value[:64]
+            value.encode()
+            return value
     return None
 
 

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from shared import connection, health, jsonl, payload, subjects
+from shared import connection, health, jsonl, outcomes, payload, subjects
 from shared.config import Settings
 from shared.messages import TOKEN_RE
 
@@ -282,9 +282,10 @@ def _jobs(lines: Iterator[tuple[int, str]], submission: Submission, subject: str
             continue
         first_line[job["request_id"]] = line_no
         submission.request_ids.append(job["request_id"])
-        named = tenant or job.get("tenant")
+        # As the router names it: a line with a tenant that is no name is refused, and its
+        # refusal goes to the results of no tenant.
         submission.result_tenants[job["request_id"]] = subjects.tenant_token(
-            named if isinstance(named, str) else None)
+            tenant or outcomes.name_or_none(job.get("tenant")))
         yield line_no, job["request_id"], body, msg_id
 
 

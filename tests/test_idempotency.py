@@ -12,6 +12,7 @@ import nats
 import pytest
 
 from services.classifier.intake import MAX_WAITING, MAX_WAITING_PER_KEY, MAX_WAITING_PER_TENANT
+from shared import subjects
 from smart_router import client
 from tests.harness import ask, rows_when_ready
 
@@ -196,6 +197,27 @@ async def test_waiting_on_a_job_reads_its_own_tenants_results_only(stack, nc, tm
     assert [r["tenant"] for r in answered["globex"]] == ["globex"]
     assert answered["globex"][0]["request_id"] == answered["acme"][0]["request_id"]
     assert sorted(r["tenant"] for r in everything) == ["acme", "globex"]  # one each, labelled
+
+
+@pytest.mark.parametrize("tenant", ["t" * 70, "a\tb", ""])
+async def test_waiting_on_a_job_gets_the_refusal_of_a_line_whose_tenant_is_no_name(
+        stack, nc, tmp_path, tenant):
+    """The refusal goes to the results of no tenant; before, the wait looked for it under the
+    line's own (no) tenant and timed out. A 70-character tenant's refusal went to the tenant
+    named by its first 64 characters."""
+    path = tmp_path / "job.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a colour.", "tenant": tenant}) + "\n"
+                    + json.dumps({"prompt": "Name a fruit."}) + "\n")
+    submission = await client.submit(nc, path, None, lambda done, total: None)
+    async with asyncio.timeout(30):
+        got = {r["request_id"]: r async for r in client.results(
+            nc, submission.job_id, expect=set(submission.fresh),
+            result_tenants=submission.result_tenants)}
+
+    first, second = (f"{submission.job_id}-{line}" for line in (1, 2))
+    assert got[first]["error"]["code"] == "invalid_request"
+    assert got[first]["tenant"] == got[second]["tenant"] == subjects.NO_TENANT
+    assert "error" not in got[second]
 
 
 async def test_the_same_job_for_two_tenants_runs_for_both(stack, nc, tmp_path):
