@@ -308,7 +308,7 @@ class Settings(BaseSettings):
     nats_declare: bool = True
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     router_config: Path | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
     @field_validator("log_level", mode="before")

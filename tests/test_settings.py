@@ -13,6 +13,7 @@ def test_a_log_level_is_a_level_name_in_any_case():
     """Before, LOG_LEVEL=verbose (or 10) passed, and every service died at start on a
     TypeError that named nothing."""
     assert Settings(log_level="debug").log_level == "DEBUG"
+    assert Settings(log_level="warn").log_level == "WARN"  # logging's alias
     for wrong in ("verbose", "10"):
         with pytest.raises(ValidationError, match="log_level"):
             Settings(log_level=wrong)
