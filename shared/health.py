@@ -26,6 +26,10 @@ SERVICES = ("classifier", "dispatcher", "escalator", "ledger", "gateway")
 HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 BUSY_STUCK_AFTER_S = 30.0
+# Batch jobs wait for the pipeline and none of the requests in it has ended for this long: their
+# done notices are lost, or the stages after the classifier are stuck (a request ends in seconds,
+# at worst in its tiers' provider timeouts).
+BATCH_STALLED_AFTER_S = 600.0
 STREAM_FULL_WARNING = 0.9  # a work stream past this share of its max_bytes is a problem
 
 
@@ -71,6 +75,9 @@ class Counters:
     url: str | None = None  # the gateway's instances only: where it serves HTTP
     # The classifier's model thread: since when it has been on its current prompt (None: idle).
     busy_since: float | None = None
+    # The classifier's batch jobs: since when they have waited for the pipeline with none of
+    # its requests ending (None: none waits).
+    batch_stalled_since: float | None = None
 
 
 # Two copies may share a host name and a pid (containers, each its pid 1, on one network
@@ -109,6 +116,7 @@ async def snapshot(js: JetStreamContext) -> dict:
     ledger["stuck"] = problem is not None
     problems = [f"{name} is down: no fresh heartbeat" for name, s in services.items()
                 if not s["up"]] + ([problem] if problem else []) + busy_too_long(instances, now)
+    problems += batch_stalled(instances, now)
     problems += streams_filling(ledger["instances"])
     return {"ok": not problems, "services": services, "problems": problems, "at": now}
 
@@ -138,6 +146,16 @@ def busy_too_long(instances: list[dict], now: float) -> list[str]:
             f"{now - beat['busy_since']:.0f} s" for beat in instances
             if isinstance(beat.get("busy_since"), int | float)
             and now - beat["busy_since"] > BUSY_STUCK_AFTER_S]
+
+
+def batch_stalled(instances: list[dict], now: float) -> list[str]:
+    """Classifiers whose batch jobs have waited for the pipeline past BATCH_STALLED_AFTER_S
+    with none of the requests holding it ending: they beat, and take no job."""
+    return [f"{beat['service']} {beat.get('instance')} is stuck: batch jobs have waited "
+            f"{now - beat['batch_stalled_since']:.0f} s for the pipeline with none of its "
+            "requests ending" for beat in instances
+            if isinstance(beat.get("batch_stalled_since"), int | float)
+            and now - beat["batch_stalled_since"] > BATCH_STALLED_AFTER_S]
 
 
 def streams_filling(ledger_beats: list[dict]) -> list[str]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import nats
 import pytest
 
 from services.classifier.batch_pace import BatchPace
-from shared import subjects, topology
+from shared import health, subjects, topology
 from shared.config import load_config
 from smart_router import client
 from smart_router.embedded import EmbeddedNats
@@ -58,6 +60,25 @@ async def test_a_job_waits_for_a_slot_freed_by_a_done_notice_or_a_deadline():
     assert not third.done()  # b's slot holds for its lifetime...
     await asyncio.wait_for(third, 5)  # ...and, its notice lost, is freed at its deadline
     assert pace.in_flight == 1
+
+
+async def test_jobs_waiting_with_no_request_ending_turn_health_red():
+    counters = health.Counters()
+    pace = BatchPace(limit=1, counters=counters)
+    pace._counting.set()
+    await pace.take("a", 60)
+    assert counters.batch_stalled_since is None  # nothing waits
+    waiting = asyncio.create_task(pace.take("b", 60))
+    await asyncio.sleep(0.05)
+    beat = {"service": "classifier", "instance": "c1", **dataclasses.asdict(counters)}
+    later = time.time() + health.BATCH_STALLED_AFTER_S + 1
+
+    assert health.batch_stalled([beat], time.time()) == []
+    (problem,) = health.batch_stalled([beat], later)
+    assert "classifier c1 is stuck: batch jobs have waited" in problem
+    pace.done("a")
+    await asyncio.wait_for(waiting, 1)
+    assert counters.batch_stalled_since is None
 
 
 @contextlib.contextmanager

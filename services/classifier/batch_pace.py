@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shared import subjects
+from shared.health import Counters
 from shared.messages import new_request_id
 
 from .admission import Admission
@@ -29,8 +30,13 @@ RECHECK_S = 1.0  # a waiting job looks again this often: a slot may free at its 
 
 
 class BatchPace:
-    def __init__(self, limit: int) -> None:
+    """`counters.batch_stalled_since` goes in the heartbeat: jobs waiting while no request of
+    the pipeline ends for long (lost done notices, stuck stages) turn health red."""
+
+    def __init__(self, limit: int, counters: Counters | None = None) -> None:
         self._taken = Admission(limit)  # limit 0: no bound
+        self._counters = counters or Counters()
+        self._waiting = 0
         self._freed = asyncio.Event()
         self._counting = asyncio.Event()
         self.done_subject = subjects.done(new_request_id())
@@ -47,12 +53,24 @@ class BatchPace:
         await self._counting.wait()
         if self._taken.holds(trace_id):  # a redelivery of a job in the pipeline: counted once
             return
-        while self._taken.admit(trace_id, time.time() + lifetime_s) is not None:
-            self._freed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._freed.wait(), RECHECK_S)
+        if self._taken.admit(trace_id, time.time() + lifetime_s) is None:
+            return
+        self._waiting += 1
+        if self._counters.batch_stalled_since is None:
+            self._counters.batch_stalled_since = time.time()
+        try:
+            while self._taken.admit(trace_id, time.time() + lifetime_s) is not None:
+                self._freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), RECHECK_S)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._counters.batch_stalled_since = None
 
     def done(self, trace_id: str) -> None:
+        if self._taken.holds(trace_id) and self._waiting:
+            self._counters.batch_stalled_since = time.time()  # progress: the wait starts anew
         self._taken.done(trace_id)
         self._freed.set()
 

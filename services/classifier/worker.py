@@ -38,7 +38,7 @@ def create_app(config: RouterConfig | None = None,
                             counters=service.counters)
     intake = Intake(service.broker, cfg, classifier)
     front_door = FrontDoor(service.broker, cfg, intake)
-    pace = BatchPace(cfg.pipeline.max_batch_in_flight)
+    pace = BatchPace(cfg.pipeline.max_batch_in_flight, service.counters)
 
     @service.app.on_startup
     async def load_models() -> None:
