@@ -16,6 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from services.classifier import batch_pace
 from services.classifier.batch_pace import BatchPace
 from shared import health, subjects, topology
 from shared.config import load_config
@@ -60,6 +61,19 @@ async def test_a_job_waits_for_a_slot_freed_by_a_done_notice_or_a_deadline():
     assert not third.done()  # b's slot holds for its lifetime...
     await asyncio.wait_for(third, 5)  # ...and, its notice lost, is freed at its deadline
     assert pace.in_flight == 1
+
+
+async def test_a_job_delivered_again_is_counted_once_and_no_slot_outlives_its_cap(monkeypatch):
+    """A redelivery of a job in the pipeline takes nothing (and must not free the first
+    copy's slot); a slot whose done notice is lost is freed after SLOT_HELD_AT_MOST_S, not at
+    the hour of a batch deadline (a copy's waiting jobs hold handlers the copies share)."""
+    monkeypatch.setattr(batch_pace, "SLOT_HELD_AT_MOST_S", 0.3)
+    pace = BatchPace(limit=1)
+    pace._counting.set()
+
+    assert await pace.take("a", 3600) is True
+    assert await pace.take("a", 3600) is False and pace.in_flight == 1
+    await asyncio.wait_for(pace.take("b", 3600), 3)  # a's notice never came
 
 
 async def test_jobs_waiting_with_no_request_ending_turn_health_red():

@@ -8,7 +8,9 @@ dispatchers: the deadlines of the job's tail ran out there before any call was m
 that online requests need too.
 
 A job taken counts until the stage that answers it says so on this classifier's batch done
-subject, or until its deadline, as online admission counts (admission.py).
+subject, or at most SLOT_HELD_AT_MOST_S (or its deadline, if sooner): a notice lost (a
+reconnect) must not hold the slot for the hour of a batch deadline, and the waiting jobs hold
+this copy's handlers, which the jobs consumer shares with the other copies.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from shared.messages import new_request_id
 from .admission import Admission
 
 RECHECK_S = 1.0  # a waiting job looks again this often: a slot may free at its deadline
+# A request ends within minutes (its tiers' provider timeouts and retries); one that runs longer
+# is let out of the count, at worst a few more in the pipeline than the bound.
+SLOT_HELD_AT_MOST_S = 300.0
 
 
 class BatchPace:
@@ -45,16 +50,18 @@ class BatchPace:
         await nc.subscribe(self.done_subject, cb=self._count_out)
         self._counting.set()
 
-    async def take(self, trace_id: str, lifetime_s: float) -> None:
+    async def take(self, trace_id: str, lifetime_s: float) -> bool:
         """Once a slot is free: the job counts from now, for `lifetime_s` at most (its
-        deadline, counted from when it is taken, not from when it began to wait). None is
-        taken before the done subject is listened to (jobs are delivered from the start), or
-        its notice could be missed and its slot held until its deadline."""
+        deadline, counted from when it is taken, not from when it began to wait); False when
+        it was counted already (a redelivery of a job in the pipeline), which takes nothing.
+        None is taken before the done subject is listened to (jobs are delivered from the
+        start), or its notice could be missed."""
         await self._counting.wait()
-        if self._taken.holds(trace_id):  # a redelivery of a job in the pipeline: counted once
-            return
+        if self._taken.holds(trace_id):
+            return False
+        lifetime_s = min(lifetime_s, SLOT_HELD_AT_MOST_S)
         if self._taken.admit(trace_id, time.time() + lifetime_s) is None:
-            return
+            return True
         self._waiting += 1
         if self._counters.batch_stalled_since is None:
             self._counters.batch_stalled_since = time.time()
@@ -67,6 +74,7 @@ class BatchPace:
             self._waiting -= 1
             if not self._waiting:
                 self._counters.batch_stalled_since = None
+        return True
 
     def done(self, trace_id: str) -> None:
         if self._taken.holds(trace_id) and self._waiting:

@@ -50,12 +50,12 @@ def create_app(config: RouterConfig | None = None,
         trace_id = outcomes.job_trace_id(meta.sequence.stream, meta.timestamp)
         origin = Origin(kind="batch", tenant=subjects.tenant_of(msg.raw_message.subject),
                         done_subject=pace.done_subject)
-        await pace.take(trace_id, cfg.limits.batch_timeout_s)
+        taken = await pace.take(trace_id, cfg.limits.batch_timeout_s)
         handed_on = False
         try:
             handed_on = await intake.hand_on(msg.body, origin, trace_id)
         finally:
-            if not handed_on:
+            if taken and not handed_on:  # not a redelivery whose first copy holds the slot
                 pace.done(trace_id)
 
     # keepalive: a job waiting for a slot (batch_pace.py) must not be redelivered meanwhile
