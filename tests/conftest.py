@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 import psycopg
@@ -190,6 +191,32 @@ def stack(clean_nats: str, database_url: str, emulator_process: Emulator,
     asyncio.run(_wait_until_up(clean_nats))
     yield Stack(clean_nats, database_url, emulator_process, processes)
     processes.stop_all()
+
+
+@contextlib.contextmanager
+def stack_of_its_own(tmp: Path, database_url: str, emulator: Emulator, *, limits: str = "",
+                     pipeline: str = "", ack_wait_s: float = 8.0) -> Iterator[Stack]:
+    """The services on a NATS of their own, with these lines added to the test configuration's
+    [limits] and [pipeline]: the session's stack shares the suite's NATS, and its services
+    would take the work too (a test of one dispatcher slot, say, would see a thousand)."""
+    server = embedded.EmbeddedNats.start(tmp / "nats")
+    config = tmp / "router.toml"
+    config.write_text(harness.TEST_CONFIG.read_text()
+                      .replace("[limits]\n", f"[limits]\n{limits}")
+                      .replace("[pipeline]\n", f"[pipeline]\n{pipeline}")
+                      .replace("ack_wait_s = 8.0\n", f"ack_wait_s = {ack_wait_s}\n"))
+    env = {**os.environ, "NATS_URL": server.url, "DATABASE_URL": database_url,
+           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(config), "GATEWAY_PORT": "0",
+           **harness.emulator_env(emulator.base)}
+    processes = harness.Processes(env, tmp)
+    try:
+        for name in harness.SERVICES:
+            processes.start(name)
+        asyncio.run(_wait_until_up(server.url))
+        yield Stack(server.url, database_url, emulator, processes)
+    finally:
+        processes.stop_all()
+        server.stop()
 
 
 async def _wait_until_up(nats_url: str, timeout_s: float = 60.0) -> None:

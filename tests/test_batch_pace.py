@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from shared.config import load_config
 from smart_router import client
 from smart_router.embedded import EmbeddedNats
 from tests import harness
-from tests.conftest import _wait_until_up
+from tests.conftest import stack_of_its_own
 
 
 async def test_a_job_waiting_in_its_stream_is_not_aged_out(tmp_path):
@@ -95,47 +93,23 @@ async def test_jobs_waiting_with_no_request_ending_turn_health_red():
     assert counters.batch_stalled_since is None
 
 
-@contextlib.contextmanager
-def own_stack(tmp: Path, database_url: str, emulator: str, limits: str, pipeline: str,
-              ack_wait_s: float = 8.0) -> Iterator[str]:
-    """The services on a NATS of their own (the suite's stack would take the jobs), with
-    these lines added to the test configuration's [limits] and [pipeline]."""
-    server = EmbeddedNats.start(tmp / "nats")
-    config = tmp / "router.toml"
-    config.write_text(harness.TEST_CONFIG.read_text()
-                      .replace("[limits]\n", f"[limits]\n{limits}")
-                      .replace("[pipeline]\n", f"[pipeline]\n{pipeline}")
-                      .replace("ack_wait_s = 8.0\n", f"ack_wait_s = {ack_wait_s}\n"))
-    env = {**os.environ, "NATS_URL": server.url, "DATABASE_URL": database_url,
-           "ROUTER_CONFIG": str(config), "GATEWAY_PORT": "0",
-           **harness.emulator_env(emulator)}
-    processes = harness.Processes(env, tmp)
-    for name in harness.SERVICES:
-        processes.start(name)
-    try:
-        asyncio.run(_wait_until_up(server.url))
-        yield server.url
-    finally:
-        processes.stop_all()
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def slow_stack(database_url: str, emulator_process, tmp_path_factory) -> Iterator[str]:
     """Two dispatcher slots, a 4 s batch deadline and four jobs in the pipeline at once."""
-    with own_stack(tmp_path_factory.mktemp("slow"), database_url, emulator_process.base,
-                   "batch_timeout_s = 4.0\n",
-                   "dispatcher_concurrency = 2\nmax_batch_in_flight = 4\n") as url:
-        yield url
+    with stack_of_its_own(tmp_path_factory.mktemp("slow"), database_url, emulator_process,
+                          limits="batch_timeout_s = 4.0\n",
+                          pipeline="dispatcher_concurrency = 2\nmax_batch_in_flight = 4\n"
+                          ) as stack:
+        yield stack.nats_url
 
 
 @pytest.fixture(scope="module")
 def one_at_a_time(database_url: str, emulator_process, tmp_path_factory) -> Iterator[str]:
     """One classifier handler, one job in the pipeline, one dispatcher slot, a 2 s ack wait."""
-    with own_stack(tmp_path_factory.mktemp("tight"), database_url, emulator_process.base, "",
-                   "dispatcher_concurrency = 1\nclassifier_concurrency = 1\n"
-                   "max_batch_in_flight = 1\n", ack_wait_s=2.0) as url:
-        yield url
+    with stack_of_its_own(tmp_path_factory.mktemp("tight"), database_url, emulator_process,
+                          pipeline="dispatcher_concurrency = 1\nclassifier_concurrency = 1\n"
+                                   "max_batch_in_flight = 1\n", ack_wait_s=2.0) as stack:
+        yield stack.nats_url
 
 
 async def test_a_large_job_s_tail_is_not_timed_out_waiting_in_the_pipeline(slow_stack, emulator,

@@ -7,35 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-from tests import harness
-from tests.conftest import Stack, _wait_until_up
+from tests.conftest import Stack, stack_of_its_own
 from tests.harness import rows_when_ready
 from tests.test_gateway import gateway_process
 
 
 @pytest.fixture(scope="module")
-def stack(clean_nats, database_url, emulator_process, tmp_path_factory) -> Iterator[Stack]:
-    """The services on the test config with one dispatcher call in flight at most."""
-    tmp = tmp_path_factory.mktemp("one-dispatch")
-    config = tmp / "router.toml"
-    config.write_text(harness.TEST_CONFIG.read_text().replace(
-        "[pipeline]\n", "[pipeline]\ndispatcher_concurrency = 1\n"))
-    env = {**os.environ, "NATS_URL": clean_nats, "DATABASE_URL": database_url,
-           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(config), "GATEWAY_PORT": "0",
-           **harness.emulator_env(emulator_process.base)}
-    processes = harness.Processes(env, tmp)
-    for name in harness.SERVICES:
-        processes.start(name)
-    asyncio.run(_wait_until_up(clean_nats))
-    yield Stack(clean_nats, database_url, emulator_process, processes)
-    processes.stop_all()
+def stack(database_url, emulator_process, tmp_path_factory) -> Iterator[Stack]:
+    """The services, on a NATS of their own, with one dispatcher call in flight at most."""
+    with stack_of_its_own(tmp_path_factory.mktemp("one-dispatch"), database_url,
+                          emulator_process, pipeline="dispatcher_concurrency = 1\n") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
