@@ -5,8 +5,9 @@ messages is a burst only where something can be refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
@@ -128,17 +129,30 @@ class HoldingIntake:
         return True
 
 
-async def test_one_tenants_burst_leaves_room_for_the_others(own_nats):
-    """Before, admission was one pool: alice's burst filled it and bob was refused."""
+@contextlib.asynccontextmanager
+async def opened_door(nats_url: str, intake: HoldingIntake, bound: int,
+                      share: int) -> AsyncIterator[FrontDoor]:
+    """A front door of `bound` online requests, `share` of one tenant's, handing on to
+    `intake`: open, then closed with its broker."""
     config = stage_config()
     config = config.model_copy(update={"pipeline": config.pipeline.model_copy(update={
-        "max_online_in_flight": 10, "max_online_in_flight_per_tenant": 4})})
-    broker, intake = NatsBroker(own_nats), HoldingIntake(expected=8)
+        "max_online_in_flight": bound, "max_online_in_flight_per_tenant": share})})
+    broker = NatsBroker(nats_url)
     await broker.connect()
     door = FrontDoor(broker, config, intake)  # type: ignore[arg-type]
     await door.open()
-    nc = broker.connection
     try:
+        yield door
+    finally:
+        await door.close()
+        await broker.stop()
+
+
+async def test_one_tenants_burst_leaves_room_for_the_others(own_nats):
+    """Before, admission was one pool: alice's burst filled it and bob was refused."""
+    intake = HoldingIntake(expected=8)
+    async with opened_door(own_nats, intake, bound=10, share=4) as door:
+        nc = door.broker.connection
         inbox = nc.new_inbox()
         replies = await nc.subscribe(inbox)
         alice = {subjects.TENANT_HEADER: "alice"}  # as the gateway names an API key's tenant
@@ -157,9 +171,6 @@ async def test_one_tenants_burst_leaves_room_for_the_others(own_nats):
         refusals.append(json.loads((await alice_replies.next_msg(timeout=5)).data))
         await asyncio.wait_for(intake.all_handed.wait(), timeout=10)
         await asyncio.sleep(0.3)  # nothing more is handed on
-    finally:
-        await door.close()
-        await broker.stop()
 
     assert len(intake.handed) == 8  # alice's 4, bob's 3, the one of no known tenant
     assert door.admission.held_by("alice") == 4 and door.admission.held_by("bob") == 3
@@ -186,22 +197,16 @@ class KeepingIntake(HoldingIntake):
 async def test_near_the_bound_a_slot_freed_goes_to_a_tenant_below_its_fair_share(own_nats):
     """Before, alice and bob held all 10 slots, and the slot alice freed went back to alice
     while carol was refused."""
-    config = stage_config()
-    config = config.model_copy(update={"pipeline": config.pipeline.model_copy(update={
-        "max_online_in_flight": 10, "max_online_in_flight_per_tenant": 8})})
-    broker, intake = NatsBroker(own_nats), KeepingIntake(expected=10)
-    await broker.connect()
-    door = FrontDoor(broker, config, intake)  # type: ignore[arg-type]
-    await door.open()
-    nc = broker.connection
-    inbox = nc.new_inbox()
-    replies = await nc.subscribe(inbox)
+    intake = KeepingIntake(expected=10)
+    async with opened_door(own_nats, intake, bound=10, share=8) as door:
+        nc = door.broker.connection
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox)
 
-    async def ask(tenant: str, prompt: str) -> None:
-        await nc.publish(subjects.CHAT, json.dumps({"prompt": prompt}).encode(), reply=inbox,
-                         headers={subjects.TENANT_HEADER: tenant})
+        async def ask(tenant: str, prompt: str) -> None:
+            await nc.publish(subjects.CHAT, json.dumps({"prompt": prompt}).encode(),
+                             reply=inbox, headers={subjects.TENANT_HEADER: tenant})
 
-    try:
         for i in range(8):
             await ask("alice", f"a{i}")
         for i in range(2):
@@ -216,9 +221,6 @@ async def test_near_the_bound_a_slot_freed_goes_to_a_tenant_below_its_fair_share
         alices = json.loads((await replies.next_msg(timeout=5)).data)
         await ask("carol", "c1")
         await asyncio.sleep(0.3)
-    finally:
-        await door.close()
-        await broker.stop()
 
     assert "holds 10 online requests" in full["error"]["message"]
     assert alices["error"]["code"] == "overloaded"
