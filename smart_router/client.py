@@ -83,13 +83,25 @@ async def request(nc: Client, subject: str, payload: dict, timeout: float) -> di
     return json.loads(msg.data)
 
 
+class ResultTenants(dict[str, str]):
+    """Under which tenant each request's result comes (its results subject's token): the
+    submission's own, kept once, unless its line named another (open mode, the admin
+    identity): another tenant's job of the same name may answer the same request_ids."""
+
+    def __init__(self, own: str) -> None:
+        super().__init__()
+        self.own = own
+
+    def __missing__(self, request_id: str) -> str:
+        return self.own
+
+
 @dataclass
 class Submission:
     job_id: str
     request_ids: list[str] = field(default_factory=list)  # every line sent, in file order
-    # Under which tenant each request's result comes (its results subject's token): another
-    # tenant's job of the same name may answer the same request_ids.
-    result_tenants: dict[str, str] = field(default_factory=dict)
+    result_tenants: ResultTenants = field(
+        default_factory=lambda: ResultTenants(subjects.tenant_token(None)))
     fresh: list[str] = field(default_factory=list)  # the ones JetStream took as new
     duplicate_lines: list[dict] = field(default_factory=list)  # {line, request_id}: not run again
     invalid: list[dict] = field(default_factory=list)  # {line, error}: not sent
@@ -170,7 +182,8 @@ async def _submit(nc: Client, path: Path, readable: Path, job_id: str | None,
                   progress: Callable[[int, int], None], in_flight: int, tenant: str | None
                   ) -> Submission:
     sha256, lines = await asyncio.to_thread(scan, readable, path)
-    submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, sha256))
+    submission = Submission(check_id(job_id, "job id") if job_id else job_id_for(path, sha256),
+                            result_tenants=ResultTenants(subjects.tenant_token(tenant)))
     subject = subjects.jobs(tenant) if tenant else subjects.JOBS
     reread = hashlib.sha256()
     lines_read = jsonl.numbered_lines_from(readable, reread, str(path))
@@ -284,8 +297,9 @@ def _jobs(lines: Iterator[tuple[int, str]], submission: Submission, subject: str
         submission.request_ids.append(job["request_id"])
         # As the router names it: a line with a tenant that is no name is refused, and its
         # refusal goes to the results of no tenant.
-        submission.result_tenants[job["request_id"]] = subjects.tenant_token(
-            tenant or outcomes.name_or_none(job.get("tenant")))
+        token = subjects.tenant_token(tenant or outcomes.name_or_none(job.get("tenant")))
+        if token != submission.result_tenants.own:
+            submission.result_tenants[job["request_id"]] = token
         yield line_no, job["request_id"], body, msg_id
 
 
@@ -375,7 +389,7 @@ async def stored_results(nc: Client, job_id: str, tenant: str | None = None) -> 
 async def results(
     nc: Client, job_id: str, *, follow: bool = False, expect: set[str] | None = None,
     idle_timeout: float = 5.0, tenant: str | None = None,
-    result_tenants: dict[str, str] | None = None,
+    result_tenants: ResultTenants | None = None,
 ) -> AsyncIterator[dict]:
     """The job's results, oldest first, one per tenant and request_id. Stops when the stream
     has no more, or with a non-empty `expect` when every expected request_id has its result;
@@ -401,7 +415,7 @@ async def results(
             request_id = result.get("request_id")
             token = msg.subject.split(".")[-2]  # router.v1.results.<tenant>.<job>
             # Not another tenant's request of the same id, in its job of this name:
-            if result_tenants is None or result_tenants.get(request_id) == token:
+            if result_tenants is None or result_tenants[request_id] == token:
                 if (token, request_id) not in seen:
                     seen.add((token, request_id))
                     yield result if tenant else {**result, "tenant": token}
