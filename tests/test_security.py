@@ -19,10 +19,11 @@ import nats
 import pytest
 from pydantic import SecretStr
 
+from services.escalator import worker as escalator_worker
 from shared import nats_auth, subjects, topology
 from shared.config import Settings, load_config
 from smart_router import client, embedded
-from tests import harness
+from tests import harness, stage_helpers
 from tests.conftest import Emulator
 
 TENANTS = ["acme", "globex"]
@@ -224,6 +225,28 @@ async def test_each_service_identity_is_refused_what_is_not_its_job(secured, use
         else:
             await service.nc.publish(subject, b"{}")
         assert await service.refused(subject)
+
+
+def test_the_escalators_marks_are_keys_its_grant_lets_it_write():
+    """Before, the sample mark's key had two tokens: refused under the escalator's grant
+    ($KV.<hops>.*.*.*), the mark was never kept and a redelivery sampled again."""
+    grants = [p for p in nats_auth.service_grants()["escalator"].publish
+              if p.startswith(f"$KV.{subjects.HOPS_BUCKET}.")]
+    envelope = stage_helpers.envelope()
+    key = f"$KV.{subjects.HOPS_BUCKET}.{escalator_worker.sample_mark_key(envelope)}"
+
+    assert any(_matches(grant, key) for grant in grants), (grants, key)
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """A NATS subject against a pattern with `*` (one token) and `>` (the rest)."""
+    wanted, tokens = pattern.split("."), subject.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or token not in ("*", tokens[i]):
+            return False
+    return len(tokens) == len(wanted)
 
 
 async def test_wrong_credentials_are_refused_with_a_clear_error(secured):

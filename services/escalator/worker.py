@@ -76,6 +76,11 @@ class SampleStarted(BaseModel):
     """The mark a sampled request's comparison leaves in the hop records."""
 
 
+def sample_mark_key(envelope: Envelope) -> str:
+    """Three tokens, as every key the escalator may write in the hop records (its grant)."""
+    return f"{envelope.trace_id}.{envelope.hop}.sample"
+
+
 class Escalator:
     """Decides each scored hop: answer, climb a tier, or fail."""
 
@@ -288,7 +293,7 @@ class Escalator:
     async def _first_sample(self, envelope: Envelope) -> bool:
         """Whether this request's comparison is not started yet: a finished request delivered
         again (its ack lost) would otherwise pay for a second one, and label the answer twice."""
-        key = f"{envelope.trace_id}.sample"
+        key = sample_mark_key(envelope)
         try:
             if await hop_records.kept(self.broker, key, SampleStarted) is not None:
                 return False
