@@ -115,8 +115,7 @@ async def snapshot(js: JetStreamContext) -> dict:
     problem = ledger_stuck(ledger["backlog"])
     ledger["stuck"] = problem is not None
     problems = [f"{name} is down: no fresh heartbeat" for name, s in services.items()
-                if not s["up"]] + ([problem] if problem else []) + busy_too_long(instances, now)
-    problems += batch_stalled(instances, now)
+                if not s["up"]] + ([problem] if problem else []) + stuck_too_long(instances, now)
     problems += streams_filling(ledger["instances"])
     return {"ok": not problems, "services": services, "problems": problems, "at": now}
 
@@ -139,23 +138,23 @@ async def _last_beats(js: JetStreamContext) -> list[dict]:
     return beats
 
 
-def busy_too_long(instances: list[dict], now: float) -> list[str]:
-    """Instances whose model thread has been on one prompt past BUSY_STUCK_AFTER_S (a prompt
-    takes milliseconds): they beat from their event loop, but classify nothing."""
-    return [f"{beat['service']} {beat.get('instance')} is stuck: on one prompt for "
-            f"{now - beat['busy_since']:.0f} s" for beat in instances
-            if isinstance(beat.get("busy_since"), int | float)
-            and now - beat["busy_since"] > BUSY_STUCK_AFTER_S]
+# What an instance can be stuck on while it still beats from its event loop: the heartbeat's
+# "since" field, how long is too long, and what to say ({s}: the seconds).
+STUCK_SIGNS = {
+    # the classifier's model thread on one prompt (a prompt takes milliseconds)
+    "busy_since": (BUSY_STUCK_AFTER_S, "on one prompt for {s:.0f} s"),
+    # its batch jobs waiting for the pipeline, none of its requests there ending
+    "batch_stalled_since": (BATCH_STALLED_AFTER_S, "batch jobs have waited {s:.0f} s for the "
+                            "pipeline with none of its requests ending"),
+}
 
 
-def batch_stalled(instances: list[dict], now: float) -> list[str]:
-    """Classifiers whose batch jobs have waited for the pipeline past BATCH_STALLED_AFTER_S
-    with none of the requests holding it ending: they beat, and take no job."""
-    return [f"{beat['service']} {beat.get('instance')} is stuck: batch jobs have waited "
-            f"{now - beat['batch_stalled_since']:.0f} s for the pipeline with none of its "
-            "requests ending" for beat in instances
-            if isinstance(beat.get("batch_stalled_since"), int | float)
-            and now - beat["batch_stalled_since"] > BATCH_STALLED_AFTER_S]
+def stuck_too_long(instances: list[dict], now: float) -> list[str]:
+    """Instances past one of STUCK_SIGNS' bounds: they beat, but do no work."""
+    return [f"{beat['service']} {beat.get('instance')} is stuck: "
+            + says.format(s=now - beat[field])
+            for beat in instances for field, (after_s, says) in STUCK_SIGNS.items()
+            if isinstance(beat.get(field), int | float) and now - beat[field] > after_s]
 
 
 def streams_filling(ledger_beats: list[dict]) -> list[str]:

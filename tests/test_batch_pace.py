@@ -85,8 +85,8 @@ async def test_jobs_waiting_with_no_request_ending_turn_health_red():
     beat = {"service": "classifier", "instance": "c1", **dataclasses.asdict(counters)}
     later = time.time() + health.BATCH_STALLED_AFTER_S + 1
 
-    assert health.batch_stalled([beat], time.time()) == []
-    (problem,) = health.batch_stalled([beat], later)
+    assert health.stuck_too_long([beat], time.time()) == []
+    (problem,) = health.stuck_too_long([beat], later)
     assert "classifier c1 is stuck: batch jobs have waited" in problem
     pace.done("a")
     await asyncio.wait_for(waiting, 1)

@@ -70,8 +70,8 @@ async def test_a_classifier_wedged_on_one_prompt_turns_health_red():
     beat = {"service": "classifier", "instance": "c1"} | dataclasses.asdict(counters)
     later = time.time() + health.BUSY_STUCK_AFTER_S + 1
 
-    assert health.busy_too_long([beat], time.time()) == []
-    (problem,) = health.busy_too_long([beat], later)
+    assert health.stuck_too_long([beat], time.time()) == []
+    (problem,) = health.stuck_too_long([beat], later)
     assert problem.startswith("classifier c1 is stuck: on one prompt for")
 
     release.set()
