@@ -181,16 +181,28 @@ class Stack:
 def stack(clean_nats: str, database_url: str, emulator_process: Emulator,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The four services as real processes, their SDKs pointed at the emulator."""
-    env = {**os.environ, "NATS_URL": clean_nats, "DATABASE_URL": database_url,
-           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(harness.TEST_CONFIG),
+    with _services(clean_nats, database_url, emulator_process, harness.TEST_CONFIG,
+                   tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _services(nats_url: str, database_url: str, emulator: Emulator, config: Path,
+              log_dir: Path) -> Iterator[Stack]:
+    """Every service as a real process on these servers and this configuration, once their
+    heartbeats say they are up; stopped after."""
+    env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url,
+           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(config),
            "GATEWAY_PORT": "0",  # any free port: its heartbeat says which
-           **harness.emulator_env(emulator_process.base)}
-    processes = harness.Processes(env, tmp_path_factory.mktemp("logs"))
-    for name in harness.SERVICES:
-        processes.start(name)
-    asyncio.run(_wait_until_up(clean_nats))
-    yield Stack(clean_nats, database_url, emulator_process, processes)
-    processes.stop_all()
+           **harness.emulator_env(emulator.base)}
+    processes = harness.Processes(env, log_dir)
+    try:
+        for name in harness.SERVICES:
+            processes.start(name)
+        asyncio.run(_wait_until_up(nats_url))
+        yield Stack(nats_url, database_url, emulator, processes)
+    finally:
+        processes.stop_all()
 
 
 @contextlib.contextmanager
@@ -205,17 +217,10 @@ def stack_of_its_own(tmp: Path, database_url: str, emulator: Emulator, *, limits
                       .replace("[limits]\n", f"[limits]\n{limits}")
                       .replace("[pipeline]\n", f"[pipeline]\n{pipeline}")
                       .replace("ack_wait_s = 8.0\n", f"ack_wait_s = {ack_wait_s}\n"))
-    env = {**os.environ, "NATS_URL": server.url, "DATABASE_URL": database_url,
-           "LOG_LEVEL": "INFO", "ROUTER_CONFIG": str(config), "GATEWAY_PORT": "0",
-           **harness.emulator_env(emulator.base)}
-    processes = harness.Processes(env, tmp)
     try:
-        for name in harness.SERVICES:
-            processes.start(name)
-        asyncio.run(_wait_until_up(server.url))
-        yield Stack(server.url, database_url, emulator, processes)
+        with _services(server.url, database_url, emulator, config, tmp) as running:
+            yield running
     finally:
-        processes.stop_all()
         server.stop()
 
 
