@@ -112,6 +112,14 @@ async def test_a_dispatcher_killed_mid_stream_does_not_send_the_answer_again(
     assert text.count(contents[0]) == 1, f"text repeated: {text!r}"
     assert frames[-1]["error"]["code"] == "upstream_error"
     rows = await rows_when_ready(
-        conn, "SELECT status, error_code FROM requests WHERE request_id = %s", (request_id,),
-        wait_s=30)
-    assert rows == [("error", "upstream_error")]
+        conn, "SELECT status, error_code, cost_usd FROM requests WHERE request_id = %s",
+        (request_id,), wait_s=30)
+    attempts = await (await conn.execute(
+        "SELECT reason, input_tokens, cost_usd FROM attempts WHERE request_id = %s",
+        (request_id,))).fetchall()
+    assert [row[:2] for row in rows] == [("error", "upstream_error")]
+    # The call the dead dispatcher paid for is in the ledger once, at its floor (before: no
+    # row, and the request cost nothing).
+    (lost,) = attempts
+    assert lost[0].startswith("stream stopped: its dispatcher died after releasing it")
+    assert lost[1] > 0 and lost[2] > 0 and rows[0][2] == lost[2]

@@ -68,9 +68,12 @@ class DeadlinePassed(StreamStopped):
 
 
 class Released(BaseModel):
-    """A hop's first piece went to the caller, at ttft_ms."""
+    """A hop's first piece went to the caller, at ttft_ms, from call n of this model: what the
+    ledger needs of that call should its dispatcher die before recording it."""
 
     ttft_ms: float
+    n: int
+    ref: ModelRef
 
 
 def released_key(envelope: Envelope) -> str:
@@ -144,9 +147,9 @@ class Relay:
     def cancelled(self) -> bool:
         return self._gone.is_set()
 
-    def begin(self, ref: ModelRef) -> None:
-        """A new model's call: nothing of it received or sent yet."""
-        self._ref, self._pieces = ref, []
+    def begin(self, ref: ModelRef, n: int) -> None:
+        """A new model's call, the request's n-th: nothing of it received or sent yet."""
+        self._ref, self._n, self._pieces = ref, n, []
         self._sent_bytes, self._held, self._full = 0, "", False
 
     def received(self) -> StreamStopped:
@@ -202,11 +205,12 @@ class Relay:
     async def release(self, text: str) -> None:
         """The first piece the caller sees, with what it needs to label the stream."""
         envelope, ref = self._envelope, self._ref
+        assert ref is not None, "a piece comes from a call begun"
         self.ttft_ms = (time.time() - envelope.received_at) * 1000
-        await self._keep_release(Released(ttft_ms=self.ttft_ms))
+        await self._keep_release(Released(ttft_ms=self.ttft_ms, n=self._n, ref=ref))
         await self._publish({
             "delta": self._unsent(text), "request_id": envelope.request_id,
-            "model": ref.model if ref else None, "provider": ref.provider if ref else None,
+            "model": ref.model, "provider": ref.provider,
             "tier": self._tier.name, "difficulty_tag": envelope.classification.difficulty,
             "escalated": self._tier.name != envelope.start_tier,
         })

@@ -73,8 +73,8 @@ class TierCaller:
                 timeout = min(self._limits.provider_timeout_s, remaining)
                 reason = ""
                 try:
-                    completion = await self._ask(ref, messages, max_tokens, request.temperature,
-                                                 timeout, relay)
+                    completion = await self._ask(ref, n, messages, max_tokens,
+                                                 request.temperature, timeout, relay)
                 except StreamStopped as stopped:
                     completion = completion_of(stopped, input_bound)
                     reason = f"stream stopped: {stopped.why}; {ESTIMATED}"
@@ -111,11 +111,11 @@ class TierCaller:
             await asyncio.sleep(max(pause, 0))
         return TierResult(attempts, None)
 
-    async def _ask(self, ref: ModelRef, messages: list[dict[str, str]], max_tokens: int,
+    async def _ask(self, ref: ModelRef, n: int, messages: list[dict[str, str]], max_tokens: int,
                    temperature: float | None, timeout: float,
                    relay: Relay | None) -> Completion:
         if relay is not None:
-            relay.begin(ref)  # before anything can fail: a failure bills this call's pieces only
+            relay.begin(ref, n)  # before anything can fail: a failure bills this call's pieces only
         provider = self._providers.get(ref.provider)
         if relay is None:
             try:

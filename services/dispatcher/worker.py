@@ -24,8 +24,8 @@ from services.escalator.scoring import Scorer
 from shared import hop_records, outcomes, payload, subjects
 from shared.config import RouterConfig, Settings
 from shared.errors import ErrorCode
-from shared.messages import Answer, Attempt, Envelope
-from shared.pricing import Pricer
+from shared.messages import Answer, Attempt, Envelope, Outcome
+from shared.pricing import Pricer, worst_case_input_tokens
 from shared.providers import Providers
 from shared.runtime import Service
 
@@ -33,6 +33,8 @@ from .streaming import Cancels, Relay, Released, released_key, wants_stream
 from .tier_call import TierCaller, TierResult
 
 log = structlog.get_logger(__name__)
+
+LOST_STREAM = "stream stopped: its dispatcher died after releasing it"
 
 
 class HopResult(BaseModel):
@@ -74,8 +76,9 @@ class Dispatcher:
             providers = Providers(connections=cfg.pipeline.dispatcher_concurrency)
             providers.prepare({ref.provider for tier in cfg.tiers for ref in tier.models})
         self.providers = providers
+        self.pricer = Pricer(cfg.pricing)
         self.caller = TierCaller(
-            providers, Pricer(cfg.pricing), cfg.limits,
+            providers, self.pricer, cfg.limits,
             want_logprobs="logprob" in cfg.escalation.signals,
         )
         self.opening_scorer = Scorer(cfg.escalation)  # a streamed answer's opening
@@ -127,17 +130,29 @@ class Dispatcher:
 
     async def _replayed(self, envelope: Envelope, key: str) -> HopResult | None:
         """What an earlier delivery of this hop did: its kept result, or, for a stream released
-        before that delivery died, a release with no answer."""
+        before that delivery died, a release with no answer and the call it had made."""
         result = await hop_records.kept(self.broker, key, HopResult)
         if result is not None or not wants_stream(envelope):
             return result
         mark = await hop_records.kept(self.broker, released_key(envelope), Released)
         if mark is None:
             return None
-        # Its call's attempt died with the dispatcher that made it: what it cost is not known.
         log.warning("stream.restart_refused", request_id=envelope.request_id, hop=envelope.hop,
-                    reason="released before its dispatcher stopped; its call's cost is unknown")
-        return HopResult(attempts=[], answer=None, ttft_ms=mark.ttft_ms)
+                    reason="released before its dispatcher stopped")
+        return HopResult(attempts=[self._lost_call(envelope, mark)], answer=None,
+                         ttft_ms=mark.ttft_ms)
+
+    def _lost_call(self, envelope: Envelope, mark: Released) -> Attempt:
+        """The paid call whose dispatcher died mid-stream, for the ledger: what it received
+        died too, so it is billed at its floor, its input at the worst-case bound and no
+        output (the same call number as its own row, which the ledger keeps if it got one)."""
+        input_bound = worst_case_input_tokens(m.content for m in envelope.request.chat)
+        return Attempt(n=mark.n, hop=envelope.hop, model=mark.ref.model,
+                       provider=mark.ref.provider, tier=self.cfg.tiers[envelope.tier_index].name,
+                       outcome=Outcome.ERROR,
+                       reason=f"{LOST_STREAM}; usage unknown: input at its bound, no output",
+                       input_tokens=input_bound,
+                       cost_usd=self.pricer.cost(mark.ref, input_bound, 0))
 
     async def _give_up(self, envelope: Envelope, too_large: payload.TooLarge) -> None:
         """The hop's result cannot travel on (its calls are recorded already): end the request with
