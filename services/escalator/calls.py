@@ -1,6 +1,6 @@
-"""A call the escalator pays for on its own account (a verification, a sampled comparison): the
-model's text, or None when the provider failed, and the attempt that records the call and its
-cost in the ledger."""
+"""A call the escalator pays for on its own account (the judge, a verification, a sampled
+comparison): the model's text, or None when the provider failed, and the attempt that records
+the call and its cost in the ledger."""
 
 from __future__ import annotations
 

@@ -4,15 +4,12 @@ which is recorded as an attempt (outcome "judge") so its cost shows in the ledge
 
 from __future__ import annotations
 
-import functools
-import time
-
 from shared.config import JudgeConfig, ModelRef
 from shared.messages import Attempt, Outcome
 from shared.pricing import Pricer, worst_case_input_tokens
-from shared.providers import ProviderError, Providers
+from shared.providers import Providers
 
-from .calls import json_verdict, tagged
+from .calls import json_verdict, paid_call, tagged
 
 EXCERPT_CHARS = 2000
 VERDICT_TOKENS = 20
@@ -35,29 +32,16 @@ class Judge:
                         seconds_left: float) -> tuple[bool | None, Attempt]:
         """Whether the answer addresses the prompt (None: the judge could not say), and the
         attempt that records the call, made within the request's `seconds_left`."""
-        messages = _messages(prompt, answer)
-        attempt = functools.partial(Attempt, n=n, hop=hop, model=self._config.model,
-                                    provider=self._config.provider, tier=tier,
-                                    outcome=Outcome.JUDGE)
-        started = time.perf_counter()
-        try:
-            completion = await self._providers.get(self._config.provider).complete(
-                self._config.model, messages, max_tokens=VERDICT_TOKENS, temperature=0.0,
-                timeout=min(self._config.timeout_s, seconds_left), logprobs=False,
-                json_format=True,
-            )
-        except Exception as exc:
-            error = ProviderError.of(exc, self._config.provider, self._config.model)
-            return None, attempt(reason=error.reason, latency_ms=_ms(started))
-        verdict = json_verdict(completion.text, "addresses")
-        return verdict, attempt(
-            reason={True: "addresses the prompt", False: "does not address the prompt",
-                    None: "unreadable verdict"}[verdict],
-            input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-            cost_usd=self._pricer.cost(self._ref, completion.input_tokens,
-                                       completion.output_tokens),
-            latency_ms=_ms(started), emulated=completion.emulated,
-        )
+        text, call = await paid_call(
+            self._providers, self._pricer, self._ref, _messages(prompt, answer),
+            outcome=Outcome.JUDGE, n=n, hop=hop, tier=tier, max_tokens=VERDICT_TOKENS,
+            timeout=min(self._config.timeout_s, seconds_left), json_format=True)
+        if text is None:  # the provider failed: its reason says why
+            return None, call
+        verdict = json_verdict(text, "addresses")
+        return verdict, call.model_copy(update={"reason": {
+            True: "addresses the prompt", False: "does not address the prompt",
+            None: "unreadable verdict"}[verdict]})
 
 
     def worst_cost(self, prompt: str, answer: str) -> float:
@@ -72,7 +56,3 @@ def _messages(prompt: str, answer: str) -> list[dict[str, str]]:
         {"role": "user", "content": tagged(question=prompt[:EXCERPT_CHARS],
                                            answer=answer[:EXCERPT_CHARS])},
     ]
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
